@@ -1,0 +1,177 @@
+//! The command line (clap derive). Every subcommand shares the same flags.
+
+use std::{net::SocketAddr, path::PathBuf};
+
+use clap::{Args, Parser, Subcommand};
+
+use crate::{clients::BadRowPolicy, clock::TimeScale, config::LoadLevel};
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "orderdeck",
+    version,
+    about = "A control center for a gRPC -> Kafka -> consumer order pipeline",
+    long_about = "Runs an order pipeline in one process: a gRPC server (wire-compatible with the \
+                  original orders.OrderService), simulated clients, a durable Kafka producer, a \
+                  consumer group driving each order through Processing -> Preparing -> Shipped -> \
+                  Delivered -> Finished. With no --brokers it runs on an embedded Kafka broker."
+)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Option<Command>,
+    #[command(flatten)]
+    pub common: CommonArgs,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// The terminal control center (the default).
+    Tui,
+    /// Headless: the full pipeline with simulated clients; exits when every
+    /// acknowledged order has finished.
+    Run,
+    /// The gRPC server and consumers, no simulated clients.
+    Serve,
+    /// Consumers only, joining the group on --brokers to scale out.
+    Worker,
+}
+
+/// One `-X key=value` librdkafka setting.
+#[derive(Clone, Debug, PartialEq)]
+pub struct KafkaSetting {
+    pub key: String,
+    pub value: String,
+}
+
+impl std::str::FromStr for KafkaSetting {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s.split_once('=') {
+            Some((key, value)) if !key.trim().is_empty() => Ok(Self {
+                key: key.trim().to_owned(),
+                value: value.to_owned(),
+            }),
+            _ => Err(format!(
+                "expected key=value (e.g. -X security.protocol=SASL_SSL), got {s:?}"
+            )),
+        }
+    }
+}
+
+#[derive(Debug, Args, Clone)]
+pub struct CommonArgs {
+    /// Load level: low, medium or high (baja, media, alta).
+    #[arg(long, global = true, value_enum, default_value_t = LoadLevel::Medium)]
+    pub load: LoadLevel,
+    /// Simulated clients (overrides the load level's).
+    #[arg(long, global = true)]
+    pub clients: Option<usize>,
+    /// Target orders per second over all clients, 0 = unlimited (overrides the load level's).
+    #[arg(long, global = true)]
+    pub rate: Option<f64>,
+    /// Orders to send (run) or to finish before stopping (serve, worker).
+    /// Default for run: one pass over the CSV.
+    #[arg(long, global = true)]
+    pub orders: Option<u64>,
+    /// Multiplies every simulated delay: 1 = the original's timings, 0 = none.
+    #[arg(long, global = true, default_value = "1")]
+    pub time_scale: TimeScale,
+
+    /// Kafka bootstrap servers (host:port,...). Without it, an embedded broker runs in-process.
+    #[arg(long, global = true, env = "ORDERDECK_BROKERS")]
+    pub brokers: Option<String>,
+    /// Extra librdkafka setting, repeatable (as kcat): -X security.protocol=SASL_SSL
+    #[arg(short = 'X', global = true, value_name = "KEY=VALUE")]
+    pub kafka_settings: Vec<KafkaSetting>,
+    /// Topic the orders go to.
+    #[arg(long, global = true, default_value = "orders")]
+    pub topic: String,
+    /// Topic the state transitions go to (default: <topic>.events).
+    #[arg(long, global = true)]
+    pub events_topic: Option<String>,
+    /// Partitions for topics orderdeck creates.
+    #[arg(long, global = true, default_value_t = 6)]
+    pub partitions: i32,
+    /// Replication factor for topics orderdeck creates.
+    #[arg(long, global = true, default_value_t = 1)]
+    pub replication: i32,
+    /// Consumer group id.
+    #[arg(long, global = true, default_value = "orderdeck")]
+    pub group: String,
+    /// Consumer tasks in the group (in this process).
+    #[arg(long, global = true, default_value_t = 3)]
+    pub consumers: usize,
+    /// Orders one consumer task runs at once before it stops fetching.
+    #[arg(long, global = true, default_value_t = 10_000)]
+    pub max_in_flight_per_consumer: usize,
+    /// Seconds the producer keeps trying to deliver an order before the
+    /// server answers UNAVAILABLE.
+    #[arg(long, global = true, default_value_t = 10.0)]
+    pub delivery_timeout: f64,
+
+    /// Orders file (the original's CSV format).
+    #[arg(long, global = true, default_value = "orders.csv")]
+    pub csv: PathBuf,
+    /// What to do with a malformed CSV row.
+    #[arg(long, global = true, value_enum, default_value_t = BadRowPolicy::Skip)]
+    pub on_bad_row: BadRowPolicy,
+
+    /// gRPC listen address (run: an ephemeral loopback port; serve: 127.0.0.1:50051).
+    #[arg(long, global = true)]
+    pub listen: Option<SocketAddr>,
+    /// Orders the server hands to Kafka at once before answering RESOURCE_EXHAUSTED.
+    #[arg(long, global = true, default_value_t = 10_000)]
+    pub max_in_flight: usize,
+    /// Largest order JSON accepted, in bytes.
+    #[arg(long, global = true, default_value_t = 16 * 1024)]
+    pub max_message_bytes: usize,
+
+    /// Write the JSON report here when the run ends.
+    #[arg(long, global = true)]
+    pub report: Option<PathBuf>,
+    /// Give up after this many seconds (exit code 3) instead of waiting for every order.
+    #[arg(long, global = true)]
+    pub timeout: Option<f64>,
+    /// Log file (the screen belongs to the UI and the progress bar).
+    #[arg(long, global = true, default_value = "orderdeck.log")]
+    pub log_file: PathBuf,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn flags_work_after_the_subcommand() {
+        let cli = Cli::try_parse_from([
+            "orderdeck",
+            "run",
+            "--load",
+            "alta",
+            "--orders",
+            "7",
+            "--time-scale",
+            "0",
+            "-X",
+            "linger.ms=1",
+        ])
+        .unwrap();
+        assert!(matches!(cli.command, Some(Command::Run)));
+        assert_eq!(cli.common.load, LoadLevel::High);
+        assert_eq!(cli.common.orders, Some(7));
+        assert_eq!(cli.common.time_scale.factor(), 0.0);
+        assert_eq!(cli.common.kafka_settings[0].key, "linger.ms");
+    }
+
+    #[test]
+    fn bad_values_are_explained() {
+        let err = Cli::try_parse_from(["orderdeck", "run", "--time-scale", "-2"]).unwrap_err();
+        assert!(
+            err.to_string().contains("time scale must be a number >= 0"),
+            "{err}"
+        );
+        let err = Cli::try_parse_from(["orderdeck", "run", "-X", "nonsense"]).unwrap_err();
+        assert!(err.to_string().contains("expected key=value"), "{err}");
+    }
+}

@@ -1,0 +1,67 @@
+//! One file per subcommand, plus what they share: progress and the report.
+
+pub mod progress;
+pub mod run;
+pub mod serve;
+
+use std::time::Duration;
+
+use crate::{
+    cli::CommonArgs,
+    pipeline::Pipeline,
+    report::{Report, RunContext},
+    AppError,
+};
+
+/// Stops the pipeline (draining in-flight orders), then reports.
+pub async fn finish(
+    pipeline: Pipeline,
+    args: &CommonArgs,
+    elapsed: Duration,
+    mut problems: Vec<String>,
+) -> Result<Report, AppError> {
+    let broker = pipeline.broker().describe();
+    let metrics = std::sync::Arc::clone(pipeline.metrics());
+    let ledger = pipeline.ledger();
+    pipeline.shutdown().await;
+    // Read after the drain: orders in flight got to finish.
+    let unfinished = ledger.unfinished();
+    if unfinished > 0 {
+        problems.push(format!(
+            "{unfinished} acknowledged orders did not finish here (they are safe in Kafka and \
+             will be processed when a consumer of group {:?} next runs)",
+            args.group
+        ));
+    }
+    let report = Report::new(
+        &metrics.snapshot(),
+        RunContext {
+            elapsed,
+            broker,
+            load: args.load.to_string(),
+            time_scale: args.time_scale.factor(),
+            unfinished: unfinished as u64,
+            problems,
+        },
+    );
+    if let Some(path) = &args.report {
+        std::fs::write(path, report.to_json()).map_err(|source| AppError::Report {
+            path: path.display().to_string(),
+            source,
+        })?;
+    }
+    println!("{}", report.summary());
+    for problem in &report.problems {
+        eprintln!("problem: {problem}");
+    }
+    Ok(report)
+}
+
+/// Maps an incomplete report to its exit status.
+pub fn conclude(report: &Report) -> Result<(), AppError> {
+    if report.complete {
+        Ok(())
+    } else {
+        Err(AppError::Incomplete(report.problems.join("; ")))
+    }
+}

@@ -1,0 +1,110 @@
+//! `orderdeck run`: the whole pipeline with simulated clients, headless.
+
+use std::{
+    net::{Ipv4Addr, SocketAddr},
+    sync::Arc,
+    time::{Duration, Instant},
+};
+
+use tokio_util::sync::CancellationToken;
+
+use super::{conclude, finish, progress::Progress};
+use crate::{
+    cli::CommonArgs,
+    clients::{load_orders, run_clients, ClientPlan},
+    config::{effective_load, pipeline_config},
+    metrics::Counter,
+    pipeline::Pipeline,
+    AppError,
+};
+
+const GROUP_JOIN_TIMEOUT: Duration = Duration::from_secs(30);
+const TICK: Duration = Duration::from_millis(100);
+
+pub async fn run(args: &CommonArgs) -> Result<(), AppError> {
+    let csv = load_orders(&args.csv, args.on_bad_row)?;
+    for row in &csv.rejected {
+        eprintln!("skipped row {row}");
+    }
+    let load = effective_load(args);
+    let plan = ClientPlan {
+        clients: load.clients,
+        rate: load.rate,
+        orders: Some(args.orders.unwrap_or(csv.orders.len() as u64)),
+        attempts: 5,
+    };
+    let listen = args
+        .listen
+        .unwrap_or(SocketAddr::from((Ipv4Addr::LOCALHOST, 0)));
+    let pipeline = Pipeline::start(pipeline_config(args, Some(listen))).await?;
+    let metrics = Arc::clone(pipeline.metrics());
+    metrics.add(Counter::Rejected, csv.rejected.len() as u64);
+    let mut problems = Vec::new();
+    if !pipeline.wait_until_consuming(GROUP_JOIN_TIMEOUT).await {
+        problems.push("the consumer group did not get every partition within 30 s".to_owned());
+    }
+
+    let endpoint = format!(
+        "http://{}",
+        pipeline.grpc_addr().expect("run starts a server")
+    );
+    let stop_clients = CancellationToken::new();
+    let started = Instant::now();
+    let mut clients = tokio::spawn(run_clients(
+        endpoint,
+        csv.orders.into(),
+        plan.clone(),
+        Arc::clone(&metrics),
+        stop_clients.clone(),
+    ));
+    let deadline = args.timeout.map(|s| started + Duration::from_secs_f64(s));
+    let progress = Progress::new(plan.orders);
+    let ctrl_c = tokio::signal::ctrl_c();
+    tokio::pin!(ctrl_c);
+    let mut clients_done = false;
+    let mut interrupted = false;
+    loop {
+        tokio::select! {
+            _ = &mut ctrl_c, if !interrupted => {
+                interrupted = true;
+                stop_clients.cancel();
+                problems.push("interrupted: clients stopped, in-flight orders drained".to_owned());
+            }
+            joined = &mut clients, if !clients_done => {
+                clients_done = true;
+                match joined {
+                    Ok(Ok(outcome)) => problems.extend(outcome.errors.into_iter().map(|e| format!("client error: {e}"))),
+                    Ok(Err(error)) => problems.push(format!("clients could not connect to the server: {error}")),
+                    Err(error) => problems.push(format!("client task failed: {error}")),
+                }
+            }
+            _ = tokio::time::sleep(TICK) => {}
+        }
+        progress.update(&metrics.snapshot(), pipeline.in_flight());
+        if clients_done && (interrupted || pipeline.unfinished_acknowledged() == 0) {
+            break;
+        }
+        if deadline.is_some_and(|d| Instant::now() >= d) {
+            problems.push(format!(
+                "timed out after {:.1} s with {} acknowledged orders unfinished",
+                started.elapsed().as_secs_f64(),
+                pipeline.unfinished_acknowledged()
+            ));
+            stop_clients.cancel();
+            if !clients_done {
+                let _ = clients.await;
+            }
+            break;
+        }
+    }
+    let elapsed = started.elapsed();
+    progress.done();
+    let failed = metrics.get(Counter::Failed);
+    if failed > 0 {
+        problems.push(format!(
+            "{failed} orders were never acknowledged (see client errors)"
+        ));
+    }
+    let report = finish(pipeline, args, elapsed, problems).await?;
+    conclude(&report)
+}

@@ -1,0 +1,74 @@
+//! `orderdeck serve` (server + consumers) and `orderdeck worker` (consumers
+//! only): run until Ctrl-C or until `--orders` orders have finished.
+
+use std::{
+    net::{Ipv4Addr, SocketAddr},
+    time::{Duration, Instant},
+};
+
+use super::{conclude, finish};
+use crate::{
+    cli::CommonArgs,
+    config::{broker_target, pipeline_config},
+    kafka::BrokerTarget,
+    pipeline::Pipeline,
+    AppError,
+};
+
+const DEFAULT_LISTEN: SocketAddr =
+    SocketAddr::new(std::net::IpAddr::V4(Ipv4Addr::LOCALHOST), 50051);
+
+pub async fn serve(args: &CommonArgs) -> Result<(), AppError> {
+    let listen = args.listen.unwrap_or(DEFAULT_LISTEN);
+    let pipeline = Pipeline::start(pipeline_config(args, Some(listen))).await?;
+    eprintln!(
+        "orderdeck serving orders.OrderService and orderdeck.v1.Orders on {} (broker: {}); Ctrl-C stops",
+        pipeline.grpc_addr().expect("serve starts a server"),
+        pipeline.broker().describe(),
+    );
+    keep_running(pipeline, args).await
+}
+
+pub async fn worker(args: &CommonArgs) -> Result<(), AppError> {
+    if broker_target(args) == BrokerTarget::Embedded {
+        return Err(AppError::Usage(
+            "worker joins an existing consumer group: give the cluster with --brokers host:port"
+                .to_owned(),
+        ));
+    }
+    let pipeline = Pipeline::start(pipeline_config(args, None)).await?;
+    eprintln!(
+        "orderdeck worker: {} consumers in group {:?} on {}; Ctrl-C stops",
+        pipeline.consumer_count(),
+        args.group,
+        pipeline.bootstrap_servers(),
+    );
+    keep_running(pipeline, args).await
+}
+
+async fn keep_running(pipeline: Pipeline, args: &CommonArgs) -> Result<(), AppError> {
+    let started = Instant::now();
+    let ctrl_c = tokio::signal::ctrl_c();
+    tokio::pin!(ctrl_c);
+    let mut tick = tokio::time::interval(Duration::from_secs(1));
+    loop {
+        tokio::select! {
+            _ = &mut ctrl_c => break,
+            _ = tick.tick() => {}
+        }
+        let c = pipeline.snapshot().counts;
+        eprintln!(
+            "acknowledged {} · consumed {} · finished {} · in flight {} · redelivered {}",
+            c.acknowledged,
+            c.consumed,
+            c.finished,
+            pipeline.in_flight(),
+            c.redelivered
+        );
+        if args.orders.is_some_and(|n| c.finished >= n) {
+            break;
+        }
+    }
+    let report = finish(pipeline, args, started.elapsed(), Vec::new()).await?;
+    conclude(&report)
+}

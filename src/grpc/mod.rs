@@ -1,0 +1,130 @@
+//! The gRPC front door: the original `orders.OrderService` (JSON in a
+//! string), orderdeck's typed `orderdeck.v1.Orders`, health and reflection.
+
+pub mod ingest;
+pub mod legacy;
+pub mod typed;
+
+use std::{net::SocketAddr, sync::Arc};
+
+use tokio::{net::TcpListener, sync::broadcast, task::JoinHandle};
+use tokio_stream::wrappers::TcpListenerStream;
+use tokio_util::sync::CancellationToken;
+use tonic::transport::Server;
+
+pub use ingest::{Ingest, ServerLimits};
+
+use crate::order::Transition;
+
+/// Code generated from `proto/`.
+pub mod pb {
+    pub mod orders {
+        tonic::include_proto!("orders");
+    }
+    pub mod v1 {
+        tonic::include_proto!("orderdeck.v1");
+    }
+    /// Lets reflection describe both services without the proto files.
+    pub const FILE_DESCRIPTOR_SET: &[u8] =
+        tonic::include_file_descriptor_set!("orderdeck_descriptor");
+}
+
+use pb::{orders::order_service_server::OrderServiceServer, v1::orders_server::OrdersServer};
+
+#[derive(Debug, thiserror::Error)]
+pub enum GrpcError {
+    #[error("cannot listen on {addr}: {source}")]
+    Bind {
+        addr: SocketAddr,
+        source: std::io::Error,
+    },
+    #[error("reflection setup failed: {0}")]
+    Reflection(#[from] tonic_reflection::server::Error),
+}
+
+/// A running server; `shutdown` stops it gracefully (in-flight calls finish).
+pub struct GrpcServer {
+    addr: SocketAddr,
+    shutdown: CancellationToken,
+    task: JoinHandle<Result<(), tonic::transport::Error>>,
+}
+
+impl GrpcServer {
+    pub async fn start(
+        listen: SocketAddr,
+        ingest: Arc<Ingest>,
+        transitions: broadcast::Sender<Transition>,
+    ) -> Result<Self, GrpcError> {
+        let listener = TcpListener::bind(listen)
+            .await
+            .map_err(|source| GrpcError::Bind {
+                addr: listen,
+                source,
+            })?;
+        let addr = listener.local_addr().map_err(|source| GrpcError::Bind {
+            addr: listen,
+            source,
+        })?;
+
+        let (health_reporter, health) = tonic_health::server::health_reporter();
+        health_reporter
+            .set_serving::<OrderServiceServer<legacy::LegacyService>>()
+            .await;
+        health_reporter
+            .set_serving::<OrdersServer<typed::TypedService>>()
+            .await;
+        let reflection = || {
+            tonic_reflection::server::Builder::configure()
+                .register_encoded_file_descriptor_set(pb::FILE_DESCRIPTOR_SET)
+                .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+        };
+        // v1 for current grpcurl, v1alpha for older tools such as ghz.
+        let reflection_v1 = reflection().build_v1()?;
+        let reflection_v1alpha = reflection().build_v1alpha()?;
+
+        // Oversized orders must reach our own check (INVALID_ARGUMENT with the
+        // limit); tonic's cap only guards against absurd sizes.
+        let decode_cap = ingest
+            .limits()
+            .max_message_bytes
+            .saturating_mul(4)
+            .max(4 << 20);
+        let legacy = OrderServiceServer::new(legacy::LegacyService::new(Arc::clone(&ingest)))
+            .max_decoding_message_size(decode_cap);
+        let typed = OrdersServer::new(typed::TypedService::new(ingest, transitions))
+            .max_decoding_message_size(decode_cap);
+
+        let shutdown = CancellationToken::new();
+        let stop = shutdown.clone();
+        let task = tokio::spawn(
+            Server::builder()
+                .add_service(health)
+                .add_service(reflection_v1)
+                .add_service(reflection_v1alpha)
+                .add_service(legacy)
+                .add_service(typed)
+                .serve_with_incoming_shutdown(TcpListenerStream::new(listener), async move {
+                    stop.cancelled().await
+                }),
+        );
+        tracing::info!(%addr, "gRPC server listening");
+        Ok(Self {
+            addr,
+            shutdown,
+            task,
+        })
+    }
+
+    pub fn local_addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    pub async fn shutdown(self) {
+        self.shutdown.cancel();
+        match self.task.await {
+            Ok(Ok(())) => {}
+            Ok(Err(error)) => tracing::error!(%error, "gRPC server stopped with an error"),
+            Err(error) => tracing::error!(%error, "gRPC server task failed"),
+        }
+    }
+}

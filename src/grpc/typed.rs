@@ -1,0 +1,157 @@
+//! orderdeck's typed API: `PlaceOrder` and `WatchTransitions`.
+
+use std::{pin::Pin, sync::Arc};
+
+use futures::{Stream, StreamExt};
+use tokio::sync::broadcast;
+use tokio_stream::wrappers::{errors::BroadcastStreamRecvError, BroadcastStream};
+use tonic::{Request, Response, Status};
+
+use super::{
+    pb::v1::{self, orders_server::Orders, PlaceOrderRequest, PlaceOrderResponse, WatchRequest},
+    Ingest,
+};
+use crate::order::{Order, OrderError, OrderId, State, Transition};
+
+pub struct TypedService {
+    ingest: Arc<Ingest>,
+    transitions: broadcast::Sender<Transition>,
+}
+
+impl TypedService {
+    pub fn new(ingest: Arc<Ingest>, transitions: broadcast::Sender<Transition>) -> Self {
+        Self {
+            ingest,
+            transitions,
+        }
+    }
+}
+
+impl From<v1::Order> for Order {
+    fn from(o: v1::Order) -> Self {
+        Order {
+            nombre_producto: o.product,
+            precio: o.price,
+            pasarela_pago: o.payment_gateway,
+            marca_tarjeta: o.card_brand,
+            banco: o.bank,
+            region: o.region,
+            direccion: o.address,
+            correo: o.email,
+        }
+    }
+}
+
+impl From<Order> for v1::Order {
+    fn from(o: Order) -> Self {
+        v1::Order {
+            product: o.nombre_producto,
+            price: o.precio,
+            payment_gateway: o.pasarela_pago,
+            card_brand: o.marca_tarjeta,
+            bank: o.banco,
+            region: o.region,
+            address: o.direccion,
+            email: o.correo,
+        }
+    }
+}
+
+fn wire_state(state: Option<State>) -> v1::State {
+    match state {
+        None => v1::State::Unspecified,
+        Some(State::Processing) => v1::State::Processing,
+        Some(State::Preparing) => v1::State::Preparing,
+        Some(State::Shipped) => v1::State::Shipped,
+        Some(State::Delivered) => v1::State::Delivered,
+        Some(State::Finished) => v1::State::Finished,
+    }
+}
+
+impl From<Transition> for v1::Transition {
+    fn from(t: Transition) -> Self {
+        v1::Transition {
+            order_id: t.order_id.to_string(),
+            from_state: wire_state(t.from).into(),
+            to_state: wire_state(Some(t.to)).into(),
+            at_unix_ms: t.at_unix_ms,
+            previous_state_ms: t.previous_state_ms,
+            product: t.product,
+            region: t.region,
+        }
+    }
+}
+
+type TransitionStream = Pin<Box<dyn Stream<Item = Result<v1::Transition, Status>> + Send>>;
+
+#[tonic::async_trait]
+impl Orders for TypedService {
+    async fn place_order(
+        &self,
+        request: Request<PlaceOrderRequest>,
+    ) -> Result<Response<PlaceOrderResponse>, Status> {
+        let request = request.into_inner();
+        let order: Order = request
+            .order
+            .ok_or_else(|| {
+                self.ingest.reject(OrderError::Field {
+                    field: "order",
+                    problem: "is required".to_owned(),
+                })
+            })?
+            .into();
+        order.validate().map_err(|e| self.ingest.reject(e))?;
+        let order_id = match request.order_id.as_str() {
+            "" => None,
+            id => Some(id.parse::<OrderId>().map_err(|e| self.ingest.reject(e))?),
+        };
+        let accepted = self.ingest.accept(order, order_id).await?;
+        Ok(Response::new(PlaceOrderResponse {
+            order_id: accepted.order_id.to_string(),
+            partition: accepted.delivered.partition,
+            offset: accepted.delivered.offset,
+        }))
+    }
+
+    type WatchTransitionsStream = TransitionStream;
+
+    async fn watch_transitions(
+        &self,
+        request: Request<WatchRequest>,
+    ) -> Result<Response<Self::WatchTransitionsStream>, Status> {
+        let wanted = match request.into_inner().order_id.as_str() {
+            "" => None,
+            id => Some(
+                id.parse::<OrderId>()
+                    .map_err(|e| Status::invalid_argument(e.to_string()))?,
+            ),
+        };
+        let live = BroadcastStream::new(self.transitions.subscribe());
+        let stream = live
+            .filter_map(move |item| {
+                let keep = match item {
+                    Ok(t) if wanted.is_none_or(|id| id == t.order_id) => Some(Ok(t)),
+                    Ok(_) => None,
+                    Err(BroadcastStreamRecvError::Lagged(missed)) => Some(Err(missed)),
+                };
+                std::future::ready(keep)
+            })
+            // One order's stream ends with its Finished transition.
+            .scan(false, move |ended, item| {
+                if *ended {
+                    return std::future::ready(None);
+                }
+                let next = match item {
+                    Ok(t) => {
+                        *ended = wanted.is_some() && t.to == State::Finished;
+                        Ok(v1::Transition::from(t))
+                    }
+                    Err(missed) => Err(Status::data_loss(format!(
+                        "this watcher fell {missed} transitions behind and missed them"
+                    ))),
+                };
+                std::future::ready(Some(next))
+            });
+        Ok(Response::new(Box::pin(stream)))
+    }
+}

@@ -1,0 +1,232 @@
+//! Kafka: the embedded broker, the durable order producer, the consumer group
+//! and the offset bookkeeping that makes it at-least-once.
+
+pub mod consumer;
+pub mod embedded;
+pub mod offsets;
+pub mod producer;
+
+use std::time::Duration;
+
+use rdkafka::{
+    admin::{AdminClient, AdminOptions, NewTopic, TopicReplication},
+    client::{ClientContext, DefaultClientContext},
+    config::{ClientConfig, RDKafkaLogLevel},
+    consumer::{BaseConsumer, Consumer},
+    error::{KafkaError, RDKafkaErrorCode},
+    types::RDKafkaErrorCode as Code,
+};
+use tokio::sync::watch;
+
+pub use embedded::EmbeddedBroker;
+
+/// Where the pipeline's Kafka lives.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum BrokerTarget {
+    /// An in-process mock cluster started by orderdeck.
+    Embedded,
+    /// A real cluster, by bootstrap list.
+    External(String),
+}
+
+impl BrokerTarget {
+    /// How the report and the screen name it: `embedded` or the bootstrap list.
+    pub fn describe(&self) -> String {
+        match self {
+            BrokerTarget::Embedded => "embedded".to_owned(),
+            BrokerTarget::External(list) => list.clone(),
+        }
+    }
+}
+
+#[derive(Clone, Debug)]
+pub struct KafkaOptions {
+    pub target: BrokerTarget,
+    pub topic: String,
+    pub events_topic: String,
+    pub partitions: i32,
+    pub replication: i32,
+    pub group: String,
+    /// librdkafka settings passed through as given (`-X key=value`).
+    pub extra: Vec<(String, String)>,
+    /// How long the producer tries to deliver before giving up.
+    pub delivery_timeout: Duration,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum KafkaSetupError {
+    #[error("could not start the embedded Kafka broker: {0}")]
+    Embedded(#[from] embedded::EmbeddedError),
+    #[error("cannot reach Kafka at {bootstrap}: {reason}")]
+    Unreachable { bootstrap: String, reason: String },
+    #[error("could not create topic {topic}: {reason}")]
+    Topic { topic: String, reason: String },
+    #[error("invalid Kafka client setting: {0}")]
+    Config(KafkaError),
+}
+
+/// What the screen shows about the broker.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum BrokerHealth {
+    Connecting,
+    Up,
+    Down(String),
+}
+
+/// Shared by every client so a broker failure anywhere shows up in one place.
+#[derive(Clone)]
+pub struct HealthContext {
+    health: watch::Sender<BrokerHealth>,
+}
+
+impl HealthContext {
+    pub fn new(health: watch::Sender<BrokerHealth>) -> Self {
+        Self { health }
+    }
+
+    pub fn mark_up(&self) {
+        self.health.send_if_modified(|h| {
+            let changed = *h != BrokerHealth::Up;
+            *h = BrokerHealth::Up;
+            changed
+        });
+    }
+}
+
+impl ClientContext for HealthContext {
+    fn log(&self, level: RDKafkaLogLevel, facility: &str, message: &str) {
+        match level {
+            RDKafkaLogLevel::Emerg
+            | RDKafkaLogLevel::Alert
+            | RDKafkaLogLevel::Critical
+            | RDKafkaLogLevel::Error => {
+                tracing::error!(target: "librdkafka", "{facility} {message}")
+            }
+            RDKafkaLogLevel::Warning => {
+                tracing::warn!(target: "librdkafka", "{facility} {message}")
+            }
+            _ => tracing::debug!(target: "librdkafka", "{facility} {message}"),
+        }
+    }
+
+    fn error(&self, error: KafkaError, reason: &str) {
+        tracing::warn!(%error, reason, "kafka client error");
+        if error.rdkafka_error_code() == Some(Code::AllBrokersDown) {
+            let _ = self.health.send(BrokerHealth::Down(reason.to_owned()));
+        }
+    }
+}
+
+/// A resolved connection: the bootstrap list plus the options every client uses.
+#[derive(Clone)]
+pub struct KafkaConnection {
+    pub bootstrap: String,
+    pub options: KafkaOptions,
+    pub health: watch::Sender<BrokerHealth>,
+}
+
+impl KafkaConnection {
+    pub fn new(bootstrap: String, options: KafkaOptions) -> Self {
+        let (health, _) = watch::channel(BrokerHealth::Connecting);
+        Self {
+            bootstrap,
+            options,
+            health,
+        }
+    }
+
+    pub fn context(&self) -> HealthContext {
+        HealthContext::new(self.health.clone())
+    }
+
+    /// The base configuration of every client: bootstrap list, then the
+    /// user's pass-through settings, which win.
+    pub fn client_config(&self) -> ClientConfig {
+        let mut config = ClientConfig::new();
+        config
+            .set("bootstrap.servers", &self.bootstrap)
+            .set_log_level(RDKafkaLogLevel::Warning);
+        for (key, value) in &self.options.extra {
+            config.set(key, value);
+        }
+        config
+    }
+
+    /// Checks the cluster answers, then creates the orders and events topics
+    /// unless they exist. Fails with a clear reason when Kafka is unreachable.
+    /// Returns the orders topic's partition count.
+    pub async fn ensure_topics(&self) -> Result<usize, KafkaSetupError> {
+        let existing = self.existing_topics().await?;
+        let partitions_of = |name: &str| {
+            existing
+                .iter()
+                .find(|(topic, _)| topic == name)
+                .map(|(_, partitions)| *partitions)
+        };
+        let timeout = self.options.delivery_timeout.max(Duration::from_secs(1));
+        let missing: Vec<NewTopic<'_>> = [&self.options.topic, &self.options.events_topic]
+            .into_iter()
+            .filter(|name| partitions_of(name).is_none())
+            .map(|name| {
+                NewTopic::new(
+                    name,
+                    self.options.partitions,
+                    TopicReplication::Fixed(self.options.replication),
+                )
+            })
+            .collect();
+        if !missing.is_empty() {
+            let admin: AdminClient<DefaultClientContext> = self
+                .client_config()
+                .create()
+                .map_err(KafkaSetupError::Config)?;
+            let options = AdminOptions::new().request_timeout(Some(timeout));
+            let results = admin
+                .create_topics(missing.iter(), &options)
+                .await
+                .map_err(|e| self.unreachable(e.to_string()))?;
+            for result in results {
+                match result {
+                    Ok(_) | Err((_, RDKafkaErrorCode::TopicAlreadyExists)) => {}
+                    Err((topic, code)) => {
+                        return Err(KafkaSetupError::Topic {
+                            topic,
+                            reason: code.to_string(),
+                        })
+                    }
+                }
+            }
+        }
+        self.context().mark_up();
+        Ok(partitions_of(&self.options.topic).unwrap_or(self.options.partitions as usize))
+    }
+
+    /// The cluster's topics and their partition counts; doubles as the
+    /// reachability check.
+    async fn existing_topics(&self) -> Result<Vec<(String, usize)>, KafkaSetupError> {
+        let probe: BaseConsumer = self
+            .client_config()
+            .create()
+            .map_err(KafkaSetupError::Config)?;
+        let timeout = self.options.delivery_timeout.max(Duration::from_secs(1));
+        let metadata = tokio::task::spawn_blocking(move || {
+            probe.fetch_metadata(None, timeout).map(|metadata| {
+                metadata
+                    .topics()
+                    .iter()
+                    .map(|topic| (topic.name().to_owned(), topic.partitions().len()))
+                    .collect::<Vec<_>>()
+            })
+        })
+        .await
+        .map_err(|e| self.unreachable(e.to_string()))?;
+        metadata.map_err(|e| self.unreachable(e.to_string()))
+    }
+
+    fn unreachable(&self, reason: String) -> KafkaSetupError {
+        KafkaSetupError::Unreachable {
+            bootstrap: self.bootstrap.clone(),
+            reason,
+        }
+    }
+}

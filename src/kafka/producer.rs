@@ -1,0 +1,123 @@
+//! The durable producer: idempotent, `acks=all`, batched by linger. An order
+//! counts as accepted only once its delivery report says it is in Kafka.
+
+use std::time::Duration;
+
+use rdkafka::{
+    error::{KafkaError, RDKafkaErrorCode},
+    producer::{FutureProducer, FutureRecord, Producer},
+};
+
+use super::{HealthContext, KafkaConnection};
+use crate::order::{OrderRecord, Transition};
+
+/// Where an order landed.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Delivered {
+    pub partition: i32,
+    pub offset: i64,
+}
+
+#[derive(Debug, thiserror::Error, PartialEq)]
+pub enum ProduceError {
+    /// The local queue is full: the caller should slow down.
+    #[error("the Kafka producer queue is full; retry later")]
+    QueueFull,
+    /// Kafka did not take the record within the delivery timeout.
+    #[error("Kafka did not accept the order: {0}")]
+    Unavailable(String),
+}
+
+pub struct OrderProducer {
+    producer: FutureProducer<HealthContext>,
+    context: HealthContext,
+    topic: String,
+    events_topic: String,
+}
+
+/// Producer settings that make an acknowledged order durable, with the
+/// batching that keeps it fast.
+const DURABILITY: [(&str, &str); 4] = [
+    ("enable.idempotence", "true"),
+    ("acks", "all"),
+    ("linger.ms", "5"),
+    ("compression.type", "lz4"),
+];
+
+/// Bounds the producer's memory; past it, callers get `QueueFull`.
+const QUEUE_MAX_MESSAGES: &str = "100000";
+
+impl OrderProducer {
+    pub fn new(connection: &KafkaConnection) -> Result<Self, KafkaError> {
+        let mut config = connection.client_config();
+        for (key, value) in DURABILITY {
+            // A user's -X setting wins over our defaults.
+            if config.get(key).is_none() {
+                config.set(key, value);
+            }
+        }
+        config
+            .set(
+                "message.timeout.ms",
+                connection.options.delivery_timeout.as_millis().to_string(),
+            )
+            .set("queue.buffering.max.messages", QUEUE_MAX_MESSAGES);
+        let context = connection.context();
+        let producer = config.create_with_context(context.clone())?;
+        Ok(Self {
+            producer,
+            context,
+            topic: connection.options.topic.clone(),
+            events_topic: connection.options.events_topic.clone(),
+        })
+    }
+
+    /// Sends one order keyed by its id and waits for Kafka's delivery report.
+    pub async fn send_order(&self, record: &OrderRecord) -> Result<Delivered, ProduceError> {
+        let key = record.order_id.to_string();
+        let value = serde_json::to_vec(record).expect("an OrderRecord always serializes");
+        let delivery = self
+            .producer
+            .send_result(FutureRecord::to(&self.topic).key(&key).payload(&value))
+            .map_err(|(error, _)| classify(error))?;
+        match delivery.await {
+            Ok(Ok(delivery)) => {
+                self.context.mark_up();
+                Ok(Delivered {
+                    partition: delivery.partition,
+                    offset: delivery.offset,
+                })
+            }
+            Ok(Err((error, _))) => Err(classify(error)),
+            Err(_canceled) => Err(ProduceError::Unavailable(
+                "the producer shut down before delivery".to_owned(),
+            )),
+        }
+    }
+
+    /// Queues a transition for the events topic without waiting: watchers
+    /// are best-effort, the order itself is not. Returns false if dropped.
+    pub fn publish_transition(&self, transition: &Transition) -> bool {
+        let key = transition.order_id.to_string();
+        let value = serde_json::to_vec(transition).expect("a Transition always serializes");
+        self.producer
+            .send_result(
+                FutureRecord::to(&self.events_topic)
+                    .key(&key)
+                    .payload(&value),
+            )
+            .is_ok()
+    }
+
+    /// Waits for everything queued to be delivered.
+    pub fn flush(&self, timeout: Duration) -> Result<(), KafkaError> {
+        self.producer.flush(timeout)
+    }
+}
+
+fn classify(error: KafkaError) -> ProduceError {
+    match error.rdkafka_error_code() {
+        Some(RDKafkaErrorCode::QueueFull) => ProduceError::QueueFull,
+        _ => ProduceError::Unavailable(error.to_string()),
+    }
+}

@@ -1,0 +1,86 @@
+//! orderdeck: a control center for an e-commerce order pipeline.
+//!
+//! How an order flows, and where each step lives:
+//!
+//! ```text
+//! clients ──gRPC──▶ grpc ──produce, await ack──▶ kafka (orders topic)
+//!   (CSV rows)      (validate,                        │
+//!                    backpressure)                    ▼
+//!                              kafka::consumer (group of members)
+//!                                        │ one task per order
+//!                                        ▼
+//!          pipeline::flow: Processing → Preparing → Shipped → Delivered → Finished
+//!                                        │
+//!             transitions ──▶ broadcast feed (UI, gRPC watchers) + events topic
+//!             metrics     ──▶ counters + histograms ──▶ snapshots, report
+//! ```
+//!
+//! - [`order`]: orders, ids, the state machine (pure).
+//! - [`clock`]: the one scaled clock every simulated delay goes through.
+//! - [`grpc`]: the original `orders.OrderService` and the typed `orderdeck.v1` API.
+//! - [`clients`]: simulated clients reading the orders CSV.
+//! - [`kafka`]: embedded broker, durable producer, consumer group, offsets.
+//! - [`pipeline`]: everything assembled; the at-least-once, idempotent core.
+//! - [`metrics`], [`report`]: what is measured and how it is reported.
+//! - [`cli`], [`config`], [`commands`]: the edges.
+
+pub mod cli;
+pub mod clients;
+pub mod clock;
+pub mod commands;
+pub mod config;
+pub mod grpc;
+pub mod kafka;
+pub mod metrics;
+pub mod order;
+pub mod pipeline;
+pub mod report;
+
+use cli::{Cli, Command};
+
+/// Why a command did not succeed; each kind has its own exit code.
+#[derive(Debug, thiserror::Error)]
+pub enum AppError {
+    #[error("{0}")]
+    Usage(String),
+    #[error(transparent)]
+    Csv(#[from] clients::CsvError),
+    #[error(transparent)]
+    Pipeline(#[from] pipeline::PipelineError),
+    #[error("not every acknowledged order finished: {0}")]
+    Incomplete(String),
+    #[error("cannot write the report to {path}: {source}")]
+    Report {
+        path: String,
+        source: std::io::Error,
+    },
+}
+
+impl AppError {
+    /// 2 usage, 3 incomplete run, 4 Kafka unreachable or unusable, 5 bad input, 1 other.
+    pub fn exit_code(&self) -> u8 {
+        match self {
+            AppError::Usage(_) => 2,
+            AppError::Incomplete(_) => 3,
+            AppError::Pipeline(
+                pipeline::PipelineError::Kafka(_) | pipeline::PipelineError::Client(_),
+            ) => 4,
+            AppError::Csv(_) => 5,
+            AppError::Pipeline(pipeline::PipelineError::Grpc(_)) | AppError::Report { .. } => 1,
+        }
+    }
+}
+
+/// Runs the command the user asked for.
+pub async fn run(cli: Cli) -> Result<(), AppError> {
+    match cli.command.unwrap_or(Command::Tui) {
+        Command::Tui => Err(AppError::Usage(
+            "the terminal control center is not built yet; run the pipeline headless with \
+             `orderdeck run` (see --help)"
+                .to_owned(),
+        )),
+        Command::Run => commands::run::run(&cli.common).await,
+        Command::Serve => commands::serve::serve(&cli.common).await,
+        Command::Worker => commands::serve::worker(&cli.common).await,
+    }
+}

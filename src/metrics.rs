@@ -1,0 +1,291 @@
+//! Counters and fixed-size latency histograms for the original's metric
+//! kinds, read by the UI and the report as snapshots.
+
+use std::{
+    sync::{
+        atomic::{AtomicI64, AtomicU64, Ordering},
+        Mutex,
+    },
+    time::{Duration, Instant},
+};
+
+use hdrhistogram::Histogram;
+use serde::Serialize;
+
+use crate::order::State;
+
+/// Everything the pipeline counts, each in one place.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Counter {
+    /// Orders the simulated clients started sending.
+    Sent,
+    /// Orders the gRPC server replied OK to, after Kafka's delivery report.
+    Acknowledged,
+    /// Orders refused as invalid: bad CSV rows and INVALID_ARGUMENT replies.
+    Rejected,
+    /// Orders a client gave up on after retrying (Kafka unavailable, overload).
+    Failed,
+    /// Orders a consumer started for the first time.
+    Consumed,
+    /// Records seen again for an order already in flight or finished.
+    Redelivered,
+    /// Orders that reached Finished, each counted once.
+    Finished,
+    /// Every state change, including the entry into Processing.
+    Transitions,
+    /// Records on the orders topic that were not an order; skipped.
+    InvalidRecords,
+    /// Transitions that could not be queued for the events topic.
+    EventsDropped,
+}
+
+impl Counter {
+    const COUNT: usize = 10;
+}
+
+/// Latency percentiles of one metric kind, in milliseconds.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Serialize)]
+pub struct LatencySummary {
+    pub count: u64,
+    pub p50: f64,
+    pub p90: f64,
+    pub p99: f64,
+    pub max: f64,
+}
+
+#[derive(Clone, Copy, Debug, Default, PartialEq, Serialize)]
+pub struct OrderCounts {
+    pub sent: u64,
+    pub acknowledged: u64,
+    pub rejected: u64,
+    pub failed: u64,
+    pub consumed: u64,
+    pub redelivered: u64,
+    pub finished: u64,
+    pub transitions: u64,
+    pub invalid_records: u64,
+    pub events_dropped: u64,
+}
+
+/// A consistent-enough view of all metrics at one moment.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct MetricsSnapshot {
+    pub elapsed: Duration,
+    pub counts: OrderCounts,
+    /// Orders currently waiting in each state (Finished: total finished).
+    pub in_state: [u64; 5],
+    /// Client call until the server's reply (after Kafka's ack).
+    pub send: LatencySummary,
+    /// Server acceptance until a consumer picked the order up.
+    pub end_to_end: LatencySummary,
+    /// Server acceptance until Finished.
+    pub completion: LatencySummary,
+    /// Time spent in each timed state, indexed like `State::TIMED`.
+    pub per_state: [LatencySummary; 4],
+}
+
+pub fn per_second(count: u64, elapsed: Duration) -> f64 {
+    let seconds = elapsed.as_secs_f64();
+    if seconds > 0.0 {
+        count as f64 / seconds
+    } else {
+        0.0
+    }
+}
+
+/// Which histogram a latency goes to.
+#[derive(Clone, Copy, Debug)]
+pub enum Latency {
+    Send,
+    EndToEnd,
+    Completion,
+    InState(State),
+}
+
+struct Histograms {
+    send: Histogram<u64>,
+    end_to_end: Histogram<u64>,
+    completion: Histogram<u64>,
+    per_state: [Histogram<u64>; 4],
+}
+
+impl Histograms {
+    fn new() -> Self {
+        Self {
+            send: new_histogram(),
+            end_to_end: new_histogram(),
+            completion: new_histogram(),
+            per_state: std::array::from_fn(|_| new_histogram()),
+        }
+    }
+
+    fn select(&mut self, kind: Latency) -> &mut Histogram<u64> {
+        match kind {
+            Latency::Send => &mut self.send,
+            Latency::EndToEnd => &mut self.end_to_end,
+            Latency::Completion => &mut self.completion,
+            // Finished is terminal and never timed; fold it into the last slot.
+            Latency::InState(state) => &mut self.per_state[state.index().min(3)],
+        }
+    }
+}
+
+/// Microseconds from 1 µs to one hour at 3 significant digits: fixed memory.
+const HISTOGRAM_MAX_MICROS: u64 = 3_600_000_000;
+
+fn new_histogram() -> Histogram<u64> {
+    Histogram::new_with_bounds(1, HISTOGRAM_MAX_MICROS, 3).expect("valid histogram bounds")
+}
+
+fn summarize(histogram: &Histogram<u64>) -> LatencySummary {
+    if histogram.is_empty() {
+        return LatencySummary::default();
+    }
+    let ms = |micros: u64| micros as f64 / 1e3;
+    LatencySummary {
+        count: histogram.len(),
+        p50: ms(histogram.value_at_quantile(0.50)),
+        p90: ms(histogram.value_at_quantile(0.90)),
+        p99: ms(histogram.value_at_quantile(0.99)),
+        max: ms(histogram.max()),
+    }
+}
+
+pub struct Metrics {
+    started: Instant,
+    counters: [AtomicU64; Counter::COUNT],
+    in_state: [AtomicI64; 5],
+    histograms: Mutex<Histograms>,
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Metrics {
+    pub fn new() -> Self {
+        Self {
+            started: Instant::now(),
+            counters: std::array::from_fn(|_| AtomicU64::new(0)),
+            in_state: std::array::from_fn(|_| AtomicI64::new(0)),
+            histograms: Mutex::new(Histograms::new()),
+        }
+    }
+
+    pub fn incr(&self, counter: Counter) {
+        self.add(counter, 1);
+    }
+
+    pub fn add(&self, counter: Counter, n: u64) {
+        self.counters[counter as usize].fetch_add(n, Ordering::Relaxed);
+    }
+
+    pub fn get(&self, counter: Counter) -> u64 {
+        self.counters[counter as usize].load(Ordering::Relaxed)
+    }
+
+    pub fn record(&self, kind: Latency, latency: Duration) {
+        let micros = (latency.as_micros() as u64).clamp(1, HISTOGRAM_MAX_MICROS);
+        let mut histograms = self.histograms.lock().unwrap_or_else(|e| e.into_inner());
+        histograms
+            .select(kind)
+            .record(micros)
+            .expect("value clamped into the histogram's range");
+    }
+
+    /// Moves one order's gauge from `from` to `to`.
+    pub fn move_state(&self, from: Option<State>, to: State) {
+        if let Some(from) = from {
+            self.in_state[from.index()].fetch_sub(1, Ordering::Relaxed);
+        }
+        self.in_state[to.index()].fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Takes an order out of the gauges without finishing it (abandoned work).
+    pub fn leave_state(&self, state: State) {
+        self.in_state[state.index()].fetch_sub(1, Ordering::Relaxed);
+    }
+
+    pub fn snapshot(&self) -> MetricsSnapshot {
+        let histograms = self.histograms.lock().unwrap_or_else(|e| e.into_inner());
+        let c = |counter| self.get(counter);
+        MetricsSnapshot {
+            elapsed: self.started.elapsed(),
+            counts: OrderCounts {
+                sent: c(Counter::Sent),
+                acknowledged: c(Counter::Acknowledged),
+                rejected: c(Counter::Rejected),
+                failed: c(Counter::Failed),
+                consumed: c(Counter::Consumed),
+                redelivered: c(Counter::Redelivered),
+                finished: c(Counter::Finished),
+                transitions: c(Counter::Transitions),
+                invalid_records: c(Counter::InvalidRecords),
+                events_dropped: c(Counter::EventsDropped),
+            },
+            in_state: std::array::from_fn(|i| {
+                self.in_state[i].load(Ordering::Relaxed).max(0) as u64
+            }),
+            send: summarize(&histograms.send),
+            end_to_end: summarize(&histograms.end_to_end),
+            completion: summarize(&histograms.completion),
+            per_state: std::array::from_fn(|i| summarize(&histograms.per_state[i])),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn counts_and_percentiles() {
+        let metrics = Metrics::new();
+        metrics.incr(Counter::Sent);
+        metrics.add(Counter::Sent, 2);
+        for ms in 1..=100 {
+            metrics.record(Latency::Send, Duration::from_millis(ms));
+        }
+        metrics.record(Latency::InState(State::Shipped), Duration::from_secs(2));
+        let snapshot = metrics.snapshot();
+        assert_eq!(snapshot.counts.sent, 3);
+        assert_eq!(snapshot.send.count, 100);
+        assert!(
+            (snapshot.send.p50 - 50.0).abs() < 0.1,
+            "{:?}",
+            snapshot.send
+        );
+        assert!(
+            (snapshot.send.p99 - 99.0).abs() < 0.1,
+            "{:?}",
+            snapshot.send
+        );
+        assert!(
+            (snapshot.send.max - 100.0).abs() < 0.1,
+            "{:?}",
+            snapshot.send
+        );
+        assert_eq!(snapshot.per_state[State::Shipped.index()].count, 1);
+        assert_eq!(snapshot.end_to_end, LatencySummary::default());
+    }
+
+    #[test]
+    fn out_of_range_latencies_are_clamped_not_lost() {
+        let metrics = Metrics::new();
+        metrics.record(Latency::EndToEnd, Duration::ZERO);
+        metrics.record(Latency::EndToEnd, Duration::from_secs(100_000));
+        assert_eq!(metrics.snapshot().end_to_end.count, 2);
+    }
+
+    #[test]
+    fn state_gauges_follow_moves() {
+        let metrics = Metrics::new();
+        metrics.move_state(None, State::Processing);
+        metrics.move_state(Some(State::Processing), State::Preparing);
+        metrics.move_state(None, State::Processing);
+        metrics.leave_state(State::Processing);
+        assert_eq!(metrics.snapshot().in_state, [0, 1, 0, 0, 0]);
+    }
+}

@@ -1,0 +1,332 @@
+//! Orders, their ids and the state machine they move through. Pure: no I/O.
+
+use std::{fmt, str::FromStr, time::Duration};
+
+use serde::{Deserialize, Serialize};
+use uuid::Uuid;
+
+/// Identifies an order everywhere: Kafka record key, event key, document id.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct OrderId(Uuid);
+
+impl OrderId {
+    pub fn new_random() -> Self {
+        Self(Uuid::new_v4())
+    }
+}
+
+impl fmt::Display for OrderId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        self.0.fmt(f)
+    }
+}
+
+impl FromStr for OrderId {
+    type Err = OrderError;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        Uuid::parse_str(s)
+            .map(Self)
+            .map_err(|e| OrderError::InvalidId(format!("{s:?} is not a UUID: {e}")))
+    }
+}
+
+/// An order as the original system sent it: the JSON keys are the wire format.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Order {
+    pub nombre_producto: String,
+    pub precio: f64,
+    pub pasarela_pago: String,
+    pub marca_tarjeta: String,
+    pub banco: String,
+    pub region: String,
+    pub direccion: String,
+    pub correo: String,
+}
+
+#[derive(Debug, thiserror::Error, PartialEq)]
+pub enum OrderError {
+    #[error("order is not valid JSON: {0}")]
+    Json(String),
+    #[error("field `{field}` {problem}")]
+    Field {
+        field: &'static str,
+        problem: String,
+    },
+    #[error("order is {size} bytes, above the limit of {limit} bytes")]
+    TooLarge { size: usize, limit: usize },
+    #[error("invalid order id: {0}")]
+    InvalidId(String),
+}
+
+impl Order {
+    /// Parses an order from the original JSON wire format and validates it.
+    pub fn from_json(json: &str) -> Result<Self, OrderError> {
+        let order: Order = serde_json::from_str(json).map_err(|e| {
+            // serde's message already names the missing field or the bad type.
+            OrderError::Json(e.to_string())
+        })?;
+        order.validate()?;
+        Ok(order)
+    }
+
+    /// Checks what JSON types alone cannot: a usable price and no empty fields.
+    pub fn validate(&self) -> Result<(), OrderError> {
+        if !self.precio.is_finite() {
+            return Err(OrderError::Field {
+                field: "precio",
+                problem: format!("must be a finite number, got {}", self.precio),
+            });
+        }
+        if self.precio < 0.0 {
+            return Err(OrderError::Field {
+                field: "precio",
+                problem: format!("must not be negative, got {}", self.precio),
+            });
+        }
+        for (field, value) in [
+            ("nombre_producto", &self.nombre_producto),
+            ("pasarela_pago", &self.pasarela_pago),
+            ("marca_tarjeta", &self.marca_tarjeta),
+            ("banco", &self.banco),
+            ("region", &self.region),
+            ("direccion", &self.direccion),
+            ("correo", &self.correo),
+        ] {
+            if value.trim().is_empty() {
+                return Err(OrderError::Field {
+                    field,
+                    problem: "must not be empty".to_owned(),
+                });
+            }
+        }
+        Ok(())
+    }
+
+    pub fn to_json(&self) -> String {
+        serde_json::to_string(self).expect("an Order always serializes")
+    }
+}
+
+/// The Kafka record value: the original keys plus the id and the send time,
+/// so the original Python consumer can still read the topic.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct OrderRecord {
+    #[serde(flatten)]
+    pub order: Order,
+    pub order_id: OrderId,
+    /// Epoch seconds when the server accepted the order, as the original did.
+    pub timestamp_envio: f64,
+}
+
+/// The stages every order passes through, in order.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+pub enum State {
+    Processing,
+    Preparing,
+    Shipped,
+    Delivered,
+    Finished,
+}
+
+impl State {
+    pub const ALL: [State; 5] = [
+        State::Processing,
+        State::Preparing,
+        State::Shipped,
+        State::Delivered,
+        State::Finished,
+    ];
+
+    /// The states an order waits in; Finished is terminal.
+    pub const TIMED: [State; 4] = [
+        State::Processing,
+        State::Preparing,
+        State::Shipped,
+        State::Delivered,
+    ];
+
+    pub fn next(self) -> Option<State> {
+        match self {
+            State::Processing => Some(State::Preparing),
+            State::Preparing => Some(State::Shipped),
+            State::Shipped => Some(State::Delivered),
+            State::Delivered => Some(State::Finished),
+            State::Finished => None,
+        }
+    }
+
+    pub fn name(self) -> &'static str {
+        match self {
+            State::Processing => "Processing",
+            State::Preparing => "Preparing",
+            State::Shipped => "Shipped",
+            State::Delivered => "Delivered",
+            State::Finished => "Finished",
+        }
+    }
+
+    /// The original system's name for this state.
+    pub fn spanish_name(self) -> &'static str {
+        match self {
+            State::Processing => "Procesando",
+            State::Preparing => "Preparación",
+            State::Shipped => "Enviado",
+            State::Delivered => "Entregado",
+            State::Finished => "Finalizado",
+        }
+    }
+
+    pub fn index(self) -> usize {
+        self as usize
+    }
+}
+
+impl fmt::Display for State {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+impl FromStr for State {
+    type Err = String;
+
+    /// Accepts the English names and the original Spanish ones, any case.
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        let wanted = s.trim().to_lowercase();
+        State::ALL
+            .into_iter()
+            .find(|state| {
+                let spanish = state.spanish_name().to_lowercase();
+                wanted == state.name().to_lowercase()
+                    || wanted == spanish
+                    || wanted == spanish.replace('ó', "o")
+            })
+            .ok_or_else(|| {
+                format!(
+                    "unknown state {s:?}; expected one of Processing, Preparing, Shipped, \
+                     Delivered, Finished (or Procesando, Preparación, Enviado, Entregado, Finalizado)"
+                )
+            })
+    }
+}
+
+/// One step of an order through the state machine.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Transition {
+    pub order_id: OrderId,
+    /// None when the order enters the machine.
+    pub from: Option<State>,
+    pub to: State,
+    /// The original's name for `to`, so the events read as the original's did.
+    pub estado: String,
+    pub at_unix_ms: i64,
+    /// Time spent in `from`.
+    pub previous_state_ms: f64,
+    pub product: String,
+    pub region: String,
+}
+
+impl Transition {
+    pub fn new(
+        record: &OrderRecord,
+        from: Option<State>,
+        to: State,
+        previous_state: Duration,
+    ) -> Self {
+        Self {
+            order_id: record.order_id,
+            from,
+            to,
+            estado: to.spanish_name().to_owned(),
+            at_unix_ms: crate::clock::unix_millis_now(),
+            previous_state_ms: previous_state.as_secs_f64() * 1e3,
+            product: record.order.nombre_producto.clone(),
+            region: record.order.region.clone(),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    pub(crate) fn sample_json() -> &'static str {
+        r#"{"nombre_producto":"Cámara","precio":1921.15,"pasarela_pago":"Authorize.net",
+            "marca_tarjeta":"Discover","banco":"Banco del Pueblo","region":"África",
+            "direccion":"901 Vía Antigua","correo":"user2382@dominio.com"}"#
+    }
+
+    #[test]
+    fn parses_the_original_json() {
+        let order = Order::from_json(sample_json()).unwrap();
+        assert_eq!(order.nombre_producto, "Cámara");
+        assert_eq!(order.precio, 1921.15);
+        assert_eq!(Order::from_json(&order.to_json()).unwrap(), order);
+    }
+
+    #[test]
+    fn names_the_missing_field() {
+        let err = Order::from_json(r#"{"nombre_producto":"x","precio":1}"#).unwrap_err();
+        assert!(err.to_string().contains("pasarela_pago"), "{err}");
+    }
+
+    #[test]
+    fn rejects_negative_and_string_prices() {
+        let negative = sample_json().replace("1921.15", "-1");
+        let err = Order::from_json(&negative).unwrap_err();
+        assert!(err.to_string().contains("precio"), "{err}");
+        let text = sample_json().replace("1921.15", "\"cheap\"");
+        assert!(matches!(Order::from_json(&text), Err(OrderError::Json(_))));
+    }
+
+    #[test]
+    fn rejects_empty_fields() {
+        let empty = sample_json().replace("Discover", " ");
+        let err = Order::from_json(&empty).unwrap_err();
+        assert_eq!(err.to_string(), "field `marca_tarjeta` must not be empty");
+    }
+
+    #[test]
+    fn record_keeps_the_original_keys() {
+        let record = OrderRecord {
+            order: Order::from_json(sample_json()).unwrap(),
+            order_id: OrderId::new_random(),
+            timestamp_envio: 1.5,
+        };
+        let value: serde_json::Value = serde_json::to_value(&record).unwrap();
+        for key in [
+            "nombre_producto",
+            "precio",
+            "pasarela_pago",
+            "marca_tarjeta",
+            "banco",
+            "region",
+            "direccion",
+            "correo",
+            "order_id",
+            "timestamp_envio",
+        ] {
+            assert!(value.get(key).is_some(), "missing {key} in {value}");
+        }
+    }
+
+    #[test]
+    fn states_walk_in_order_and_end() {
+        let mut walked = vec![State::Processing];
+        while let Some(next) = walked.last().unwrap().next() {
+            walked.push(next);
+        }
+        assert_eq!(walked, State::ALL);
+    }
+
+    #[test]
+    fn states_parse_in_both_languages() {
+        assert_eq!("Preparación".parse::<State>(), Ok(State::Preparing));
+        assert_eq!("preparacion".parse::<State>(), Ok(State::Preparing));
+        assert_eq!("ENTREGADO".parse::<State>(), Ok(State::Delivered));
+        assert_eq!("shipped".parse::<State>(), Ok(State::Shipped));
+        assert!("lost".parse::<State>().is_err());
+    }
+}

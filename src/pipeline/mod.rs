@@ -1,0 +1,242 @@
+//! The pipeline assembled: broker, producer, gRPC server and consumer group,
+//! started together and stopped in the order that loses nothing.
+
+pub mod flow;
+pub mod ledger;
+pub mod registry;
+
+use std::{net::SocketAddr, sync::Arc, time::Duration};
+
+use tokio::sync::{broadcast, watch};
+
+use crate::{
+    clock::{DelayRange, SimClock},
+    grpc::{GrpcError, GrpcServer, Ingest, ServerLimits},
+    kafka::{
+        consumer::{ConsumerGroup, GroupShared, StopMode},
+        producer::OrderProducer,
+        BrokerHealth, BrokerTarget, EmbeddedBroker, KafkaConnection, KafkaOptions, KafkaSetupError,
+    },
+    metrics::{Metrics, MetricsSnapshot},
+    order::Transition,
+};
+
+use self::{flow::OrderFlow, ledger::AckLedger, registry::OrderRegistry};
+
+#[derive(Clone, Debug)]
+pub struct PipelineConfig {
+    pub kafka: KafkaOptions,
+    /// Brokers in the embedded cluster (ignored for external brokers).
+    pub embedded_brokers: i32,
+    /// Where the gRPC server listens; None runs consumers only (a worker).
+    pub listen: Option<SocketAddr>,
+    pub limits: ServerLimits,
+    pub consumers: usize,
+    pub max_in_flight_per_consumer: usize,
+    pub clock: SimClock,
+    pub stage_delay: DelayRange,
+    /// Capacity of the live transition feed; slow watchers skip ahead.
+    pub transition_buffer: usize,
+    /// Order ids remembered for de-duplicating redeliveries.
+    pub dedup_memory: usize,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum PipelineError {
+    #[error(transparent)]
+    Kafka(#[from] KafkaSetupError),
+    #[error("could not create a Kafka client: {0}")]
+    Client(#[from] rdkafka::error::KafkaError),
+    #[error(transparent)]
+    Grpc(#[from] GrpcError),
+}
+
+pub struct Pipeline {
+    connection: KafkaConnection,
+    producer: Arc<OrderProducer>,
+    metrics: Arc<Metrics>,
+    ledger: Arc<AckLedger>,
+    registry: Arc<OrderRegistry>,
+    transitions: broadcast::Sender<Transition>,
+    stage_delay: watch::Sender<DelayRange>,
+    group_shared: GroupShared,
+    server: Option<GrpcServer>,
+    consumers: Option<ConsumerGroup>,
+    /// Partitions of the orders topic.
+    partitions: usize,
+    // Held only to keep it alive; declared last so it is dropped after
+    // every client that talks to it.
+    _embedded_broker: Option<EmbeddedBroker>,
+}
+
+impl Pipeline {
+    pub async fn start(config: PipelineConfig) -> Result<Self, PipelineError> {
+        let (broker, bootstrap) = match &config.kafka.target {
+            BrokerTarget::Embedded => {
+                let broker = EmbeddedBroker::start(config.embedded_brokers)
+                    .map_err(KafkaSetupError::from)?;
+                for topic in [&config.kafka.topic, &config.kafka.events_topic] {
+                    broker
+                        .create_topic(topic, config.kafka.partitions, config.kafka.replication)
+                        .map_err(|e| KafkaSetupError::Topic {
+                            topic: topic.clone(),
+                            reason: e.to_string(),
+                        })?;
+                }
+                let bootstrap = broker.bootstrap_servers().to_owned();
+                (Some(broker), bootstrap)
+            }
+            BrokerTarget::External(list) => (None, list.clone()),
+        };
+        let connection = KafkaConnection::new(bootstrap, config.kafka.clone());
+        let partitions = connection.ensure_topics().await?;
+
+        let metrics = Arc::new(Metrics::new());
+        let producer = Arc::new(OrderProducer::new(&connection)?);
+        // An ack cannot trail its order's finish by more than a delivery timeout.
+        let ledger = Arc::new(AckLedger::new(config.kafka.delivery_timeout * 2));
+        let registry = OrderRegistry::new(config.dedup_memory);
+        let (transitions, _) = broadcast::channel(config.transition_buffer.max(16));
+        let (stage_delay, stage_delay_rx) = watch::channel(config.stage_delay);
+        let flow = Arc::new(OrderFlow {
+            clock: config.clock,
+            stage_delay: stage_delay_rx,
+            metrics: Arc::clone(&metrics),
+            transitions: transitions.clone(),
+            events: Arc::clone(&producer),
+            ledger: Arc::clone(&ledger),
+        });
+        let group_shared = GroupShared {
+            connection: connection.clone(),
+            flow,
+            registry: Arc::clone(&registry),
+            metrics: Arc::clone(&metrics),
+            max_in_flight_per_member: config.max_in_flight_per_consumer,
+            assigned: Arc::new(watch::channel(0).0),
+        };
+        let consumers = ConsumerGroup::start(group_shared.clone(), config.consumers)?;
+        let server = match config.listen {
+            Some(listen) => {
+                let ingest = Arc::new(Ingest::new(
+                    Arc::clone(&producer),
+                    Arc::clone(&metrics),
+                    Arc::clone(&ledger),
+                    config.limits,
+                ));
+                Some(GrpcServer::start(listen, ingest, transitions.clone()).await?)
+            }
+            None => None,
+        };
+        Ok(Self {
+            connection,
+            producer,
+            metrics,
+            ledger,
+            registry,
+            transitions,
+            stage_delay,
+            group_shared,
+            server,
+            consumers: Some(consumers),
+            partitions,
+            _embedded_broker: broker,
+        })
+    }
+
+    /// Waits until the consumer group owns every partition of the orders
+    /// topic, so the first orders are not timed waiting for a group join.
+    /// Returns false if that did not happen within `timeout`.
+    pub async fn wait_until_consuming(&self, timeout: Duration) -> bool {
+        if self.consumer_count() == 0 {
+            return true;
+        }
+        let mut assigned = self.group_shared.assigned.subscribe();
+        let everything = self.partitions;
+        tokio::time::timeout(timeout, assigned.wait_for(|n| *n >= everything))
+            .await
+            .is_ok_and(|r| r.is_ok())
+    }
+
+    /// The gRPC server's address, if this pipeline runs one.
+    pub fn grpc_addr(&self) -> Option<SocketAddr> {
+        self.server.as_ref().map(GrpcServer::local_addr)
+    }
+
+    pub fn broker(&self) -> BrokerTarget {
+        self.connection.options.target.clone()
+    }
+
+    pub fn bootstrap_servers(&self) -> &str {
+        &self.connection.bootstrap
+    }
+
+    pub fn broker_health(&self) -> watch::Receiver<BrokerHealth> {
+        self.connection.health.subscribe()
+    }
+
+    pub fn metrics(&self) -> &Arc<Metrics> {
+        &self.metrics
+    }
+
+    pub fn snapshot(&self) -> MetricsSnapshot {
+        self.metrics.snapshot()
+    }
+
+    /// A live feed of every transition this process drives.
+    pub fn subscribe_transitions(&self) -> broadcast::Receiver<Transition> {
+        self.transitions.subscribe()
+    }
+
+    pub fn ledger(&self) -> Arc<AckLedger> {
+        Arc::clone(&self.ledger)
+    }
+
+    /// Acknowledged orders (by id) that have not finished yet.
+    pub fn unfinished_acknowledged(&self) -> usize {
+        self.ledger.unfinished()
+    }
+
+    /// Orders running the state machine in this process right now.
+    pub fn in_flight(&self) -> usize {
+        self.registry.in_flight()
+    }
+
+    pub fn set_stage_delay(&self, delay: DelayRange) {
+        self.stage_delay.send_replace(delay);
+    }
+
+    pub fn consumer_count(&self) -> usize {
+        self.consumers.as_ref().map_or(0, ConsumerGroup::len)
+    }
+
+    /// Stops every consumer, then starts `members` fresh ones in the same group.
+    pub async fn restart_consumers(
+        &mut self,
+        mode: StopMode,
+        members: usize,
+    ) -> Result<(), PipelineError> {
+        if let Some(group) = self.consumers.take() {
+            group.stop(mode).await;
+        }
+        self.consumers = Some(ConsumerGroup::start(self.group_shared.clone(), members)?);
+        Ok(())
+    }
+
+    /// Stops in the order that loses nothing: no new orders, then every
+    /// in-flight order finishes and is committed, then the producer flushes.
+    pub async fn shutdown(mut self) {
+        if let Some(server) = self.server.take() {
+            server.shutdown().await;
+        }
+        if let Some(group) = self.consumers.take() {
+            group.stop(StopMode::Drain).await;
+        }
+        let producer = Arc::clone(&self.producer);
+        let flushed =
+            tokio::task::spawn_blocking(move || producer.flush(Duration::from_secs(10))).await;
+        if let Ok(Err(error)) = flushed {
+            tracing::warn!(%error, "producer flush incomplete at shutdown");
+        }
+        drop(self);
+    }
+}

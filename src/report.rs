@@ -1,0 +1,157 @@
+//! The run report: stable JSON keys for scripts and CI.
+
+use std::collections::BTreeMap;
+
+use serde::Serialize;
+
+use crate::{
+    metrics::{per_second, LatencySummary, MetricsSnapshot},
+    order::State,
+};
+
+#[derive(Debug, Serialize)]
+pub struct Report {
+    pub orders: OrderTotals,
+    pub latency_ms: Latencies,
+    pub per_state_ms: BTreeMap<&'static str, StateTime>,
+    pub throughput: Throughput,
+    pub elapsed_s: f64,
+    pub broker: String,
+    pub load: String,
+    pub time_scale: f64,
+    /// True when every acknowledged order finished (checked by order id).
+    pub complete: bool,
+    /// Why the run is not complete, or what went wrong along the way.
+    pub problems: Vec<String>,
+}
+
+#[derive(Debug, Serialize)]
+pub struct OrderTotals {
+    pub sent: u64,
+    pub acknowledged: u64,
+    pub rejected: u64,
+    pub failed: u64,
+    pub consumed: u64,
+    pub finished: u64,
+    pub redelivered: u64,
+    /// Acknowledged orders that did not finish.
+    pub unfinished: u64,
+}
+
+#[derive(Debug, Serialize)]
+pub struct Percentiles {
+    pub p50: f64,
+    pub p90: f64,
+    pub p99: f64,
+    pub max: f64,
+}
+
+impl From<LatencySummary> for Percentiles {
+    fn from(s: LatencySummary) -> Self {
+        Self {
+            p50: s.p50,
+            p90: s.p90,
+            p99: s.p99,
+            max: s.max,
+        }
+    }
+}
+
+#[derive(Debug, Serialize)]
+pub struct Latencies {
+    /// Client call until the reply (which comes after Kafka's ack).
+    pub send: Percentiles,
+    /// Server acceptance until a consumer picked the order up.
+    pub end_to_end: Percentiles,
+    /// Server acceptance until Finished.
+    pub completion: Percentiles,
+}
+
+#[derive(Debug, Serialize)]
+pub struct StateTime {
+    pub p50: f64,
+    pub p99: f64,
+}
+
+#[derive(Debug, Serialize)]
+pub struct Throughput {
+    /// Finished orders per second over the run.
+    pub orders_per_s: f64,
+    pub acknowledged_per_s: f64,
+}
+
+/// What the report needs besides the metrics.
+pub struct RunContext {
+    /// The measured span: first order sent until the last one finished.
+    pub elapsed: std::time::Duration,
+    pub broker: String,
+    pub load: String,
+    pub time_scale: f64,
+    pub unfinished: u64,
+    pub problems: Vec<String>,
+}
+
+impl Report {
+    pub fn new(snapshot: &MetricsSnapshot, context: RunContext) -> Self {
+        let c = snapshot.counts;
+        let per_state_ms = State::TIMED
+            .iter()
+            .map(|state| {
+                let time = snapshot.per_state[state.index()];
+                (
+                    state.name(),
+                    StateTime {
+                        p50: time.p50,
+                        p99: time.p99,
+                    },
+                )
+            })
+            .collect();
+        Self {
+            orders: OrderTotals {
+                sent: c.sent,
+                acknowledged: c.acknowledged,
+                rejected: c.rejected,
+                failed: c.failed,
+                consumed: c.consumed,
+                finished: c.finished,
+                redelivered: c.redelivered,
+                unfinished: context.unfinished,
+            },
+            latency_ms: Latencies {
+                send: snapshot.send.into(),
+                end_to_end: snapshot.end_to_end.into(),
+                completion: snapshot.completion.into(),
+            },
+            per_state_ms,
+            throughput: Throughput {
+                orders_per_s: per_second(c.finished, context.elapsed),
+                acknowledged_per_s: per_second(c.acknowledged, context.elapsed),
+            },
+            elapsed_s: context.elapsed.as_secs_f64(),
+            broker: context.broker,
+            load: context.load,
+            time_scale: context.time_scale,
+            complete: context.unfinished == 0 && context.problems.is_empty(),
+            problems: context.problems,
+        }
+    }
+
+    pub fn to_json(&self) -> String {
+        serde_json::to_string_pretty(self).expect("a Report always serializes")
+    }
+
+    /// A few lines for a person at the end of a run.
+    pub fn summary(&self) -> String {
+        let o = &self.orders;
+        let l = &self.latency_ms;
+        format!(
+            "orders: sent {} · acknowledged {} · rejected {} · failed {} · consumed {} · finished {} · redelivered {} · unfinished {}\n\
+             throughput: {:.0} orders/s finished over {:.1} s (broker: {})\n\
+             latency ms: send p50 {:.2} p99 {:.2} · end-to-end p50 {:.2} p99 {:.2} · completion p50 {:.2} p99 {:.2}",
+            o.sent, o.acknowledged, o.rejected, o.failed, o.consumed, o.finished, o.redelivered, o.unfinished,
+            self.throughput.orders_per_s, self.elapsed_s, self.broker,
+            l.send.p50, l.send.p99, l.end_to_end.p50, l.end_to_end.p99, l.completion.p50, l.completion.p99,
+        )
+    }
+}
