@@ -166,7 +166,7 @@ mod tests {
 
     #[test]
     fn bad_values_are_explained() {
-        let err = Cli::try_parse_from(["orderdeck", "run", "--time-scale", "-2"]).unwrap_err();
+        let err = Cli::try_parse_from(["orderdeck", "run", "--time-scale=-2"]).unwrap_err();
         assert!(
             err.to_string().contains("time scale must be a number >= 0"),
             "{err}"

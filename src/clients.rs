@@ -15,6 +15,7 @@ use tokio_util::sync::CancellationToken;
 use tonic::{transport::Channel, Code};
 
 use crate::{
+    clock::SimClock,
     grpc::pb::orders::{order_service_client::OrderServiceClient, MessageRequest},
     metrics::{Counter, Latency, Metrics},
     order::Order,
@@ -167,6 +168,9 @@ pub struct ClientPlan {
     pub clients: usize,
     /// Total orders per second over all clients; None = as fast as they can.
     pub rate: Option<f64>,
+    /// Pacing is a simulated delay too: at time scale 0.5 the rate doubles,
+    /// at 0 the clients send as fast as they can.
+    pub clock: SimClock,
     /// Orders to send in total; None = until cancelled. Rows repeat in a cycle.
     pub orders: Option<u64>,
     /// Attempts for an order that meets UNAVAILABLE or RESOURCE_EXHAUSTED.
@@ -236,8 +240,14 @@ impl Schedule {
         let due = self
             .plan
             .rate
-            .filter(|rate| *rate > 0.0)
-            .map(|rate| self.start + Duration::from_secs_f64(n as f64 / rate));
+            .filter(|rate| *rate > 0.0 && self.plan.clock.scale().factor() > 0.0)
+            .map(|rate| {
+                self.start
+                    + self
+                        .plan
+                        .clock
+                        .scaled(Duration::from_secs_f64(n as f64 / rate))
+            });
         Some((n, due))
     }
 }
@@ -320,6 +330,7 @@ pub fn default_csv() -> PathBuf {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::clock::TimeScale;
 
     fn write_csv(body: &str) -> tempfile::NamedTempFile {
         let mut file = tempfile::NamedTempFile::new().unwrap();
@@ -376,23 +387,33 @@ mod tests {
         );
     }
 
-    #[test]
-    fn the_schedule_spaces_orders_at_the_rate() {
-        let schedule = Schedule {
+    fn schedule(rate: f64, scale: f64, orders: Option<u64>) -> Schedule {
+        Schedule {
             next: AtomicU64::new(0),
             start: Instant::now(),
             plan: ClientPlan {
                 clients: 1,
-                rate: Some(10.0),
-                orders: Some(3),
+                rate: Some(rate),
+                clock: SimClock::new(TimeScale::new(scale).unwrap()),
+                orders,
                 attempts: 1,
             },
-        };
+        }
+    }
+
+    #[test]
+    fn the_schedule_spaces_orders_at_the_scaled_rate() {
+        let schedule = schedule(10.0, 0.5, Some(3));
         let due: Vec<_> = std::iter::from_fn(|| schedule.take()).collect();
         assert_eq!(due.len(), 3);
-        assert_eq!(
-            due[2].1.unwrap() - schedule.start,
-            Duration::from_millis(200)
-        );
+        let last = due[2].1.unwrap() - schedule.start;
+        assert_eq!(last, Duration::from_millis(100));
+    }
+
+    #[test]
+    fn time_scale_zero_sends_unpaced() {
+        let schedule = schedule(10.0, 0.0, None);
+        assert_eq!(schedule.take(), Some((0, None)));
+        assert_eq!(schedule.take(), Some((1, None)));
     }
 }

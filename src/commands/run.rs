@@ -12,6 +12,7 @@ use super::{conclude, finish, progress::Progress};
 use crate::{
     cli::CommonArgs,
     clients::{load_orders, run_clients, ClientPlan},
+    clock::SimClock,
     config::{effective_load, pipeline_config},
     metrics::Counter,
     pipeline::Pipeline,
@@ -30,6 +31,7 @@ pub async fn run(args: &CommonArgs) -> Result<(), AppError> {
     let plan = ClientPlan {
         clients: load.clients,
         rate: load.rate,
+        clock: SimClock::new(args.time_scale),
         orders: Some(args.orders.unwrap_or(csv.orders.len() as u64)),
         attempts: 5,
     };

@@ -2,9 +2,9 @@
 
 use std::{pin::Pin, sync::Arc};
 
-use futures::{Stream, StreamExt};
-use tokio::sync::broadcast;
-use tokio_stream::wrappers::{errors::BroadcastStreamRecvError, BroadcastStream};
+use futures::Stream;
+use tokio::sync::{broadcast, mpsc};
+use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Request, Response, Status};
 
 use super::{
@@ -82,6 +82,9 @@ impl From<Transition> for v1::Transition {
     }
 }
 
+/// Transitions queued per watcher before it falls behind.
+const WATCH_BUFFER: usize = 256;
+
 type TransitionStream = Pin<Box<dyn Stream<Item = Result<v1::Transition, Status>> + Send>>;
 
 #[tonic::async_trait]
@@ -126,32 +129,35 @@ impl Orders for TypedService {
                     .map_err(|e| Status::invalid_argument(e.to_string()))?,
             ),
         };
-        let live = BroadcastStream::new(self.transitions.subscribe());
-        let stream = live
-            .filter_map(move |item| {
-                let keep = match item {
-                    Ok(t) if wanted.is_none_or(|id| id == t.order_id) => Some(Ok(t)),
-                    Ok(_) => None,
-                    Err(BroadcastStreamRecvError::Lagged(missed)) => Some(Err(missed)),
+        let mut live = self.transitions.subscribe();
+        let (tx, rx) = mpsc::channel(WATCH_BUFFER);
+        tokio::spawn(async move {
+            loop {
+                let next = tokio::select! {
+                    _ = tx.closed() => return, // the watcher went away
+                    next = live.recv() => next,
                 };
-                std::future::ready(keep)
-            })
-            // One order's stream ends with its Finished transition.
-            .scan(false, move |ended, item| {
-                if *ended {
-                    return std::future::ready(None);
+                let (item, last) = match next {
+                    Ok(t) if wanted.is_some_and(|id| id != t.order_id) => continue,
+                    // One order's stream ends with its Finished transition.
+                    Ok(t) => (
+                        Ok(v1::Transition::from(t.clone())),
+                        wanted.is_some() && t.to == State::Finished,
+                    ),
+                    Err(broadcast::error::RecvError::Lagged(missed)) => (
+                        Err(Status::data_loss(format!(
+                            "this watcher fell {missed} transitions behind and missed them"
+                        ))),
+                        true,
+                    ),
+                    Err(broadcast::error::RecvError::Closed) => return,
+                };
+                if tx.send(item).await.is_err() || last {
+                    return;
                 }
-                let next = match item {
-                    Ok(t) => {
-                        *ended = wanted.is_some() && t.to == State::Finished;
-                        Ok(v1::Transition::from(t))
-                    }
-                    Err(missed) => Err(Status::data_loss(format!(
-                        "this watcher fell {missed} transitions behind and missed them"
-                    ))),
-                };
-                std::future::ready(Some(next))
-            });
+            }
+        });
+        let stream = ReceiverStream::new(rx);
         Ok(Response::new(Box::pin(stream)))
     }
 }

@@ -207,6 +207,10 @@ fn member_config(connection: &KafkaConnection) -> ClientConfig {
         // Offsets are stored by hand, only for finished orders.
         ("enable.auto.offset.store", "false"),
         ("auto.offset.reset", "earliest"),
+        // Kafka's minimum: a crashed member is noticed, and a group that
+        // grows or shrinks settles, within seconds rather than 45 s.
+        ("session.timeout.ms", "6000"),
+        ("heartbeat.interval.ms", "1500"),
     ] {
         if config.get(key).is_none() {
             config.set(key, value);

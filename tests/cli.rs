@@ -1,0 +1,357 @@
+//! The real binary, run as a separate process: exit codes, reports, and the
+//! `--brokers` path against a broker the binary did not start.
+
+mod common;
+
+use std::{
+    net::TcpListener,
+    path::{Path, PathBuf},
+    process::{Command, Output, Stdio},
+    time::Duration,
+};
+
+use common::PARTITIONS;
+use orderdeck::{
+    grpc::pb::orders::{order_service_client::OrderServiceClient, MessageRequest},
+    order::{Order, OrderId, OrderRecord},
+};
+use rdkafka::{
+    consumer::{BaseConsumer, Consumer},
+    mocking::MockCluster,
+    producer::{FutureProducer, FutureRecord},
+    ClientConfig,
+};
+use serde_json::Value;
+
+struct Workdir(tempfile::TempDir);
+
+impl Workdir {
+    /// A fresh directory with the project's orders.csv, as a user would have.
+    fn new() -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::copy(
+            Path::new(env!("CARGO_MANIFEST_DIR")).join("orders.csv"),
+            dir.path().join("orders.csv"),
+        )
+        .unwrap();
+        Self(dir)
+    }
+
+    fn path(&self, name: &str) -> PathBuf {
+        self.0.path().join(name)
+    }
+
+    fn command(&self, args: &[&str]) -> Command {
+        let mut command = Command::new(env!("CARGO_BIN_EXE_orderdeck"));
+        command
+            .args(args)
+            .current_dir(self.0.path())
+            .stdin(Stdio::null());
+        command
+    }
+
+    fn run(&self, args: &[&str]) -> Output {
+        self.command(args).output().unwrap()
+    }
+
+    fn report(&self) -> Value {
+        let text = std::fs::read_to_string(self.path("report.json")).expect("report written");
+        serde_json::from_str(&text).unwrap()
+    }
+}
+
+fn text(bytes: &[u8]) -> String {
+    String::from_utf8_lossy(bytes).into_owned()
+}
+
+fn assert_exit(output: &Output, code: i32) {
+    assert_eq!(
+        output.status.code(),
+        Some(code),
+        "stdout: {}\nstderr: {}",
+        text(&output.stdout),
+        text(&output.stderr)
+    );
+}
+
+#[test]
+fn run_on_the_embedded_broker_reports_every_order_finished() {
+    let dir = Workdir::new();
+    let output = dir.run(&[
+        "run",
+        "--load",
+        "alta",
+        "--time-scale",
+        "0",
+        "--report",
+        "report.json",
+    ]);
+    assert_exit(&output, 0);
+    let report = dir.report();
+    let orders = &report["orders"];
+    for key in ["sent", "acknowledged", "consumed", "finished"] {
+        assert_eq!(orders[key], 500, "{key} in {orders}");
+    }
+    assert_eq!(orders["rejected"], 0);
+    assert_eq!(orders["redelivered"], 0);
+    assert_eq!(report["broker"], "embedded");
+    assert_eq!(report["complete"], true);
+    for kind in ["send", "end_to_end"] {
+        for p in ["p50", "p90", "p99", "max"] {
+            assert!(
+                report["latency_ms"][kind][p].as_f64().unwrap() > 0.0,
+                "{kind}.{p}"
+            );
+        }
+    }
+    for state in ["Processing", "Preparing", "Shipped", "Delivered"] {
+        assert!(report["per_state_ms"][state]["p99"].is_number(), "{state}");
+    }
+    assert!(report["throughput"]["orders_per_s"].as_f64().unwrap() > 0.0);
+    assert!(report["elapsed_s"].as_f64().unwrap() > 0.0);
+    assert!(text(&output.stdout).contains("finished 500"));
+}
+
+/// A broker this process owns, reached by the binary over TCP.
+fn external_cluster() -> MockCluster<'static, rdkafka::producer::DefaultProducerContext> {
+    let cluster = MockCluster::new(1).unwrap();
+    for topic in ["orders", "orders.events"] {
+        cluster.create_topic(topic, PARTITIONS, 1).unwrap();
+    }
+    cluster
+}
+
+fn records_in(bootstrap: &str, topic: &str) -> i64 {
+    let consumer: BaseConsumer = ClientConfig::new()
+        .set("bootstrap.servers", bootstrap)
+        .create()
+        .unwrap();
+    (0..PARTITIONS)
+        .map(|p| {
+            let (low, high) = consumer
+                .fetch_watermarks(topic, p, Duration::from_secs(10))
+                .unwrap();
+            high - low
+        })
+        .sum()
+}
+
+#[test]
+fn run_with_brokers_uses_a_cluster_it_did_not_start() {
+    let cluster = external_cluster();
+    let bootstrap = cluster.bootstrap_servers();
+    let dir = Workdir::new();
+    let output = dir.run(&[
+        "run",
+        "--brokers",
+        &bootstrap,
+        "--orders",
+        "300",
+        "--load",
+        "high",
+        "--time-scale",
+        "0",
+        "--report",
+        "report.json",
+    ]);
+    assert_exit(&output, 0);
+    let report = dir.report();
+    assert_eq!(report["broker"], bootstrap.as_str());
+    assert_eq!(report["orders"]["finished"], 300);
+    assert_eq!(
+        records_in(&bootstrap, "orders"),
+        300,
+        "the orders went to our broker"
+    );
+    assert_eq!(
+        records_in(&bootstrap, "orders.events"),
+        300 * 5,
+        "and so did every transition"
+    );
+}
+
+#[test]
+fn a_malformed_csv_row_is_named_by_file_and_line() {
+    let dir = Workdir::new();
+    let csv = std::fs::read_to_string(dir.path("orders.csv")).unwrap();
+    let mut lines: Vec<&str> = csv.lines().collect();
+    lines[2] = "Cámara,doce,PayPal,Visa,Banco,Europa,1 Calle,a@b.c";
+    std::fs::write(dir.path("bad.csv"), lines.join("\n")).unwrap();
+
+    let stop = dir.run(&[
+        "run",
+        "--csv",
+        "bad.csv",
+        "--on-bad-row",
+        "stop",
+        "--time-scale",
+        "0",
+    ]);
+    assert_exit(&stop, 5);
+    let stderr = text(&stop.stderr);
+    assert!(
+        stderr.contains("bad.csv:3: Precio \"doce\" is not a number"),
+        "{stderr}"
+    );
+
+    let skip = dir.run(&[
+        "run",
+        "--csv",
+        "bad.csv",
+        "--load",
+        "high",
+        "--time-scale",
+        "0",
+        "--report",
+        "report.json",
+    ]);
+    assert_exit(&skip, 0);
+    assert!(
+        text(&skip.stderr).contains("bad.csv:3"),
+        "the skipped row is reported"
+    );
+    let report = dir.report();
+    assert_eq!(report["orders"]["rejected"], 1);
+    assert_eq!(report["orders"]["finished"], 499);
+}
+
+#[test]
+fn unreachable_kafka_is_a_clear_error_and_its_own_exit_code() {
+    let dir = Workdir::new();
+    let output = dir.run(&["run", "--brokers", "127.0.0.1:1", "--delivery-timeout", "2"]);
+    assert_exit(&output, 4);
+    let stderr = text(&output.stderr);
+    assert!(
+        stderr.contains("cannot reach Kafka at 127.0.0.1:1"),
+        "{stderr}"
+    );
+}
+
+#[test]
+fn usage_errors_say_what_to_do() {
+    let dir = Workdir::new();
+    let worker = dir.run(&["worker"]);
+    assert_exit(&worker, 2);
+    assert!(text(&worker.stderr).contains("--brokers"));
+    let level = dir.run(&["run", "--load", "extreme"]);
+    assert_exit(&level, 2);
+    assert!(text(&level.stderr).contains("[possible values: low, medium, high]"));
+    let help = dir.run(&["run", "--help"]);
+    assert!(
+        text(&help.stdout).contains("(baja, media, alta)"),
+        "the Spanish names are documented"
+    );
+}
+
+fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+#[test]
+fn serve_takes_orders_from_any_client_and_stops_after_n() {
+    let dir = Workdir::new();
+    let addr = format!("127.0.0.1:{}", free_port());
+    let server = dir
+        .command(&[
+            "serve",
+            "--listen",
+            &addr,
+            "--orders",
+            "3",
+            "--time-scale",
+            "0",
+            "--report",
+            "report.json",
+        ])
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    runtime.block_on(async {
+        let channel = loop {
+            match tonic::transport::Channel::from_shared(format!("http://{addr}"))
+                .unwrap()
+                .connect()
+                .await
+            {
+                Ok(channel) => break channel,
+                Err(_) => tokio::time::sleep(Duration::from_millis(100)).await,
+            }
+        };
+        let mut client = OrderServiceClient::new(channel);
+        for row in orderdeck::clients::load_orders(
+            &dir.path("orders.csv"),
+            orderdeck::clients::BadRowPolicy::Stop,
+        )
+        .unwrap()
+        .orders
+        .iter()
+        .take(3)
+        {
+            client
+                .send_message(MessageRequest {
+                    message: row.to_json(),
+                })
+                .await
+                .unwrap();
+        }
+    });
+    let output = server.wait_with_output().unwrap();
+    assert_exit(&output, 0);
+    assert_eq!(dir.report()["orders"]["finished"], 3);
+}
+
+#[test]
+fn a_worker_joins_the_group_and_finishes_what_is_in_the_topic() {
+    let cluster = external_cluster();
+    let bootstrap = cluster.bootstrap_servers();
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    let orders = orderdeck::clients::load_orders(
+        &Path::new(env!("CARGO_MANIFEST_DIR")).join("orders.csv"),
+        orderdeck::clients::BadRowPolicy::Stop,
+    )
+    .unwrap()
+    .orders;
+    runtime.block_on(async {
+        let producer: FutureProducer = ClientConfig::new()
+            .set("bootstrap.servers", &bootstrap)
+            .create()
+            .unwrap();
+        for order in orders.iter().take(50) {
+            let record = OrderRecord {
+                order: Order::clone(order),
+                order_id: OrderId::new_random(),
+                timestamp_envio: orderdeck::clock::unix_seconds_now(),
+            };
+            let key = record.order_id.to_string();
+            let value = serde_json::to_vec(&record).unwrap();
+            producer
+                .send(
+                    FutureRecord::to("orders").key(&key).payload(&value),
+                    Duration::from_secs(5),
+                )
+                .await
+                .unwrap();
+        }
+    });
+    let dir = Workdir::new();
+    let output = dir.run(&[
+        "worker",
+        "--brokers",
+        &bootstrap,
+        "--orders",
+        "50",
+        "--time-scale",
+        "0",
+        "--report",
+        "report.json",
+    ]);
+    assert_exit(&output, 0);
+    let report = dir.report();
+    assert_eq!(report["orders"]["consumed"], 50);
+    assert_eq!(report["orders"]["finished"], 50);
+}

@@ -1,0 +1,104 @@
+//! Shared test setup: real pipelines on loopback, real Kafka clients.
+#![allow(dead_code)] // each test binary uses a different part of this
+
+use std::{
+    collections::HashMap,
+    net::{Ipv4Addr, SocketAddr},
+    sync::Arc,
+    time::Duration,
+};
+
+use orderdeck::{
+    clients::{load_orders, BadRowPolicy},
+    clock::{DelayRange, SimClock, TimeScale},
+    grpc::ServerLimits,
+    kafka::{BrokerTarget, KafkaOptions},
+    order::{Order, OrderId, Transition},
+    pipeline::{Pipeline, PipelineConfig},
+};
+use tokio::sync::broadcast;
+
+pub const PARTITIONS: i32 = 4;
+
+pub fn config(target: BrokerTarget, time_scale: f64) -> PipelineConfig {
+    PipelineConfig {
+        kafka: KafkaOptions {
+            target,
+            topic: "orders".into(),
+            events_topic: "orders.events".into(),
+            partitions: PARTITIONS,
+            replication: 1,
+            group: "orderdeck-test".into(),
+            extra: Vec::new(),
+            delivery_timeout: Duration::from_secs(10),
+        },
+        embedded_brokers: 1,
+        listen: Some(SocketAddr::from((Ipv4Addr::LOCALHOST, 0))),
+        limits: ServerLimits {
+            max_in_flight: 10_000,
+            max_message_bytes: 16 * 1024,
+        },
+        consumers: 2,
+        max_in_flight_per_consumer: 10_000,
+        clock: SimClock::new(TimeScale::new(time_scale).unwrap()),
+        stage_delay: DelayRange::new(Duration::from_secs(1), Duration::from_secs(3)),
+        transition_buffer: 1 << 16,
+        dedup_memory: 100_000,
+    }
+}
+
+pub async fn start(config: PipelineConfig) -> Pipeline {
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
+        .with_test_writer()
+        .try_init();
+    let pipeline = Pipeline::start(config).await.expect("pipeline starts");
+    assert!(
+        pipeline.wait_until_consuming(Duration::from_secs(30)).await,
+        "consumer group never got its partitions"
+    );
+    pipeline
+}
+
+/// The original 500 orders shipped with the project.
+pub fn seed_orders() -> Arc<[Order]> {
+    load_orders(
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("orders.csv")
+            .as_path(),
+        BadRowPolicy::Stop,
+    )
+    .expect("orders.csv loads")
+    .orders
+    .into()
+}
+
+pub fn endpoint(pipeline: &Pipeline) -> String {
+    format!("http://{}", pipeline.grpc_addr().expect("server runs"))
+}
+
+/// Polls `condition` every 20 ms until it holds or `limit` passes.
+pub async fn eventually(limit: Duration, mut condition: impl FnMut() -> bool) -> bool {
+    let deadline = tokio::time::Instant::now() + limit;
+    while tokio::time::Instant::now() < deadline {
+        if condition() {
+            return true;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    condition()
+}
+
+/// Every transition received so far, grouped by order, in arrival order.
+pub fn drain_transitions(
+    feed: &mut broadcast::Receiver<Transition>,
+    into: &mut HashMap<OrderId, Vec<Transition>>,
+) {
+    loop {
+        match feed.try_recv() {
+            Ok(t) => into.entry(t.order_id).or_default().push(t),
+            Err(broadcast::error::TryRecvError::Empty) => return,
+            Err(e) => panic!("transition feed failed: {e}"),
+        }
+    }
+}

@@ -1,0 +1,191 @@
+//! The pipeline end to end on real Kafka clients: the embedded broker, and a
+//! broker owned by the test for consumer restarts.
+
+mod common;
+
+use std::{collections::HashMap, sync::Arc, time::Duration};
+
+use common::*;
+use orderdeck::{
+    clients::{run_clients, ClientPlan},
+    kafka::{consumer::StopMode, BrokerTarget},
+    order::State,
+};
+use rdkafka::{
+    consumer::{BaseConsumer, Consumer},
+    mocking::MockCluster,
+    ClientConfig, Offset, TopicPartitionList,
+};
+use tokio_util::sync::CancellationToken;
+
+fn plan(orders: u64) -> ClientPlan {
+    ClientPlan {
+        clients: 8,
+        rate: None,
+        clock: orderdeck::clock::SimClock::new(orderdeck::clock::TimeScale::ORIGINAL),
+        orders: Some(orders),
+        attempts: 5,
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_order_passes_the_five_states_once_on_the_embedded_broker() {
+    let pipeline = start(config(BrokerTarget::Embedded, 0.0)).await;
+    let mut feed = pipeline.subscribe_transitions();
+    let orders = seed_orders();
+    let outcome = run_clients(
+        endpoint(&pipeline),
+        Arc::clone(&orders),
+        plan(orders.len() as u64),
+        Arc::clone(pipeline.metrics()),
+        CancellationToken::new(),
+    )
+    .await
+    .expect("clients connect");
+    assert!(outcome.errors.is_empty(), "{:?}", outcome.errors);
+    assert!(
+        eventually(Duration::from_secs(30), || pipeline
+            .unfinished_acknowledged()
+            == 0)
+        .await,
+        "acknowledged orders left unfinished"
+    );
+    let mut by_order = HashMap::new();
+    drain_transitions(&mut feed, &mut by_order);
+    let counts = pipeline.snapshot().counts;
+    pipeline.shutdown().await;
+
+    assert_eq!(by_order.len(), 500);
+    let expected: Vec<(Option<State>, State)> = std::iter::once((None, State::Processing))
+        .chain(State::TIMED.iter().map(|s| (Some(*s), s.next().unwrap())))
+        .collect();
+    for (id, transitions) in &by_order {
+        let walked: Vec<_> = transitions.iter().map(|t| (t.from, t.to)).collect();
+        assert_eq!(walked, expected, "order {id} walked {walked:?}");
+        assert_eq!(transitions.last().unwrap().estado, "Finalizado");
+    }
+    let products: usize = by_order
+        .values()
+        .filter(|t| t[0].product == orders[0].nombre_producto)
+        .count();
+    assert!(products > 0, "transitions carry the product");
+    assert_eq!(counts.sent, 500);
+    assert_eq!(counts.acknowledged, 500);
+    assert_eq!(counts.consumed, 500);
+    assert_eq!(counts.finished, 500);
+    assert_eq!(counts.redelivered, 0);
+    assert_eq!(counts.rejected + counts.failed + counts.invalid_records, 0);
+    assert_eq!(counts.transitions, 500 * 5);
+}
+
+/// Committed offsets of `group` on the orders topic, and the topic's ends.
+fn committed_and_ends(bootstrap: &str, group: &str) -> Vec<(i64, i64)> {
+    let consumer: BaseConsumer = ClientConfig::new()
+        .set("bootstrap.servers", bootstrap)
+        .set("group.id", group)
+        .create()
+        .unwrap();
+    let mut partitions = TopicPartitionList::new();
+    for p in 0..PARTITIONS {
+        partitions.add_partition("orders", p);
+    }
+    let committed = consumer
+        .committed_offsets(partitions, Duration::from_secs(10))
+        .unwrap();
+    (0..PARTITIONS)
+        .map(|p| {
+            let offset = match committed.find_partition("orders", p).unwrap().offset() {
+                Offset::Offset(o) => o,
+                _ => 0,
+            };
+            let (_, high) = consumer
+                .fetch_watermarks("orders", p, Duration::from_secs(10))
+                .unwrap();
+            (offset, high)
+        })
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn killed_consumers_are_replaced_and_no_order_is_lost_or_finished_twice() {
+    let cluster = MockCluster::new(1).unwrap();
+    let bootstrap = cluster.bootstrap_servers();
+    for topic in ["orders", "orders.events"] {
+        cluster.create_topic(topic, PARTITIONS, 1).unwrap();
+    }
+    // 1–3 s per state scaled to 10–30 ms: orders are in flight when killed.
+    let mut pipeline = start(config(BrokerTarget::External(bootstrap.clone()), 0.01)).await;
+    let mut feed = pipeline.subscribe_transitions();
+    let metrics = Arc::clone(pipeline.metrics());
+    let clients = tokio::spawn(run_clients(
+        endpoint(&pipeline),
+        seed_orders(),
+        ClientPlan {
+            rate: Some(500.0),
+            ..plan(1000)
+        },
+        Arc::clone(&metrics),
+        CancellationToken::new(),
+    ));
+    assert!(
+        eventually(Duration::from_secs(30), || metrics
+            .get(orderdeck::metrics::Counter::Finished)
+            >= 200)
+        .await
+    );
+    let in_flight_when_killed = pipeline.in_flight();
+    pipeline
+        .restart_consumers(StopMode::Abort, 3)
+        .await
+        .unwrap();
+    assert!(pipeline.wait_until_consuming(Duration::from_secs(30)).await);
+
+    let outcome = clients.await.unwrap().unwrap();
+    assert!(outcome.errors.is_empty(), "{:?}", outcome.errors);
+    assert!(
+        eventually(Duration::from_secs(60), || pipeline
+            .unfinished_acknowledged()
+            == 0)
+        .await,
+        "{} acknowledged orders never finished",
+        pipeline.unfinished_acknowledged()
+    );
+    let mut by_order = HashMap::new();
+    drain_transitions(&mut feed, &mut by_order);
+    let counts = pipeline.snapshot().counts;
+    pipeline.shutdown().await;
+
+    assert!(
+        in_flight_when_killed > 0,
+        "the kill must interrupt work to test anything"
+    );
+    assert_eq!(counts.acknowledged, 1000);
+    assert_eq!(
+        counts.finished, 1000,
+        "every order finished exactly once: {counts:?}"
+    );
+    assert_eq!(counts.consumed, 1000, "{counts:?}");
+    assert!(
+        counts.redelivered > 0,
+        "abandoned orders come back: {counts:?}"
+    );
+    assert_eq!(by_order.len(), 1000);
+    for (id, transitions) in &by_order {
+        let finishes = transitions
+            .iter()
+            .filter(|t| t.to == State::Finished)
+            .count();
+        assert_eq!(finishes, 1, "order {id} finished {finishes} times");
+        assert_eq!(transitions.last().unwrap().to, State::Finished);
+    }
+    // At-least-once with nothing left behind: the group committed every record.
+    for (partition, (committed, end)) in committed_and_ends(&bootstrap, "orderdeck-test")
+        .iter()
+        .enumerate()
+    {
+        assert_eq!(
+            committed, end,
+            "partition {partition}: committed {committed} of {end}"
+        );
+    }
+}
