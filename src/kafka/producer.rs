@@ -40,7 +40,9 @@ pub struct OrderProducer {
 const DURABILITY: [(&str, &str); 4] = [
     ("enable.idempotence", "true"),
     ("acks", "all"),
-    ("linger.ms", "5"),
+    // Short: each gRPC reply waits for its batch. Concurrent orders still
+    // share batches, since they queue while a request is in flight.
+    ("linger.ms", "1"),
     ("compression.type", "lz4"),
 ];
 
