@@ -355,3 +355,42 @@ fn a_worker_joins_the_group_and_finishes_what_is_in_the_topic() {
     assert_eq!(report["orders"]["consumed"], 50);
     assert_eq!(report["orders"]["finished"], 50);
 }
+
+#[test]
+fn ctrl_c_drains_in_flight_orders_and_still_reports() {
+    let dir = Workdir::new();
+    // Original timings: orders are mid-machine when the signal comes.
+    let child = dir
+        .command(&[
+            "run",
+            "--load",
+            "low",
+            "--orders",
+            "100",
+            "--report",
+            "report.json",
+        ])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    std::thread::sleep(Duration::from_secs(6));
+    let killed = Command::new("kill")
+        .args(["-INT", &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(killed.success());
+    let output = child.wait_with_output().unwrap();
+    assert_exit(&output, 3);
+    let report = dir.report();
+    let orders = &report["orders"];
+    assert!(orders["acknowledged"].as_u64().unwrap() > 0, "{orders}");
+    assert!(
+        orders["acknowledged"].as_u64().unwrap() < 100,
+        "stopped early: {orders}"
+    );
+    // Every order a consumer had started was drained to Finished.
+    assert_eq!(orders["consumed"], orders["finished"], "{orders}");
+    let problems = report["problems"].to_string();
+    assert!(problems.contains("interrupted"), "{problems}");
+}

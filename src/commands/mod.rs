@@ -57,6 +57,19 @@ pub async fn finish(
     Ok(report)
 }
 
+/// A token cancelled by Ctrl-C (SIGINT). Installed at once, so an interrupt
+/// during start-up is also a graceful stop rather than a kill.
+pub fn interrupted_by_ctrl_c() -> tokio_util::sync::CancellationToken {
+    let token = tokio_util::sync::CancellationToken::new();
+    let cancel = token.clone();
+    tokio::spawn(async move {
+        if tokio::signal::ctrl_c().await.is_ok() {
+            cancel.cancel();
+        }
+    });
+    token
+}
+
 /// Maps an incomplete report to its exit status.
 pub fn conclude(report: &Report) -> Result<(), AppError> {
     if report.complete {

@@ -8,7 +8,7 @@ use std::{
 
 use tokio_util::sync::CancellationToken;
 
-use super::{conclude, finish, progress::Progress};
+use super::{conclude, finish, interrupted_by_ctrl_c, progress::Progress};
 use crate::{
     cli::CommonArgs,
     clients::{load_orders, run_clients, ClientPlan},
@@ -23,6 +23,8 @@ const GROUP_JOIN_TIMEOUT: Duration = Duration::from_secs(30);
 const TICK: Duration = Duration::from_millis(100);
 
 pub async fn run(args: &CommonArgs) -> Result<(), AppError> {
+    let ctrl_c = interrupted_by_ctrl_c();
+    tokio::task::yield_now().await; // let the handler install
     let csv = load_orders(&args.csv, args.on_bad_row)?;
     for row in &csv.rejected {
         eprintln!("skipped row {row}");
@@ -61,13 +63,11 @@ pub async fn run(args: &CommonArgs) -> Result<(), AppError> {
     ));
     let deadline = args.timeout.map(|s| started + Duration::from_secs_f64(s));
     let progress = Progress::new(plan.orders);
-    let ctrl_c = tokio::signal::ctrl_c();
-    tokio::pin!(ctrl_c);
     let mut clients_done = false;
     let mut interrupted = false;
     loop {
         tokio::select! {
-            _ = &mut ctrl_c, if !interrupted => {
+            _ = ctrl_c.cancelled(), if !interrupted => {
                 interrupted = true;
                 stop_clients.cancel();
                 problems.push("interrupted: clients stopped, in-flight orders drained".to_owned());

@@ -6,7 +6,9 @@ use std::{
     time::{Duration, Instant},
 };
 
-use super::{conclude, finish};
+use tokio_util::sync::CancellationToken;
+
+use super::{conclude, finish, interrupted_by_ctrl_c};
 use crate::{
     cli::CommonArgs,
     config::{broker_target, pipeline_config},
@@ -19,6 +21,7 @@ const DEFAULT_LISTEN: SocketAddr =
     SocketAddr::new(std::net::IpAddr::V4(Ipv4Addr::LOCALHOST), 50051);
 
 pub async fn serve(args: &CommonArgs) -> Result<(), AppError> {
+    let ctrl_c = interrupted_by_ctrl_c();
     let listen = args.listen.unwrap_or(DEFAULT_LISTEN);
     let pipeline = Pipeline::start(pipeline_config(args, Some(listen))).await?;
     eprintln!(
@@ -26,10 +29,11 @@ pub async fn serve(args: &CommonArgs) -> Result<(), AppError> {
         pipeline.grpc_addr().expect("serve starts a server"),
         pipeline.broker().describe(),
     );
-    keep_running(pipeline, args).await
+    keep_running(pipeline, args, ctrl_c).await
 }
 
 pub async fn worker(args: &CommonArgs) -> Result<(), AppError> {
+    let ctrl_c = interrupted_by_ctrl_c();
     if broker_target(args) == BrokerTarget::Embedded {
         return Err(AppError::Usage(
             "worker joins an existing consumer group: give the cluster with --brokers host:port"
@@ -43,17 +47,19 @@ pub async fn worker(args: &CommonArgs) -> Result<(), AppError> {
         args.group,
         pipeline.bootstrap_servers(),
     );
-    keep_running(pipeline, args).await
+    keep_running(pipeline, args, ctrl_c).await
 }
 
-async fn keep_running(pipeline: Pipeline, args: &CommonArgs) -> Result<(), AppError> {
+async fn keep_running(
+    pipeline: Pipeline,
+    args: &CommonArgs,
+    ctrl_c: CancellationToken,
+) -> Result<(), AppError> {
     let started = Instant::now();
-    let ctrl_c = tokio::signal::ctrl_c();
-    tokio::pin!(ctrl_c);
     let mut tick = tokio::time::interval(Duration::from_secs(1));
     loop {
         tokio::select! {
-            _ = &mut ctrl_c => break,
+            _ = ctrl_c.cancelled() => break,
             _ = tick.tick() => {}
         }
         let c = pipeline.snapshot().counts;
