@@ -25,7 +25,7 @@ pub struct Cli {
 
 #[derive(Debug, Subcommand)]
 pub enum Command {
-    /// The terminal control center (the default).
+    /// The terminal control center (the default when no command is given).
     Tui,
     /// Headless: the full pipeline with simulated clients; exits when every
     /// acknowledged order has finished.
@@ -61,9 +61,10 @@ impl std::str::FromStr for KafkaSetting {
 
 #[derive(Debug, Args, Clone)]
 pub struct CommonArgs {
-    /// Load level: low, medium or high (baja, media, alta).
-    #[arg(long, global = true, value_enum, default_value_t = LoadLevel::Medium)]
-    pub load: LoadLevel,
+    /// Load level: low, medium or high (baja, media, alta). Default medium;
+    /// in the TUI, given means the start screen is skipped.
+    #[arg(long, global = true, value_enum)]
+    pub load: Option<LoadLevel>,
     /// Simulated clients (overrides the load level's).
     #[arg(long, global = true)]
     pub clients: Option<usize>,
@@ -158,7 +159,7 @@ mod tests {
         ])
         .unwrap();
         assert!(matches!(cli.command, Some(Command::Run)));
-        assert_eq!(cli.common.load, LoadLevel::High);
+        assert_eq!(cli.common.load, Some(LoadLevel::High));
         assert_eq!(cli.common.orders, Some(7));
         assert_eq!(cli.common.time_scale.factor(), 0.0);
         assert_eq!(cli.common.kafka_settings[0].key, "linger.ms");

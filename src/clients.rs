@@ -2,17 +2,17 @@
 //! them to the server over real gRPC, each reusing its own channel.
 
 use std::{
-    path::{Path, PathBuf},
-    sync::{
-        atomic::{AtomicU64, Ordering},
-        Arc,
-    },
+    path::Path,
+    sync::{Arc, Mutex},
     time::{Duration, Instant},
 };
 
-use tokio::task::JoinSet;
+use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
-use tonic::{transport::Channel, Code};
+use tonic::{
+    transport::{Channel, Endpoint},
+    Code,
+};
 
 use crate::{
     clock::SimClock,
@@ -162,19 +162,77 @@ fn parse_row(record: &csv::StringRecord) -> Result<Order, String> {
     Ok(order)
 }
 
-/// How the simulated clients send.
-#[derive(Clone, Debug)]
-pub struct ClientPlan {
-    pub clients: usize,
-    /// Total orders per second over all clients; None = as fast as they can.
-    pub rate: Option<f64>,
-    /// Pacing is a simulated delay too: at time scale 0.5 the rate doubles,
-    /// at 0 the clients send as fast as they can.
-    pub clock: SimClock,
-    /// Orders to send in total; None = until cancelled. Rows repeat in a cycle.
-    pub orders: Option<u64>,
-    /// Attempts for an order that meets UNAVAILABLE or RESOURCE_EXHAUSTED.
-    pub attempts: u32,
+/// Hands out order numbers and, at a target rate, the time each is due.
+/// The rate can change while clients run (the UI's load keys).
+pub struct Pacer {
+    state: Mutex<PacerState>,
+    clock: SimClock,
+    total: Option<u64>,
+}
+
+struct PacerState {
+    issued: u64,
+    rate: Option<f64>,
+    next_due: Option<Instant>,
+}
+
+impl Pacer {
+    /// `rate` in orders/s over all clients (None = unpaced); pacing is a
+    /// simulated delay, so it scales with the clock (time scale 0 = unpaced).
+    pub fn new(rate: Option<f64>, clock: SimClock, total: Option<u64>) -> Self {
+        Self {
+            state: Mutex::new(PacerState {
+                issued: 0,
+                rate,
+                next_due: None,
+            }),
+            clock,
+            total,
+        }
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, PacerState> {
+        self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    pub fn set_rate(&self, rate: Option<f64>) {
+        let mut state = self.lock();
+        state.rate = rate;
+        state.next_due = None;
+    }
+
+    pub fn rate(&self) -> Option<f64> {
+        self.lock().rate
+    }
+
+    /// Forgets the schedule, so clients that start again do not burst to
+    /// catch up on the time they were stopped.
+    pub fn restart(&self) {
+        self.lock().next_due = None;
+    }
+
+    /// The next order number and when it is due (None = now), or None when
+    /// the total has been handed out.
+    fn take(&self) -> Option<(u64, Option<Instant>)> {
+        let mut state = self.lock();
+        if self.total.is_some_and(|total| state.issued >= total) {
+            return None;
+        }
+        let n = state.issued;
+        state.issued += 1;
+        let interval = state
+            .rate
+            .filter(|rate| *rate > 0.0)
+            .map(|rate| self.clock.scaled(Duration::from_secs_f64(1.0 / rate)))
+            .filter(|interval| !interval.is_zero());
+        let Some(interval) = interval else {
+            return Some((n, None));
+        };
+        // A fixed schedule: a slow reply does not push later orders back.
+        let due = state.next_due.unwrap_or_else(Instant::now);
+        state.next_due = Some(due + interval);
+        Some((n, Some(due)))
+    }
 }
 
 /// What the clients saw, beyond the shared counters.
@@ -186,6 +244,107 @@ pub struct ClientsOutcome {
 
 const KEPT_ERRORS: usize = 10;
 
+/// Attempts for an order that meets UNAVAILABLE or RESOURCE_EXHAUSTED.
+const ATTEMPTS: u32 = 5;
+
+struct RunningClient {
+    stop: CancellationToken,
+    task: JoinHandle<Vec<String>>,
+}
+
+/// A resizable set of simulated clients sharing one pacer.
+pub struct ClientPool {
+    endpoint: Endpoint,
+    orders: Arc<[Order]>,
+    pacer: Arc<Pacer>,
+    metrics: Arc<Metrics>,
+    /// Cancelling it stops every client, present and future.
+    stop: CancellationToken,
+    running: Vec<RunningClient>,
+}
+
+impl ClientPool {
+    pub fn new(
+        endpoint: &str,
+        orders: Arc<[Order]>,
+        pacer: Arc<Pacer>,
+        metrics: Arc<Metrics>,
+        stop: CancellationToken,
+    ) -> Result<Self, tonic::transport::Error> {
+        Ok(Self {
+            endpoint: Endpoint::from_shared(endpoint.to_owned())?,
+            orders,
+            pacer,
+            metrics,
+            stop,
+            running: Vec::new(),
+        })
+    }
+
+    pub fn pacer(&self) -> &Arc<Pacer> {
+        &self.pacer
+    }
+
+    pub fn len(&self) -> usize {
+        self.running.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.running.is_empty()
+    }
+
+    /// Grows or shrinks to `clients`; the newest stop first.
+    pub fn resize(&mut self, clients: usize) {
+        if self.running.is_empty() && clients > 0 {
+            self.pacer.restart();
+        }
+        while self.running.len() > clients {
+            if let Some(client) = self.running.pop() {
+                client.stop.cancel();
+            }
+        }
+        while self.running.len() < clients {
+            // One channel per client, connected on first use and reused.
+            let client = SimulatedClient {
+                grpc: OrderServiceClient::new(self.endpoint.connect_lazy()),
+                orders: Arc::clone(&self.orders),
+                pacer: Arc::clone(&self.pacer),
+                metrics: Arc::clone(&self.metrics),
+            };
+            let stop = self.stop.child_token();
+            let task = tokio::spawn(client.run(stop.clone()));
+            self.running.push(RunningClient { stop, task });
+        }
+    }
+
+    /// Waits until every client has stopped (the total was sent, or stop).
+    pub async fn join(mut self) -> ClientsOutcome {
+        let mut outcome = ClientsOutcome::default();
+        for client in self.running.drain(..) {
+            if let Ok(errors) = client.task.await {
+                let room = KEPT_ERRORS.saturating_sub(outcome.errors.len());
+                outcome.errors.extend(errors.into_iter().take(room));
+            }
+        }
+        outcome
+    }
+
+    pub fn stop_all(&mut self) {
+        self.resize(0);
+    }
+}
+
+/// How `run_clients` sends.
+#[derive(Clone, Debug)]
+pub struct ClientPlan {
+    pub clients: usize,
+    /// Total orders per second over all clients; None = as fast as they can.
+    pub rate: Option<f64>,
+    pub clock: SimClock,
+    /// Orders to send in total; None = until cancelled. Rows repeat in a cycle.
+    pub orders: Option<u64>,
+}
+
 /// Sends orders until the plan's total is reached or `cancel` fires.
 pub async fn run_clients(
     endpoint: String,
@@ -194,86 +353,34 @@ pub async fn run_clients(
     metrics: Arc<Metrics>,
     cancel: CancellationToken,
 ) -> Result<ClientsOutcome, tonic::transport::Error> {
-    let schedule = Arc::new(Schedule {
-        next: AtomicU64::new(0),
-        start: Instant::now(),
-        plan: plan.clone(),
-    });
-    let mut tasks = JoinSet::new();
-    for _ in 0..plan.clients.max(1) {
-        // One channel per client, opened once and reused for every request.
-        let channel = Channel::from_shared(endpoint.clone())
-            .expect("endpoint is a valid URI")
-            .connect()
-            .await?;
-        let client = SimulatedClient {
-            grpc: OrderServiceClient::new(channel),
-            orders: Arc::clone(&orders),
-            schedule: Arc::clone(&schedule),
-            metrics: Arc::clone(&metrics),
-        };
-        tasks.spawn(client.run(cancel.clone()));
-    }
-    let mut outcome = ClientsOutcome::default();
-    while let Some(result) = tasks.join_next().await {
-        if let Ok(errors) = result {
-            let room = KEPT_ERRORS.saturating_sub(outcome.errors.len());
-            outcome.errors.extend(errors.into_iter().take(room));
-        }
-    }
-    Ok(outcome)
-}
-
-/// Hands out order numbers and, at a fixed rate, the time each is due.
-struct Schedule {
-    next: AtomicU64,
-    start: Instant,
-    plan: ClientPlan,
-}
-
-impl Schedule {
-    fn take(&self) -> Option<(u64, Option<Instant>)> {
-        let n = self.next.fetch_add(1, Ordering::Relaxed);
-        if self.plan.orders.is_some_and(|total| n >= total) {
-            return None;
-        }
-        let due = self
-            .plan
-            .rate
-            .filter(|rate| *rate > 0.0 && self.plan.clock.scale().factor() > 0.0)
-            .map(|rate| {
-                self.start
-                    + self
-                        .plan
-                        .clock
-                        .scaled(Duration::from_secs_f64(n as f64 / rate))
-            });
-        Some((n, due))
-    }
+    let pacer = Arc::new(Pacer::new(plan.rate, plan.clock, plan.orders));
+    let mut pool = ClientPool::new(&endpoint, orders, pacer, metrics, cancel)?;
+    pool.resize(plan.clients.max(1));
+    Ok(pool.join().await)
 }
 
 struct SimulatedClient {
     grpc: OrderServiceClient<Channel>,
     orders: Arc<[Order]>,
-    schedule: Arc<Schedule>,
+    pacer: Arc<Pacer>,
     metrics: Arc<Metrics>,
 }
 
 impl SimulatedClient {
-    async fn run(mut self, cancel: CancellationToken) -> Vec<String> {
+    async fn run(mut self, stop: CancellationToken) -> Vec<String> {
         let mut errors = Vec::new();
-        while let Some((n, due)) = self.schedule.take() {
+        while let Some((n, due)) = self.pacer.take() {
             if let Some(due) = due {
                 tokio::select! {
-                    _ = cancel.cancelled() => break,
+                    _ = stop.cancelled() => break,
                     _ = tokio::time::sleep_until(due.into()) => {}
                 }
             }
-            if cancel.is_cancelled() {
+            if stop.is_cancelled() {
                 break;
             }
-            let order = Arc::clone(&self.orders);
-            let order = &order[(n % order.len() as u64) as usize];
+            let orders = Arc::clone(&self.orders);
+            let order = &orders[(n % orders.len() as u64) as usize];
             if let Err(error) = self.send(order).await {
                 if errors.len() < KEPT_ERRORS {
                     errors.push(error);
@@ -288,8 +395,7 @@ impl SimulatedClient {
         self.metrics.incr(Counter::Sent);
         let message = order.to_json();
         let mut backoff = Duration::from_millis(20);
-        let attempts = self.schedule.plan.attempts.max(1);
-        for attempt in 1..=attempts {
+        for attempt in 1..=ATTEMPTS {
             let started = Instant::now();
             let reply = self
                 .grpc
@@ -304,7 +410,7 @@ impl SimulatedClient {
                 }
                 Err(status)
                     if matches!(status.code(), Code::Unavailable | Code::ResourceExhausted)
-                        && attempt < attempts =>
+                        && attempt < ATTEMPTS =>
                 {
                     tokio::time::sleep(backoff).await;
                     backoff = (backoff * 2).min(Duration::from_secs(2));
@@ -320,11 +426,6 @@ impl SimulatedClient {
         }
         unreachable!("the last attempt always returns")
     }
-}
-
-/// The project's default data set, relative to the working directory.
-pub fn default_csv() -> PathBuf {
-    PathBuf::from("orders.csv")
 }
 
 #[cfg(test)]
@@ -387,33 +488,41 @@ mod tests {
         );
     }
 
-    fn schedule(rate: f64, scale: f64, orders: Option<u64>) -> Schedule {
-        Schedule {
-            next: AtomicU64::new(0),
-            start: Instant::now(),
-            plan: ClientPlan {
-                clients: 1,
-                rate: Some(rate),
-                clock: SimClock::new(TimeScale::new(scale).unwrap()),
-                orders,
-                attempts: 1,
-            },
-        }
+    fn pacer(rate: f64, scale: f64, orders: Option<u64>) -> Pacer {
+        Pacer::new(
+            Some(rate),
+            SimClock::new(TimeScale::new(scale).unwrap()),
+            orders,
+        )
     }
 
     #[test]
-    fn the_schedule_spaces_orders_at_the_scaled_rate() {
-        let schedule = schedule(10.0, 0.5, Some(3));
-        let due: Vec<_> = std::iter::from_fn(|| schedule.take()).collect();
+    fn the_pacer_spaces_orders_at_the_scaled_rate() {
+        let pacer = pacer(10.0, 0.5, Some(3));
+        let due: Vec<_> = std::iter::from_fn(|| pacer.take()).collect();
         assert_eq!(due.len(), 3);
-        let last = due[2].1.unwrap() - schedule.start;
-        assert_eq!(last, Duration::from_millis(100));
+        let first = due[0].1.unwrap();
+        assert_eq!(due[2].1.unwrap() - first, Duration::from_millis(100));
     }
 
     #[test]
     fn time_scale_zero_sends_unpaced() {
-        let schedule = schedule(10.0, 0.0, None);
-        assert_eq!(schedule.take(), Some((0, None)));
-        assert_eq!(schedule.take(), Some((1, None)));
+        let pacer = pacer(10.0, 0.0, None);
+        assert_eq!(pacer.take(), Some((0, None)));
+        assert_eq!(pacer.take(), Some((1, None)));
+    }
+
+    #[test]
+    fn a_new_rate_starts_a_new_schedule() {
+        let pacer = pacer(1.0, 1.0, None);
+        pacer.take();
+        pacer.take(); // due a second from now
+        pacer.set_rate(Some(1000.0));
+        let (_, due) = pacer.take().unwrap();
+        assert!(
+            due.unwrap() <= Instant::now(),
+            "no wait inherited from the old rate"
+        );
+        assert_eq!(pacer.rate(), Some(1000.0));
     }
 }

@@ -71,9 +71,13 @@ impl std::fmt::Display for LoadLevel {
     }
 }
 
+pub fn load_level(args: &CommonArgs) -> LoadLevel {
+    args.load.unwrap_or(LoadLevel::Medium)
+}
+
 /// The preset with the user's overrides applied.
 pub fn effective_load(args: &CommonArgs) -> LoadPreset {
-    let mut preset = args.load.preset();
+    let mut preset = load_level(args).preset();
     if let Some(clients) = args.clients {
         preset.clients = clients;
     }

@@ -22,6 +22,8 @@
 //! - [`kafka`]: embedded broker, durable producer, consumer group, offsets.
 //! - [`pipeline`]: everything assembled; the at-least-once, idempotent core.
 //! - [`metrics`], [`report`]: what is measured and how it is reported.
+//! - [`session`]: a live pipeline steered by commands, publishing its status.
+//! - [`tui`]: the terminal control center on top of a session.
 //! - [`cli`], [`config`], [`commands`]: the edges.
 
 pub mod cli;
@@ -35,6 +37,8 @@ pub mod metrics;
 pub mod order;
 pub mod pipeline;
 pub mod report;
+pub mod session;
+pub mod tui;
 
 use cli::{Cli, Command};
 
@@ -49,6 +53,8 @@ pub enum AppError {
     Pipeline(#[from] pipeline::PipelineError),
     #[error("not every acknowledged order finished: {0}")]
     Incomplete(String),
+    #[error("terminal error: {0}")]
+    Terminal(String),
     #[error("cannot write the report to {path}: {source}")]
     Report {
         path: String,
@@ -66,7 +72,9 @@ impl AppError {
                 pipeline::PipelineError::Kafka(_) | pipeline::PipelineError::Client(_),
             ) => 4,
             AppError::Csv(_) => 5,
-            AppError::Pipeline(pipeline::PipelineError::Grpc(_)) | AppError::Report { .. } => 1,
+            AppError::Pipeline(pipeline::PipelineError::Grpc(_))
+            | AppError::Report { .. }
+            | AppError::Terminal(_) => 1,
         }
     }
 }
@@ -74,11 +82,7 @@ impl AppError {
 /// Runs the command the user asked for.
 pub async fn run(cli: Cli) -> Result<(), AppError> {
     match cli.command.unwrap_or(Command::Tui) {
-        Command::Tui => Err(AppError::Usage(
-            "the terminal control center is not built yet; run the pipeline headless with \
-             `orderdeck run` (see --help)"
-                .to_owned(),
-        )),
+        Command::Tui => tui::run(&cli.common, cli.common.load).await,
         Command::Run => commands::run::run(&cli.common).await,
         Command::Serve => commands::serve::serve(&cli.common).await,
         Command::Worker => commands::serve::worker(&cli.common).await,

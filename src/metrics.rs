@@ -102,11 +102,28 @@ pub enum Latency {
     InState(State),
 }
 
+/// Upper bounds, in ms, of the latency distribution shown as bars; one more
+/// bucket holds everything slower.
+pub const LATENCY_BUCKETS_MS: [f64; 12] = [
+    1.0, 2.0, 5.0, 10.0, 20.0, 50.0, 100.0, 200.0, 500.0, 1000.0, 2000.0, 5000.0,
+];
+pub type BucketCounts = [u64; LATENCY_BUCKETS_MS.len() + 1];
+
+/// Latencies recorded since the previous `take_window`: what a chart plots.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct WindowStats {
+    pub send: LatencySummary,
+    pub end_to_end: LatencySummary,
+    pub end_to_end_buckets: BucketCounts,
+}
+
 struct Histograms {
     send: Histogram<u64>,
     end_to_end: Histogram<u64>,
     completion: Histogram<u64>,
     per_state: [Histogram<u64>; 4],
+    window_send: Histogram<u64>,
+    window_end_to_end: Histogram<u64>,
 }
 
 impl Histograms {
@@ -116,7 +133,21 @@ impl Histograms {
             end_to_end: new_histogram(),
             completion: new_histogram(),
             per_state: std::array::from_fn(|_| new_histogram()),
+            window_send: new_histogram(),
+            window_end_to_end: new_histogram(),
         }
+    }
+
+    fn record(&mut self, kind: Latency, micros: u64) {
+        let window = match kind {
+            Latency::Send => Some(&mut self.window_send),
+            Latency::EndToEnd => Some(&mut self.window_end_to_end),
+            _ => None,
+        };
+        if let Some(window) = window {
+            window.saturating_record(micros);
+        }
+        self.select(kind).saturating_record(micros);
     }
 
     fn select(&mut self, kind: Latency) -> &mut Histogram<u64> {
@@ -149,6 +180,19 @@ fn summarize(histogram: &Histogram<u64>) -> LatencySummary {
         p99: ms(histogram.value_at_quantile(0.99)),
         max: ms(histogram.max()),
     }
+}
+
+fn buckets(histogram: &Histogram<u64>) -> BucketCounts {
+    let mut counts = BucketCounts::default();
+    for value in histogram.iter_recorded() {
+        let ms = value.value_iterated_to() as f64 / 1e3;
+        let bucket = LATENCY_BUCKETS_MS
+            .iter()
+            .position(|bound| ms <= *bound)
+            .unwrap_or(LATENCY_BUCKETS_MS.len());
+        counts[bucket] += value.count_at_value();
+    }
+    counts
 }
 
 pub struct Metrics {
@@ -188,11 +232,25 @@ impl Metrics {
 
     pub fn record(&self, kind: Latency, latency: Duration) {
         let micros = (latency.as_micros() as u64).clamp(1, HISTOGRAM_MAX_MICROS);
-        let mut histograms = self.histograms.lock().unwrap_or_else(|e| e.into_inner());
-        histograms
-            .select(kind)
-            .record(micros)
-            .expect("value clamped into the histogram's range");
+        self.lock_histograms().record(kind, micros);
+    }
+
+    fn lock_histograms(&self) -> std::sync::MutexGuard<'_, Histograms> {
+        self.histograms.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Latencies since the last call, then starts a new window. One reader
+    /// (the status monitor) calls this on a fixed period.
+    pub fn take_window(&self) -> WindowStats {
+        let mut histograms = self.lock_histograms();
+        let stats = WindowStats {
+            send: summarize(&histograms.window_send),
+            end_to_end: summarize(&histograms.window_end_to_end),
+            end_to_end_buckets: buckets(&histograms.window_end_to_end),
+        };
+        histograms.window_send.reset();
+        histograms.window_end_to_end.reset();
+        stats
     }
 
     /// Moves one order's gauge from `from` to `to`.
@@ -209,7 +267,7 @@ impl Metrics {
     }
 
     pub fn snapshot(&self) -> MetricsSnapshot {
-        let histograms = self.histograms.lock().unwrap_or_else(|e| e.into_inner());
+        let histograms = self.lock_histograms();
         let c = |counter| self.get(counter);
         MetricsSnapshot {
             elapsed: self.started.elapsed(),
@@ -269,6 +327,27 @@ mod tests {
         );
         assert_eq!(snapshot.per_state[State::Shipped.index()].count, 1);
         assert_eq!(snapshot.end_to_end, LatencySummary::default());
+    }
+
+    #[test]
+    fn windows_restart_and_bucket_the_distribution() {
+        let metrics = Metrics::new();
+        metrics.record(Latency::EndToEnd, Duration::from_micros(500));
+        metrics.record(Latency::EndToEnd, Duration::from_millis(30));
+        metrics.record(Latency::EndToEnd, Duration::from_secs(9));
+        let window = metrics.take_window();
+        assert_eq!(window.end_to_end.count, 3);
+        let mut expected = BucketCounts::default();
+        expected[0] = 1; // <= 1 ms
+        expected[5] = 1; // 20–50 ms
+        expected[12] = 1; // > 5 s
+        assert_eq!(window.end_to_end_buckets, expected);
+        assert_eq!(metrics.take_window(), WindowStats::default());
+        assert_eq!(
+            metrics.snapshot().end_to_end.count,
+            3,
+            "totals keep everything"
+        );
     }
 
     #[test]

@@ -226,6 +226,10 @@ pub struct Transition {
     pub previous_state_ms: f64,
     pub product: String,
     pub region: String,
+    /// The whole order, on its entry into Processing only, so a watcher can
+    /// show it without another lookup.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub order: Option<Order>,
 }
 
 impl Transition {
@@ -244,6 +248,7 @@ impl Transition {
             previous_state_ms: previous_state.as_secs_f64() * 1e3,
             product: record.order.nombre_producto.clone(),
             region: record.order.region.clone(),
+            order: from.is_none().then(|| record.order.clone()),
         }
     }
 }

@@ -24,7 +24,6 @@ fn plan(orders: u64) -> ClientPlan {
         rate: None,
         clock: orderdeck::clock::SimClock::new(orderdeck::clock::TimeScale::ORIGINAL),
         orders: Some(orders),
-        attempts: 5,
     }
 }
 

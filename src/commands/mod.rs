@@ -38,7 +38,7 @@ pub async fn finish(
         RunContext {
             elapsed,
             broker,
-            load: args.load.to_string(),
+            load: crate::config::load_level(args).to_string(),
             time_scale: args.time_scale.factor(),
             unfinished: unfinished as u64,
             problems,

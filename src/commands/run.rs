@@ -35,7 +35,6 @@ pub async fn run(args: &CommonArgs) -> Result<(), AppError> {
         rate: load.rate,
         clock: SimClock::new(args.time_scale),
         orders: Some(args.orders.unwrap_or(csv.orders.len() as u64)),
-        attempts: 5,
     };
     let listen = args
         .listen

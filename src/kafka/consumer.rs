@@ -3,6 +3,7 @@
 //! orders below them have finished (at-least-once).
 
 use std::{
+    collections::BTreeMap,
     sync::{Arc, Mutex},
     time::Duration,
 };
@@ -13,6 +14,7 @@ use rdkafka::{
     consumer::{CommitMode, Consumer, ConsumerContext, Rebalance, StreamConsumer},
     error::{KafkaError, KafkaResult},
     message::{BorrowedMessage, Message},
+    statistics::Statistics,
     types::RDKafkaErrorCode,
     ClientConfig,
 };
@@ -43,13 +45,69 @@ pub struct GroupShared {
     pub max_in_flight_per_member: usize,
     /// Partitions currently assigned over all members.
     pub assigned: Arc<watch::Sender<usize>>,
+    /// While true, members fetch nothing (orders in flight still finish).
+    pub paused: Arc<watch::Sender<bool>>,
+    pub lag: Arc<LagBoard>,
 }
 
-/// Rebalance hooks: forget partitions this member lost.
+/// Identifies a member for the screen: c1, c2, ... in start order.
+pub type MemberId = u32;
+
+/// Who owns each partition and how far its committed offset trails the end.
+#[derive(Default)]
+pub struct LagBoard {
+    partitions: Mutex<BTreeMap<i32, PartitionLag>>,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct PartitionLag {
+    pub partition: i32,
+    pub member: MemberId,
+    /// Records between the committed offset and the end of the partition:
+    /// not yet consumed, or consumed but not finished.
+    pub lag: i64,
+}
+
+impl LagBoard {
+    fn lock(&self) -> std::sync::MutexGuard<'_, BTreeMap<i32, PartitionLag>> {
+        self.partitions.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    pub fn partitions(&self) -> Vec<PartitionLag> {
+        self.lock().values().copied().collect()
+    }
+
+    fn update(&self, lag: PartitionLag) {
+        self.lock().insert(lag.partition, lag);
+    }
+
+    fn release(&self, member: MemberId, partition: i32) {
+        let mut board = self.lock();
+        if board.get(&partition).is_some_and(|p| p.member == member) {
+            board.remove(&partition);
+        }
+    }
+}
+
+/// One member's share of the work, for the screen.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct MemberLoad {
+    pub member: MemberId,
+    pub partitions: Vec<i32>,
+    pub in_flight: usize,
+    pub lag: i64,
+}
+
+/// Rebalance hooks and statistics: forget partitions this member lost,
+/// report lag for those it owns, keep a pause across rebalances.
 struct MemberContext {
+    id: MemberId,
+    topic: String,
     health: HealthContext,
     tracker: Arc<Mutex<OffsetTracker>>,
     assigned: Arc<watch::Sender<usize>>,
+    paused: Arc<watch::Sender<bool>>,
+    lag: Arc<LagBoard>,
 }
 
 impl ClientContext for MemberContext {
@@ -59,6 +117,21 @@ impl ClientContext for MemberContext {
 
     fn error(&self, error: KafkaError, reason: &str) {
         self.health.error(error, reason);
+    }
+
+    fn stats(&self, statistics: Statistics) {
+        let Some(topic) = statistics.topics.get(&self.topic) else {
+            return;
+        };
+        for (partition, stats) in &topic.partitions {
+            if *partition >= 0 && stats.desired {
+                self.lag.update(PartitionLag {
+                    partition: *partition,
+                    member: self.id,
+                    lag: stats.consumer_lag.max(0),
+                });
+            }
+        }
     }
 }
 
@@ -72,6 +145,7 @@ impl ConsumerContext for MemberContext {
             let mut tracker = lock(&self.tracker);
             for partition in partitions.elements() {
                 tracker.forget(partition.partition());
+                self.lag.release(self.id, partition.partition());
             }
             self.assigned
                 .send_modify(|n| *n = n.saturating_sub(partitions.count()));
@@ -81,11 +155,16 @@ impl ConsumerContext for MemberContext {
 
     fn post_rebalance(
         &self,
-        _consumer: &rdkafka::consumer::BaseConsumer<Self>,
+        consumer: &rdkafka::consumer::BaseConsumer<Self>,
         rebalance: &Rebalance<'_>,
     ) {
         if let Rebalance::Assign(partitions) = rebalance {
             self.assigned.send_modify(|n| *n += partitions.count());
+            if *self.paused.borrow() {
+                if let Err(error) = consumer.pause(partitions) {
+                    tracing::warn!(%error, "could not keep new partitions paused");
+                }
+            }
             tracing::info!(assigned = partitions.count(), "partitions assigned");
         }
     }
@@ -107,6 +186,8 @@ pub enum StopMode {
 type MemberConsumer = StreamConsumer<MemberContext>;
 
 struct Member {
+    id: MemberId,
+    permits: Arc<Semaphore>,
     stop: CancellationToken,
     abort: CancellationToken,
     /// Hands back its consumer after a drain, so that members leave the group
@@ -131,6 +212,7 @@ impl Member {
 pub struct ConsumerGroup {
     shared: GroupShared,
     members: Vec<Member>,
+    next_id: MemberId,
 }
 
 impl ConsumerGroup {
@@ -138,6 +220,7 @@ impl ConsumerGroup {
         let mut group = Self {
             shared,
             members: Vec::new(),
+            next_id: 1,
         };
         for _ in 0..members {
             group.add_member()?;
@@ -154,34 +237,71 @@ impl ConsumerGroup {
     }
 
     pub fn add_member(&mut self) -> KafkaResult<()> {
+        let id = self.next_id;
+        self.next_id += 1;
         let tracker = Arc::new(Mutex::new(OffsetTracker::default()));
         let context = MemberContext {
+            id,
+            topic: self.shared.connection.options.topic.clone(),
             health: self.shared.connection.context(),
             tracker: Arc::clone(&tracker),
             assigned: Arc::clone(&self.shared.assigned),
+            paused: Arc::clone(&self.shared.paused),
+            lag: Arc::clone(&self.shared.lag),
         };
         let consumer: StreamConsumer<MemberContext> =
             member_config(&self.shared.connection).create_with_context(context)?;
         consumer.subscribe(&[&self.shared.connection.options.topic])?;
         let stop = CancellationToken::new();
         let abort = CancellationToken::new();
-        let index = self.members.len();
+        let permits = Arc::new(Semaphore::new(self.shared.max_in_flight_per_member.max(1)));
         let worker = MemberWorker {
             consumer,
             tracker,
             shared: self.shared.clone(),
-            permits: Arc::new(Semaphore::new(self.shared.max_in_flight_per_member.max(1))),
+            permits: Arc::clone(&permits),
         };
-        let task = tokio::spawn(worker.run(stop.clone(), abort.clone(), index));
-        self.members.push(Member { stop, abort, task });
+        let task = tokio::spawn(worker.run(stop.clone(), abort.clone(), id));
+        self.members.push(Member {
+            id,
+            permits,
+            stop,
+            abort,
+            task,
+        });
         Ok(())
     }
 
-    /// Stops the newest member.
-    pub async fn remove_member(&mut self, mode: StopMode) {
-        if let Some(member) = self.members.pop() {
-            close(member.stop(mode).await).await;
-        }
+    /// Each member's partitions, lag and orders in flight.
+    pub fn loads(&self) -> Vec<MemberLoad> {
+        let partitions = self.shared.lag.partitions();
+        let capacity = self.shared.max_in_flight_per_member.max(1);
+        self.members
+            .iter()
+            .map(|member| {
+                let owned: Vec<_> = partitions
+                    .iter()
+                    .filter(|p| p.member == member.id)
+                    .collect();
+                MemberLoad {
+                    member: member.id,
+                    partitions: owned.iter().map(|p| p.partition).collect(),
+                    in_flight: capacity - member.permits.available_permits(),
+                    lag: owned.iter().map(|p| p.lag).sum(),
+                }
+            })
+            .collect()
+    }
+
+    /// Takes the newest member out of the group; the returned future stops
+    /// it (a drain can take as long as its slowest order) and can run on
+    /// its own while the group carries on.
+    pub fn remove_member(
+        &mut self,
+        mode: StopMode,
+    ) -> Option<impl std::future::Future<Output = ()> + Send + 'static> {
+        let member = self.members.pop()?;
+        Some(async move { close(member.stop(mode).await).await })
     }
 
     /// Stops every member, all at once; they leave the group together.
@@ -211,6 +331,8 @@ fn member_config(connection: &KafkaConnection) -> ClientConfig {
         // grows or shrinks settles, within seconds rather than 45 s.
         ("session.timeout.ms", "6000"),
         ("heartbeat.interval.ms", "1500"),
+        // Feeds the lag board.
+        ("statistics.interval.ms", "1000"),
     ] {
         if config.get(key).is_none() {
             config.set(key, value);
@@ -240,14 +362,17 @@ impl MemberWorker {
         self,
         stop: CancellationToken,
         abort: CancellationToken,
-        index: usize,
+        index: MemberId,
     ) -> Option<MemberConsumer> {
         let (finished_tx, mut finished_rx) = mpsc::unbounded_channel::<Finished>();
         let mut work = JoinSet::new();
+        let mut paused = self.shared.paused.subscribe();
+        self.apply_pause(*paused.borrow_and_update());
         tracing::info!(member = index, "consumer member started");
         loop {
             tokio::select! {
                 biased;
+                Ok(()) = paused.changed() => self.apply_pause(*paused.borrow_and_update()),
                 _ = abort.cancelled() => {
                     self.abandon(work).await;
                     return None;
@@ -286,6 +411,22 @@ impl MemberWorker {
         }
         tracing::info!(member = index, "consumer member drained");
         Some(self.consumer)
+    }
+
+    /// Pauses or resumes fetching on every partition this member owns.
+    fn apply_pause(&self, pause: bool) {
+        let assignment = match self.consumer.assignment() {
+            Ok(assignment) => assignment,
+            Err(error) => return tracing::warn!(%error, "no assignment to pause"),
+        };
+        let applied = if pause {
+            self.consumer.pause(&assignment)
+        } else {
+            self.consumer.resume(&assignment)
+        };
+        if let Err(error) = applied {
+            tracing::warn!(%error, pause, "could not change the pause");
+        }
     }
 
     /// Drops in-flight work; dropping the consumer afterwards leaves the

@@ -7,13 +7,16 @@ pub mod registry;
 
 use std::{net::SocketAddr, sync::Arc, time::Duration};
 
-use tokio::sync::{broadcast, watch};
+use tokio::{
+    sync::{broadcast, watch},
+    task::JoinSet,
+};
 
 use crate::{
     clock::{DelayRange, SimClock},
     grpc::{GrpcError, GrpcServer, Ingest, ServerLimits},
     kafka::{
-        consumer::{ConsumerGroup, GroupShared, StopMode},
+        consumer::{ConsumerGroup, GroupShared, MemberLoad, PartitionLag, StopMode},
         producer::OrderProducer,
         BrokerHealth, BrokerTarget, EmbeddedBroker, KafkaConnection, KafkaOptions, KafkaSetupError,
     },
@@ -64,6 +67,8 @@ pub struct Pipeline {
     consumers: Option<ConsumerGroup>,
     /// Partitions of the orders topic.
     partitions: usize,
+    /// Members leaving the group, finishing their orders.
+    draining: JoinSet<()>,
     // Held only to keep it alive; declared last so it is dropped after
     // every client that talks to it.
     _embedded_broker: Option<EmbeddedBroker>,
@@ -71,6 +76,16 @@ pub struct Pipeline {
 
 impl Pipeline {
     pub async fn start(config: PipelineConfig) -> Result<Self, PipelineError> {
+        let (feed, _) = broadcast::channel(config.transition_buffer.max(16));
+        Self::start_with_feed(config, feed).await
+    }
+
+    /// Starts, announcing transitions on `feed` (subscribe before starting
+    /// to see every one).
+    pub async fn start_with_feed(
+        config: PipelineConfig,
+        transitions: broadcast::Sender<Transition>,
+    ) -> Result<Self, PipelineError> {
         let (broker, bootstrap) = match &config.kafka.target {
             BrokerTarget::Embedded => {
                 let broker = EmbeddedBroker::start(config.embedded_brokers)
@@ -96,7 +111,6 @@ impl Pipeline {
         // An ack cannot trail its order's finish by more than a delivery timeout.
         let ledger = Arc::new(AckLedger::new(config.kafka.delivery_timeout * 2));
         let registry = OrderRegistry::new(config.dedup_memory);
-        let (transitions, _) = broadcast::channel(config.transition_buffer.max(16));
         let (stage_delay, stage_delay_rx) = watch::channel(config.stage_delay);
         let flow = Arc::new(OrderFlow {
             clock: config.clock,
@@ -113,6 +127,8 @@ impl Pipeline {
             metrics: Arc::clone(&metrics),
             max_in_flight_per_member: config.max_in_flight_per_consumer,
             assigned: Arc::new(watch::channel(0).0),
+            paused: Arc::new(watch::channel(false).0),
+            lag: Arc::default(),
         };
         let consumers = ConsumerGroup::start(group_shared.clone(), config.consumers)?;
         let server = match config.listen {
@@ -139,6 +155,7 @@ impl Pipeline {
             server,
             consumers: Some(consumers),
             partitions,
+            draining: JoinSet::new(),
             _embedded_broker: broker,
         })
     }
@@ -209,6 +226,48 @@ impl Pipeline {
         self.consumers.as_ref().map_or(0, ConsumerGroup::len)
     }
 
+    /// Each consumer member's partitions, lag and orders in flight.
+    pub fn consumer_loads(&self) -> Vec<MemberLoad> {
+        self.consumers
+            .as_ref()
+            .map(ConsumerGroup::loads)
+            .unwrap_or_default()
+    }
+
+    /// Lag of every partition the group owns.
+    pub fn partition_lag(&self) -> Vec<PartitionLag> {
+        self.group_shared.lag.partitions()
+    }
+
+    pub fn add_consumer(&mut self) -> Result<(), PipelineError> {
+        match &mut self.consumers {
+            Some(group) => group.add_member()?,
+            None => self.consumers = Some(ConsumerGroup::start(self.group_shared.clone(), 1)?),
+        }
+        Ok(())
+    }
+
+    /// Drains the newest consumer member out of the group, in the
+    /// background; shutdown waits for it.
+    pub fn remove_consumer(&mut self) {
+        if let Some(drain) = self
+            .consumers
+            .as_mut()
+            .and_then(|group| group.remove_member(StopMode::Drain))
+        {
+            self.draining.spawn(drain);
+        }
+    }
+
+    /// Stops or restarts fetching; orders in flight finish either way.
+    pub fn pause_consumers(&self, paused: bool) {
+        self.group_shared.paused.send_replace(paused);
+    }
+
+    pub fn consumers_paused(&self) -> bool {
+        *self.group_shared.paused.borrow()
+    }
+
     /// Stops every consumer, then starts `members` fresh ones in the same group.
     pub async fn restart_consumers(
         &mut self,
@@ -231,6 +290,7 @@ impl Pipeline {
         if let Some(group) = self.consumers.take() {
             group.stop(StopMode::Drain).await;
         }
+        while self.draining.join_next().await.is_some() {}
         let producer = Arc::clone(&self.producer);
         let flushed =
             tokio::task::spawn_blocking(move || producer.flush(Duration::from_secs(10))).await;

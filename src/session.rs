@@ -1,0 +1,347 @@
+//! A live pipeline that can be steered while it runs: what the terminal UI
+//! drives. It takes commands over a channel and publishes its status as a
+//! watch value; it knows nothing about terminals.
+
+use std::{sync::Arc, time::Duration};
+
+use tokio::{
+    sync::{broadcast, mpsc, watch},
+    task::JoinHandle,
+};
+use tokio_util::sync::CancellationToken;
+
+use crate::{
+    clients::{ClientPool, Pacer},
+    clock::{unix_millis_now, DelayRange, SimClock},
+    config::{LoadLevel, LoadPreset},
+    kafka::{
+        consumer::{MemberLoad, PartitionLag},
+        BrokerHealth,
+    },
+    metrics::{per_second, MetricsSnapshot, WindowStats},
+    order::{Order, Transition},
+    pipeline::{Pipeline, PipelineConfig},
+};
+
+/// What the user asked for.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Command {
+    ToggleClients,
+    SetLoad(LoadLevel),
+    AddClient,
+    RemoveClient,
+    AddConsumer,
+    RemoveConsumer,
+    TogglePause,
+    /// Stop clients, drain in-flight orders, commit, flush.
+    Shutdown,
+}
+
+#[derive(Clone, Debug, PartialEq)]
+pub enum Phase {
+    Starting,
+    Running,
+    /// Draining: clients stopped, in-flight orders finishing.
+    Stopping,
+    Stopped,
+    Failed(String),
+}
+
+/// One second of the pipeline, for charts.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct Sample {
+    /// Increases by one per sample, so a reader sees each once.
+    pub seq: u64,
+    pub at_unix_ms: i64,
+    pub acknowledged_per_s: f64,
+    pub finished_per_s: f64,
+    pub window: WindowStats,
+}
+
+#[derive(Clone, Debug, PartialEq)]
+pub struct SessionStatus {
+    pub phase: Phase,
+    /// `embedded` or the bootstrap list.
+    pub broker: String,
+    pub health: BrokerHealth,
+    pub load: LoadLevel,
+    /// Clients that run while the simulation is on.
+    pub clients: usize,
+    pub clients_running: bool,
+    pub rate: Option<f64>,
+    pub stage_delay: DelayRange,
+    pub consumers: usize,
+    pub consumers_paused: bool,
+    pub metrics: MetricsSnapshot,
+    pub in_flight: usize,
+    pub unfinished: usize,
+    pub last_sample: Option<Sample>,
+    pub partitions: Vec<PartitionLag>,
+    pub members: Vec<MemberLoad>,
+    /// The latest thing worth telling the user (an error, a change).
+    pub notice: Option<String>,
+}
+
+impl SessionStatus {
+    pub fn new(broker: String, load: LoadLevel, preset: LoadPreset, consumers: usize) -> Self {
+        Self {
+            phase: Phase::Starting,
+            broker,
+            health: BrokerHealth::Connecting,
+            load,
+            clients: preset.clients,
+            clients_running: false,
+            rate: preset.rate,
+            stage_delay: preset.stage_delay,
+            consumers,
+            consumers_paused: false,
+            metrics: MetricsSnapshot::default(),
+            in_flight: 0,
+            unfinished: 0,
+            last_sample: None,
+            partitions: Vec::new(),
+            members: Vec::new(),
+            notice: None,
+        }
+    }
+}
+
+pub struct SessionSettings {
+    pub pipeline: PipelineConfig,
+    pub load: LoadLevel,
+    pub preset: LoadPreset,
+    pub orders: Arc<[Order]>,
+    pub clock: SimClock,
+}
+
+pub struct SessionHandle {
+    pub commands: mpsc::Sender<Command>,
+    pub status: watch::Receiver<SessionStatus>,
+    /// Subscribe for the live transition feed.
+    pub transitions: broadcast::Sender<Transition>,
+    task: JoinHandle<()>,
+}
+
+impl SessionHandle {
+    /// Waits for the session to end (after a Shutdown command).
+    pub async fn finished(self) {
+        if let Err(error) = self.task.await {
+            tracing::error!(%error, "session task failed");
+        }
+    }
+}
+
+const STATUS_PERIOD: Duration = Duration::from_millis(250);
+const SAMPLE_PERIOD: Duration = Duration::from_secs(1);
+const GROUP_JOIN_TIMEOUT: Duration = Duration::from_secs(30);
+
+pub fn spawn(settings: SessionSettings) -> SessionHandle {
+    let initial = SessionStatus::new(
+        settings.pipeline.kafka.target.describe(),
+        settings.load,
+        settings.preset,
+        settings.pipeline.consumers,
+    );
+    let (status_tx, status) = watch::channel(initial.clone());
+    let (commands, inbox) = mpsc::channel(64);
+    let (transitions, _) = broadcast::channel(settings.pipeline.transition_buffer.max(16));
+    let task = tokio::spawn(run(
+        settings,
+        initial,
+        status_tx,
+        inbox,
+        transitions.clone(),
+    ));
+    SessionHandle {
+        commands,
+        status,
+        transitions,
+        task,
+    }
+}
+
+async fn run(
+    settings: SessionSettings,
+    mut status: SessionStatus,
+    publish: watch::Sender<SessionStatus>,
+    mut inbox: mpsc::Receiver<Command>,
+    feed: broadcast::Sender<Transition>,
+) {
+    let pipeline = match Pipeline::start_with_feed(settings.pipeline, feed).await {
+        Ok(pipeline) => pipeline,
+        Err(error) => {
+            status.phase = Phase::Failed(error.to_string());
+            publish.send_replace(status);
+            // Stay until the user has read it and quits.
+            while let Some(command) = inbox.recv().await {
+                if command == Command::Shutdown {
+                    break;
+                }
+            }
+            return;
+        }
+    };
+    // Clients start once the group consumes, so no order is timed waiting for it.
+    if !pipeline.wait_until_consuming(GROUP_JOIN_TIMEOUT).await {
+        status.notice = Some("the consumer group has not got every partition yet".to_owned());
+    }
+    let endpoint = format!(
+        "http://{}",
+        pipeline.grpc_addr().expect("the session serves gRPC")
+    );
+    let stop_clients = CancellationToken::new();
+    let pacer = Arc::new(Pacer::new(status.rate, settings.clock, None));
+    let pool = ClientPool::new(
+        &endpoint,
+        settings.orders,
+        pacer,
+        Arc::clone(pipeline.metrics()),
+        stop_clients.clone(),
+    )
+    .expect("a socket address makes a valid endpoint");
+    let mut live = Live {
+        pipeline,
+        pool,
+        status,
+        previous: None,
+        seq: 0,
+    };
+    live.status.phase = Phase::Running;
+    live.apply(Command::ToggleClients);
+    live.refresh();
+    publish.send_replace(live.status.clone());
+
+    let mut status_tick = tokio::time::interval(STATUS_PERIOD);
+    let mut sample_tick = tokio::time::interval(SAMPLE_PERIOD);
+    loop {
+        tokio::select! {
+            command = inbox.recv() => match command {
+                Some(Command::Shutdown) | None => break,
+                Some(command) => live.apply(command),
+            },
+            _ = sample_tick.tick() => live.sample(),
+            _ = status_tick.tick() => {}
+        }
+        live.refresh();
+        publish.send_replace(live.status.clone());
+    }
+
+    live.status.phase = Phase::Stopping;
+    live.pool.stop_all();
+    stop_clients.cancel();
+    publish.send_replace(live.status.clone());
+    let Live {
+        pipeline,
+        mut status,
+        ..
+    } = live;
+    let metrics = Arc::clone(pipeline.metrics());
+    pipeline.shutdown().await;
+    status.metrics = metrics.snapshot();
+    status.in_flight = 0;
+    status.clients_running = false;
+    status.phase = Phase::Stopped;
+    publish.send_replace(status);
+}
+
+struct Live {
+    pipeline: Pipeline,
+    pool: ClientPool,
+    status: SessionStatus,
+    previous: Option<MetricsSnapshot>,
+    seq: u64,
+}
+
+impl Live {
+    fn apply(&mut self, command: Command) {
+        let status = &mut self.status;
+        match command {
+            Command::ToggleClients => {
+                status.clients_running = !status.clients_running;
+                let clients = if status.clients_running {
+                    status.clients
+                } else {
+                    0
+                };
+                self.pool.resize(clients);
+            }
+            Command::SetLoad(level) => {
+                let preset = level.preset();
+                status.load = level;
+                status.clients = preset.clients;
+                status.rate = preset.rate;
+                status.stage_delay = preset.stage_delay;
+                self.pool.pacer().set_rate(preset.rate);
+                self.pipeline.set_stage_delay(preset.stage_delay);
+                if status.clients_running {
+                    self.pool.resize(preset.clients);
+                }
+                status.notice = Some(format!("load set to {level}"));
+            }
+            Command::AddClient | Command::RemoveClient => {
+                status.clients = if command == Command::AddClient {
+                    status.clients + 1
+                } else {
+                    status.clients.saturating_sub(1).max(1)
+                };
+                if status.clients_running {
+                    self.pool.resize(status.clients);
+                }
+            }
+            Command::AddConsumer => {
+                if let Err(error) = self.pipeline.add_consumer() {
+                    status.notice = Some(format!("could not add a consumer: {error}"));
+                }
+            }
+            Command::RemoveConsumer => self.pipeline.remove_consumer(),
+            Command::TogglePause => {
+                let paused = !self.pipeline.consumers_paused();
+                self.pipeline.pause_consumers(paused);
+                status.notice = Some(if paused {
+                    "consumers paused: orders wait in Kafka".to_owned()
+                } else {
+                    "consumers resumed".to_owned()
+                });
+            }
+            Command::Shutdown => {}
+        }
+    }
+
+    /// Computes one chart sample: rates over the last period and the
+    /// latencies recorded in it.
+    fn sample(&mut self) {
+        let now = self.pipeline.snapshot();
+        let window = self.pipeline.metrics().take_window();
+        let (acknowledged_per_s, finished_per_s) = match &self.previous {
+            Some(before) => {
+                let span = now.elapsed.saturating_sub(before.elapsed);
+                (
+                    per_second(now.counts.acknowledged - before.counts.acknowledged, span),
+                    per_second(now.counts.finished - before.counts.finished, span),
+                )
+            }
+            None => (0.0, 0.0),
+        };
+        self.seq += 1;
+        self.status.last_sample = Some(Sample {
+            seq: self.seq,
+            at_unix_ms: unix_millis_now(),
+            acknowledged_per_s,
+            finished_per_s,
+            window,
+        });
+        self.previous = Some(now);
+    }
+
+    fn refresh(&mut self) {
+        let status = &mut self.status;
+        status.metrics = self.pipeline.snapshot();
+        status.health = self.pipeline.broker_health().borrow().clone();
+        status.consumers = self.pipeline.consumer_count();
+        status.consumers_paused = self.pipeline.consumers_paused();
+        status.in_flight = self.pipeline.in_flight();
+        status.unfinished = self.pipeline.unfinished_acknowledged();
+        status.partitions = self.pipeline.partition_lag();
+        status.members = self.pipeline.consumer_loads();
+    }
+}

@@ -1,0 +1,218 @@
+//! The terminal control center: a full-screen view of the live pipeline.
+//!
+//! `app` holds the state and is the only place it changes; `action` maps
+//! keys to what the user wants; `ui` and `widgets` draw; this module runs
+//! the loop: terminal events, a render tick, status and transitions from
+//! the session. The pipeline never waits on the UI and the UI never awaits
+//! the pipeline: commands go out with `try_send`, status comes in as a
+//! watch value, transitions from a bounded broadcast drained per frame.
+
+pub mod action;
+pub mod app;
+pub mod format;
+pub mod ui;
+pub mod widgets;
+
+#[cfg(test)]
+mod tests;
+
+use std::{io, sync::Arc, time::Duration};
+
+use futures::{Stream, StreamExt};
+use ratatui::{
+    backend::Backend,
+    crossterm::event::{Event, EventStream},
+    Terminal,
+};
+use tokio::sync::{broadcast, watch};
+use tokio_util::sync::CancellationToken;
+
+use self::{
+    action::{action_for, Action},
+    app::{App, Effect, StartInfo},
+};
+use crate::{
+    cli::CommonArgs,
+    clients::load_orders,
+    clock::SimClock,
+    commands::interrupted_by_ctrl_c,
+    config::{broker_target, effective_load, pipeline_config, LoadLevel},
+    kafka::BrokerTarget,
+    order::{Order, Transition},
+    session::{self, Command, Phase, SessionHandle, SessionSettings, SessionStatus},
+    AppError,
+};
+
+/// At most this many transitions are taken from the feed per frame; more
+/// than that and the UI skips ahead (it is a view, not a record).
+const TRANSITIONS_PER_FRAME: usize = 4096;
+/// The render tick: at most 30 frames a second, only when something changed.
+const FRAME: Duration = Duration::from_millis(33);
+
+/// Restores the terminal however the UI ends: return, error or panic
+/// (`ratatui::init` installs the panic hook).
+struct TerminalGuard;
+
+impl Drop for TerminalGuard {
+    fn drop(&mut self) {
+        ratatui::restore();
+    }
+}
+
+pub async fn run(args: &CommonArgs, preselected: Option<LoadLevel>) -> Result<(), AppError> {
+    // Problems with the input are reported before the screen is taken.
+    let csv = load_orders(&args.csv, args.on_bad_row)?;
+    let orders: Arc<[Order]> = csv.orders.into();
+    let start = StartInfo {
+        broker: match broker_target(args) {
+            BrokerTarget::Embedded => "embedded (in-process Kafka mock cluster)".to_owned(),
+            BrokerTarget::External(list) => list,
+        },
+        sink: "none (Elasticsearch mirror not configured)".to_owned(),
+        time_scale: args.time_scale.factor(),
+    };
+    let ctrl_c = interrupted_by_ctrl_c();
+    let start_session = |level: LoadLevel| {
+        let mut args = args.clone();
+        args.load = Some(level);
+        session::spawn(SessionSettings {
+            pipeline: pipeline_config(
+                &args,
+                Some(args.listen.unwrap_or(([127, 0, 0, 1], 0).into())),
+            ),
+            load: level,
+            preset: effective_load(&args),
+            orders: Arc::clone(&orders),
+            clock: SimClock::new(args.time_scale),
+        })
+    };
+    let terminal = ratatui::init();
+    let _guard = TerminalGuard;
+    let mut terminal = terminal;
+    let app = App::new(start, preselected);
+    event_loop(
+        &mut terminal,
+        app,
+        EventStream::new(),
+        start_session,
+        preselected,
+        ctrl_c,
+    )
+    .await
+    .map_err(|e| AppError::Terminal(e.to_string()))
+}
+
+/// The session the UI is attached to, once a load level is chosen.
+struct Attached {
+    handle: SessionHandle,
+    status: watch::Receiver<SessionStatus>,
+    feed: broadcast::Receiver<Transition>,
+    closed: bool,
+}
+
+impl Attached {
+    fn new(handle: SessionHandle) -> Self {
+        let mut status = handle.status.clone();
+        status.mark_changed(); // show the initial "starting" status too
+        Self {
+            closed: false,
+            status,
+            feed: handle.transitions.subscribe(),
+            handle,
+        }
+    }
+
+    /// Brings the app up to date; returns whether anything changed.
+    fn pull(&mut self, app: &mut App) -> bool {
+        let mut changed = false;
+        // A closed channel still holds the session's last word (Stopped).
+        let fresh = self.status.has_changed().unwrap_or(!self.closed);
+        if fresh {
+            self.closed = self.status.has_changed().is_err();
+            app.ingest_status(self.status.borrow_and_update().clone());
+            changed = true;
+        }
+        for _ in 0..TRANSITIONS_PER_FRAME {
+            match self.feed.try_recv() {
+                Ok(transition) => {
+                    app.ingest_transition(transition);
+                    changed = true;
+                }
+                Err(broadcast::error::TryRecvError::Lagged(missed)) => {
+                    app.missed_transitions += missed
+                }
+                Err(_) => break,
+            }
+        }
+        changed
+    }
+}
+
+/// The UI loop, generic over the backend so tests can drive it.
+pub async fn event_loop<B: Backend>(
+    terminal: &mut Terminal<B>,
+    mut app: App,
+    mut events: impl Stream<Item = io::Result<Event>> + Unpin,
+    start_session: impl Fn(LoadLevel) -> SessionHandle,
+    preselected: Option<LoadLevel>,
+    ctrl_c: CancellationToken,
+) -> io::Result<()>
+where
+    B::Error: Send + Sync + 'static,
+{
+    let mut session: Option<Attached> = None;
+    if let Some(level) = preselected {
+        app = app.started(level);
+        session = Some(Attached::new(start_session(level)));
+    }
+    let mut frame = tokio::time::interval(FRAME);
+    frame.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
+    let mut dirty = true;
+    loop {
+        let action = tokio::select! {
+            event = events.next() => match event {
+                Some(Ok(event)) => {
+                    dirty |= matches!(event, Event::Resize(..));
+                    action_for(&app, &event)
+                }
+                Some(Err(error)) => return Err(error),
+                None => Some(Action::Quit),
+            },
+            _ = ctrl_c.cancelled(), if !app.quitting => Some(Action::Quit),
+            _ = frame.tick() => None,
+        };
+        if let Some(action) = action {
+            dirty = true;
+            match app.update(action) {
+                Some(Effect::StartSession(level)) => {
+                    session = Some(Attached::new(start_session(level)))
+                }
+                Some(Effect::Send(command)) => {
+                    if let Some(attached) = &session {
+                        // Never wait on the pipeline: a full inbox drops the key press.
+                        let _ = attached.handle.commands.try_send(command);
+                    }
+                }
+                Some(Effect::Exit) => break,
+                None => {}
+            }
+        }
+        if let Some(attached) = &mut session {
+            dirty |= attached.pull(&mut app);
+        }
+        if app.quitting && app.phase() == Some(&Phase::Stopped) {
+            break;
+        }
+        if dirty {
+            terminal
+                .draw(|frame| ui::draw(frame, &app))
+                .map_err(io::Error::other)?;
+            dirty = false;
+        }
+    }
+    if let Some(attached) = session {
+        let _ = attached.handle.commands.try_send(Command::Shutdown);
+        attached.handle.finished().await;
+    }
+    Ok(())
+}

@@ -1,0 +1,483 @@
+//! What a user sees (TestBackend snapshots) and what each key does, with a
+//! fixed, deterministic pipeline status.
+
+use std::time::Duration;
+
+use ratatui::{
+    backend::TestBackend,
+    crossterm::event::{Event, KeyCode, KeyEvent, KeyModifiers},
+    Terminal,
+};
+
+use super::{
+    action::{action_for, Action},
+    app::{App, Effect, Focus, Overlay, Screen, StartInfo},
+    ui,
+};
+use crate::{
+    config::LoadLevel,
+    kafka::{
+        consumer::{MemberLoad, PartitionLag},
+        BrokerHealth,
+    },
+    metrics::{LatencySummary, MetricsSnapshot, OrderCounts, WindowStats},
+    order::{Order, OrderId, State, Transition},
+    session::{Command, Phase, Sample, SessionStatus},
+};
+
+const T0: i64 = 1_764_201_600_000; // 2025-11-27 00:00:00 UTC
+
+fn start_info() -> StartInfo {
+    StartInfo {
+        broker: "embedded (in-process Kafka mock cluster)".into(),
+        sink: "none (Elasticsearch mirror not configured)".into(),
+        time_scale: 1.0,
+    }
+}
+
+fn latency(p50: f64, p99: f64) -> LatencySummary {
+    LatencySummary {
+        count: 100,
+        p50,
+        p90: p99 * 0.8,
+        p99,
+        max: p99 * 1.5,
+    }
+}
+
+fn status() -> SessionStatus {
+    let mut status = SessionStatus::new(
+        "embedded".into(),
+        LoadLevel::Medium,
+        LoadLevel::Medium.preset(),
+        3,
+    );
+    status.phase = Phase::Running;
+    status.health = BrokerHealth::Up;
+    status.clients_running = true;
+    status.metrics = MetricsSnapshot {
+        elapsed: Duration::from_secs(100),
+        counts: OrderCounts {
+            sent: 1_204,
+            acknowledged: 1_200,
+            rejected: 4,
+            failed: 0,
+            consumed: 1_190,
+            redelivered: 2,
+            finished: 1_150,
+            transitions: 5_900,
+            invalid_records: 0,
+            events_dropped: 0,
+        },
+        in_state: [12, 10, 9, 9, 1_150],
+        send: latency(1.9, 4.2),
+        end_to_end: latency(4.6, 60.0),
+        completion: latency(3_900.0, 8_200.0),
+        per_state: [
+            latency(1_010.0, 1_480.0),
+            latency(990.0, 1_490.0),
+            latency(1_002.0, 1_470.0),
+            latency(1_020.0, 1_495.0),
+        ],
+    };
+    status.in_flight = 40;
+    status.unfinished = 50;
+    status.partitions = (0..6)
+        .map(|p| PartitionLag {
+            partition: p,
+            member: (p / 2 + 1) as u32,
+            lag: p as i64 * 2,
+        })
+        .collect();
+    status.members = (1..=3)
+        .map(|m| MemberLoad {
+            member: m,
+            partitions: vec![(m as i32 - 1) * 2, (m as i32 - 1) * 2 + 1],
+            in_flight: 13,
+            lag: m as i64 * 4,
+        })
+        .collect();
+    status
+}
+
+fn order(i: u128) -> Order {
+    Order {
+        nombre_producto: ["Cámara", "Laptop", "Reloj inteligente"][(i % 3) as usize].into(),
+        precio: 100.0 + i as f64,
+        pasarela_pago: "PayPal".into(),
+        marca_tarjeta: "Visa".into(),
+        banco: "Banco del Pueblo".into(),
+        region: ["Europa", "África", "Sudamérica"][(i % 3) as usize].into(),
+        direccion: "901 Vía Antigua".into(),
+        correo: format!("user{i}@ejemplo.com"),
+    }
+}
+
+fn id(i: u128) -> OrderId {
+    format!("{:08x}-0000-4000-8000-{:012x}", i, i)
+        .parse()
+        .unwrap()
+}
+
+/// Six orders, each walked through every state, 1 s per state.
+fn transitions() -> Vec<Transition> {
+    let mut all = Vec::new();
+    for i in 1..=6u128 {
+        let o = order(i);
+        let mut from = None;
+        for (step, to) in State::ALL.into_iter().enumerate() {
+            all.push(Transition {
+                order_id: id(i),
+                from,
+                to,
+                estado: to.spanish_name().into(),
+                at_unix_ms: T0 + i as i64 * 250 + step as i64 * 1000,
+                previous_state_ms: if from.is_some() {
+                    1000.0 + i as f64
+                } else {
+                    0.0
+                },
+                product: o.nombre_producto.clone(),
+                region: o.region.clone(),
+                order: from.is_none().then(|| o.clone()),
+            });
+            from = Some(to);
+        }
+    }
+    all.sort_by_key(|t| t.at_unix_ms);
+    all
+}
+
+fn samples() -> Vec<Sample> {
+    (1..=90u64)
+        .map(|s| Sample {
+            seq: s,
+            at_unix_ms: T0 + s as i64 * 1000,
+            acknowledged_per_s: 100.0 + (s % 10) as f64,
+            finished_per_s: 95.0 + (s % 7) as f64,
+            window: WindowStats {
+                send: latency(1.5 + (s % 5) as f64 * 0.1, 4.0 + (s % 4) as f64),
+                end_to_end: latency(4.0 + (s % 3) as f64, 40.0 + (s % 9) as f64 * 5.0),
+                end_to_end_buckets: [0, 2, 10, 40, 30, 10, 5, 2, 1, 0, 0, 0, 0],
+            },
+        })
+        .collect()
+}
+
+/// The main screen with a fixed pipeline state.
+fn running_app() -> App {
+    let mut app = App::new(start_info(), None).started(LoadLevel::Medium);
+    for sample in samples() {
+        // One status a second with steady traffic, ending at status()'s totals.
+        let behind = 90 - sample.seq;
+        let mut status = status();
+        let counts = &mut status.metrics.counts;
+        counts.sent -= behind * 10;
+        counts.acknowledged -= behind * 10;
+        counts.consumed -= behind * 10;
+        counts.finished -= behind * 9;
+        status.metrics.elapsed -= Duration::from_secs(behind);
+        status.last_sample = Some(sample);
+        app.ingest_status(status);
+    }
+    for transition in transitions() {
+        app.ingest_transition(transition);
+    }
+    app
+}
+
+fn render(app: &App, width: u16, height: u16) -> String {
+    let mut terminal = Terminal::new(TestBackend::new(width, height)).unwrap();
+    terminal.draw(|frame| ui::draw(frame, app)).unwrap();
+    terminal.backend().to_string()
+}
+
+fn key(app: &mut App, code: KeyCode) -> Option<Effect> {
+    key_with(app, code, KeyModifiers::NONE)
+}
+
+fn key_with(app: &mut App, code: KeyCode, modifiers: KeyModifiers) -> Option<Effect> {
+    let event = Event::Key(KeyEvent::new(code, modifiers));
+    let action = action_for(app, &event)?;
+    app.update(action)
+}
+
+#[test]
+fn start_screen() {
+    insta::assert_snapshot!(render(&App::new(start_info(), None), 80, 24));
+}
+
+#[test]
+fn main_screen_80x24() {
+    insta::assert_snapshot!(render(&running_app(), 80, 24));
+}
+
+#[test]
+fn main_screen_160x48() {
+    insta::assert_snapshot!(render(&running_app(), 160, 48));
+}
+
+#[test]
+fn help_overlay() {
+    let mut app = running_app();
+    key(&mut app, KeyCode::Char('?'));
+    insta::assert_snapshot!(render(&app, 100, 30));
+}
+
+#[test]
+fn order_detail() {
+    let mut app = running_app();
+    key(&mut app, KeyCode::Char('j'));
+    key(&mut app, KeyCode::Enter);
+    assert!(matches!(app.overlay, Overlay::Detail(_)));
+    insta::assert_snapshot!(render(&app, 100, 30));
+}
+
+#[test]
+fn filtered_list_while_typing() {
+    let mut app = running_app();
+    key(&mut app, KeyCode::Char('/'));
+    for c in "áfrica".chars() {
+        key(&mut app, KeyCode::Char(c));
+    }
+    insta::assert_snapshot!(render(&app, 100, 30));
+}
+
+#[test]
+fn a_too_small_terminal_says_so() {
+    let screen = render(&running_app(), 60, 20);
+    assert!(
+        screen.contains("The terminal is 60×20; orderdeck needs at least 80×24"),
+        "{screen}"
+    );
+}
+
+#[test]
+fn a_failed_start_is_explained() {
+    let mut app = running_app();
+    let mut failed = status();
+    failed.phase =
+        Phase::Failed("cannot reach Kafka at 127.0.0.1:1: Local: Broker transport failure".into());
+    app.ingest_status(failed);
+    let screen = render(&app, 80, 24);
+    assert!(screen.contains("Cannot run the pipeline"), "{screen}");
+    assert!(
+        screen.contains("cannot reach Kafka at 127.0.0.1:1"),
+        "{screen}"
+    );
+    assert!(screen.contains("✗ failed"), "{screen}");
+    assert_eq!(
+        key(&mut app, KeyCode::Char('q')),
+        Some(Effect::Exit),
+        "nothing to drain"
+    );
+}
+
+#[test]
+fn start_screen_keys_choose_and_start() {
+    let mut app = App::new(start_info(), None);
+    assert_eq!(app.start_choice, LoadLevel::Medium);
+    assert_eq!(key(&mut app, KeyCode::Down), None);
+    assert_eq!(app.start_choice, LoadLevel::High);
+    key(&mut app, KeyCode::Up);
+    key(&mut app, KeyCode::Up);
+    assert_eq!(app.start_choice, LoadLevel::Low);
+    assert_eq!(
+        key(&mut app, KeyCode::Enter),
+        Some(Effect::StartSession(LoadLevel::Low))
+    );
+    assert_eq!(app.screen, Screen::Main);
+
+    let mut app = App::new(start_info(), None);
+    assert_eq!(
+        key(&mut app, KeyCode::Char('3')),
+        Some(Effect::StartSession(LoadLevel::High))
+    );
+    let mut app = App::new(start_info(), None);
+    assert_eq!(key(&mut app, KeyCode::Char('q')), Some(Effect::Exit));
+}
+
+#[test]
+fn simulation_keys_send_commands() {
+    let mut app = running_app();
+    let expected = [
+        (KeyCode::Char('s'), Command::ToggleClients),
+        (KeyCode::Char(' '), Command::TogglePause),
+        (KeyCode::Char('1'), Command::SetLoad(LoadLevel::Low)),
+        (KeyCode::Char('2'), Command::SetLoad(LoadLevel::Medium)),
+        (KeyCode::Char('3'), Command::SetLoad(LoadLevel::High)),
+        // The status says medium: l goes to the next level.
+        (KeyCode::Char('l'), Command::SetLoad(LoadLevel::High)),
+        (KeyCode::Char('+'), Command::AddClient),
+        (KeyCode::Char('-'), Command::RemoveClient),
+        (KeyCode::Char('c'), Command::AddConsumer),
+        (KeyCode::Char('C'), Command::RemoveConsumer),
+    ];
+    for (code, command) in expected {
+        assert_eq!(key(&mut app, code), Some(Effect::Send(command)), "{code:?}");
+    }
+}
+
+#[test]
+fn quitting_drains_first_and_exits_when_stopped() {
+    let mut app = running_app();
+    assert_eq!(
+        key(&mut app, KeyCode::Char('q')),
+        Some(Effect::Send(Command::Shutdown))
+    );
+    assert!(app.quitting);
+    assert_eq!(
+        key_with(&mut app, KeyCode::Char('c'), KeyModifiers::CONTROL),
+        None,
+        "asked once"
+    );
+    let mut stopped = status();
+    stopped.phase = Phase::Stopped;
+    app.ingest_status(stopped);
+    assert_eq!(key(&mut app, KeyCode::Char('q')), Some(Effect::Exit));
+}
+
+#[test]
+fn ctrl_c_quits_from_anywhere() {
+    let mut app = running_app();
+    key(&mut app, KeyCode::Char('/'));
+    assert_eq!(
+        key_with(&mut app, KeyCode::Char('c'), KeyModifiers::CONTROL),
+        Some(Effect::Send(Command::Shutdown))
+    );
+}
+
+#[test]
+fn filter_matches_id_product_region_and_state_in_both_languages() {
+    let mut app = running_app();
+    let all = app.visible_transitions().count();
+    assert_eq!(all, 30);
+    key(&mut app, KeyCode::Char('/'));
+    assert!(app.editing_filter);
+    for c in "enviado".chars() {
+        key(&mut app, KeyCode::Char(c));
+    }
+    // Enviado = Shipped: each order's entry into it and exit from it.
+    assert_eq!(app.visible_transitions().count(), 12);
+    key(&mut app, KeyCode::Enter);
+    assert!(!app.editing_filter, "Enter keeps the filter");
+    assert_eq!(app.visible_transitions().count(), 12);
+    key(&mut app, KeyCode::Esc);
+    assert_eq!(app.visible_transitions().count(), all, "Esc clears it");
+
+    for (text, expected) in [("00000003", 5), ("laptop", 10), ("sudamérica", 10)] {
+        key(&mut app, KeyCode::Char('/'));
+        for c in text.chars() {
+            key(&mut app, KeyCode::Char(c));
+        }
+        assert_eq!(app.visible_transitions().count(), expected, "{text}");
+        key(&mut app, KeyCode::Esc);
+    }
+}
+
+#[test]
+fn scrolling_moves_the_selection_and_detail_opens_it() {
+    let mut app = running_app();
+    key(&mut app, KeyCode::Char('G'));
+    assert_eq!(app.selected, 29);
+    key(&mut app, KeyCode::Char('k'));
+    assert_eq!(app.selected, 28);
+    key(&mut app, KeyCode::PageUp);
+    assert_eq!(app.selected, 18);
+    key(&mut app, KeyCode::Char('g'));
+    assert_eq!(app.selected, 0);
+    key(&mut app, KeyCode::Down);
+    key(&mut app, KeyCode::PageDown);
+    assert_eq!(app.selected, 11);
+    let chosen = app.visible_transitions().nth(11).unwrap().order_id;
+    key(&mut app, KeyCode::Enter);
+    assert_eq!(app.overlay, Overlay::Detail(chosen));
+    assert_eq!(app.orders[&chosen].steps.len(), 5);
+    key(&mut app, KeyCode::Esc);
+    assert_eq!(app.overlay, Overlay::None);
+}
+
+#[test]
+fn the_selection_stays_on_its_row_as_new_transitions_arrive() {
+    let mut app = running_app();
+    key(&mut app, KeyCode::Down);
+    key(&mut app, KeyCode::Down);
+    let watched = app.visible_transitions().nth(2).cloned().unwrap();
+    let mut newer = transitions()[0].clone();
+    newer.at_unix_ms += 60_000;
+    app.ingest_transition(newer);
+    assert_eq!(app.visible_transitions().nth(app.selected), Some(&watched));
+}
+
+#[test]
+fn tab_moves_focus_and_brackets_change_the_window() {
+    let mut app = running_app();
+    assert_eq!(app.focus, Focus::Transitions);
+    key(&mut app, KeyCode::Tab);
+    assert_eq!(app.focus, Focus::Charts);
+    assert_eq!(app.chart_window_s(), 60);
+    key(&mut app, KeyCode::Char(']'));
+    assert_eq!(app.chart_window_s(), 120);
+    key(&mut app, KeyCode::Down);
+    assert_eq!(app.chart_window_s(), 300);
+    key(&mut app, KeyCode::Char('['));
+    assert_eq!(app.chart_window_s(), 120);
+    key(&mut app, KeyCode::Tab);
+    assert_eq!(app.focus, Focus::Lag);
+    key(&mut app, KeyCode::Char('j'));
+    assert_eq!(app.lag_scroll, 1);
+    key(&mut app, KeyCode::Tab);
+    assert_eq!(app.focus, Focus::Transitions);
+}
+
+#[test]
+fn help_toggles_and_swallows_other_keys() {
+    let mut app = running_app();
+    key(&mut app, KeyCode::Char('?'));
+    assert_eq!(app.overlay, Overlay::Help);
+    assert_eq!(
+        key(&mut app, KeyCode::Char('s')),
+        None,
+        "keys under the overlay do nothing"
+    );
+    key(&mut app, KeyCode::Char('?'));
+    assert_eq!(app.overlay, Overlay::None);
+}
+
+#[test]
+fn memory_stays_bounded() {
+    let mut app = running_app();
+    let template = transitions()[0].clone();
+    for i in 0..(super::app::TRACKED_ORDERS as u128 * 2) {
+        let mut t = template.clone();
+        t.order_id = id(1_000 + i);
+        app.ingest_transition(t);
+    }
+    assert_eq!(app.recent.len(), super::app::RECENT_TRANSITIONS);
+    assert_eq!(app.orders.len(), super::app::TRACKED_ORDERS);
+    for seq in 100..2_000 {
+        let mut status = status();
+        status.last_sample = Some(Sample {
+            seq,
+            ..Sample::default()
+        });
+        app.ingest_status(status);
+    }
+    assert_eq!(app.history.len(), super::app::HISTORY);
+}
+
+#[test]
+fn every_bound_key_is_in_the_help() {
+    let help: String = super::action::KEYMAP_HELP
+        .iter()
+        .map(|k| k.keys)
+        .collect::<Vec<_>>()
+        .join(" ");
+    for key in [
+        "s", "space", "1 2 3", "l", "+ -", "c C", "Tab", "/", "Enter", "Esc", "?", "q", "Ctrl-C",
+        "[ ]", "g G", "PgDn",
+    ] {
+        assert!(help.contains(key), "{key} missing from help");
+    }
+    let _ = Action::Quit;
+}

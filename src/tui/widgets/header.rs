@@ -1,0 +1,77 @@
+//! Top line: where the pipeline runs and whether it is healthy.
+
+use ratatui::{
+    layout::Rect,
+    style::{Color, Modifier, Style, Stylize},
+    text::{Line, Span},
+    widgets::Paragraph,
+    Frame,
+};
+
+use crate::{
+    kafka::BrokerHealth,
+    session::Phase,
+    tui::{app::App, format::hms},
+};
+
+pub fn render(frame: &mut Frame, area: Rect, app: &App) {
+    let separator = || Span::raw(" │ ").dark_gray();
+    let mut spans = vec![Span::styled(
+        " orderdeck",
+        Style::new().add_modifier(Modifier::BOLD),
+    )];
+    let Some(status) = &app.status else {
+        frame.render_widget(Paragraph::new(Line::from(spans)), area);
+        return;
+    };
+    spans.push(separator());
+    spans.push(Span::raw(status.broker.clone()));
+    spans.push(Span::raw(" "));
+    spans.push(match (&status.phase, &status.health) {
+        (Phase::Failed(_), _) => Span::styled("✗ failed", Style::new().fg(Color::Red)),
+        (_, BrokerHealth::Up) => Span::styled("● up", Style::new().fg(Color::Green)),
+        (_, BrokerHealth::Connecting) => {
+            Span::styled("◌ connecting", Style::new().fg(Color::Yellow))
+        }
+        (_, BrokerHealth::Down(_)) => Span::styled("✗ down", Style::new().fg(Color::Red)),
+    });
+    // Narrow screens drop words, never facts.
+    let wide = area.width >= 100;
+    spans.push(separator());
+    spans.push(Span::raw(if wide {
+        format!("load {}", status.load)
+    } else {
+        status.load.to_string()
+    }));
+    spans.push(separator());
+    let (mark, color) = if status.clients_running {
+        ("▶", Color::Green)
+    } else {
+        ("■", Color::Yellow)
+    };
+    spans.push(Span::styled(
+        format!("{} clients {mark}", status.clients),
+        Style::new().fg(color),
+    ));
+    spans.push(separator());
+    let (mark, color) = if status.consumers_paused {
+        ("‖", Color::Yellow)
+    } else {
+        ("▶", Color::Green)
+    };
+    spans.push(Span::styled(
+        format!("{} consumers {mark}", status.consumers),
+        Style::new().fg(color),
+    ));
+    spans.push(separator());
+    if wide {
+        spans.push(Span::raw("sink none").dark_gray());
+        spans.push(separator());
+    }
+    spans.push(Span::raw(match status.phase {
+        Phase::Starting => "starting…".to_owned(),
+        Phase::Stopping => "stopping…".to_owned(),
+        _ => hms(status.metrics.elapsed),
+    }));
+    frame.render_widget(Paragraph::new(Line::from(spans)), area);
+}

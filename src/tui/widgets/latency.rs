@@ -1,0 +1,158 @@
+//! Send and end-to-end latency over time, and the current window's
+//! end-to-end distribution.
+
+use ratatui::{
+    layout::{Constraint, Direction, Rect},
+    style::{Color, Style},
+    symbols::Marker,
+    text::Line,
+    widgets::{Axis, Bar, BarChart, BarGroup, Chart, Dataset, GraphType, LegendPosition},
+    Frame,
+};
+
+use super::panel;
+use crate::{
+    metrics::LATENCY_BUCKETS_MS,
+    session::Sample,
+    tui::app::{App, Focus},
+};
+
+/// Points `(seconds ago, value)` for the chart window, newest at 0.
+pub fn series(app: &App, value: impl Fn(&Sample) -> f64) -> Vec<(f64, f64)> {
+    let Some(newest) = app.history.back() else {
+        return Vec::new();
+    };
+    app.history
+        .iter()
+        .rev()
+        .take(app.chart_window_s())
+        .map(|s| ((s.at_unix_ms - newest.at_unix_ms) as f64 / 1e3, value(s)))
+        .collect()
+}
+
+/// One line on a time chart.
+pub struct Series {
+    pub name: &'static str,
+    pub color: Color,
+    pub points: Vec<(f64, f64)>,
+}
+
+/// A line chart of named series over the chart window.
+pub fn time_chart<'a>(
+    app: &App,
+    title: String,
+    focused: bool,
+    lines: &'a [Series],
+    show_legend: bool,
+) -> Chart<'a> {
+    let top = lines
+        .iter()
+        .flat_map(|line| line.points.iter().map(|p| p.1))
+        .fold(0.0_f64, f64::max)
+        .max(1.0)
+        * 1.1;
+    let window = app.chart_window_s() as f64;
+    let datasets = lines
+        .iter()
+        .map(|line| {
+            Dataset::default()
+                .name(line.name)
+                .marker(Marker::Braille)
+                .graph_type(GraphType::Line)
+                .style(Style::new().fg(line.color))
+                .data(&line.points)
+        })
+        .collect();
+    let mut x_axis = Axis::default()
+        .bounds([-window, 0.0])
+        .style(Style::new().fg(Color::DarkGray));
+    // Short panels keep their rows for the plot; the title names the window.
+    if show_legend {
+        x_axis = x_axis.labels([Line::from(format!("-{window:.0}s")), Line::from("now")]);
+    }
+    Chart::new(datasets)
+        .block(panel_owned(title, focused))
+        .x_axis(x_axis)
+        .y_axis(
+            Axis::default()
+                .bounds([0.0, top])
+                .labels([Line::from("0"), Line::from(compact(top))])
+                .style(Style::new().fg(Color::DarkGray)),
+        )
+        .legend_position(show_legend.then_some(LegendPosition::TopLeft))
+        .hidden_legend_constraints((Constraint::Percentage(60), Constraint::Percentage(60)))
+}
+
+/// 950, 9.5k, 95k: axis labels stay four characters wide.
+fn compact(value: f64) -> String {
+    if value >= 1000.0 {
+        format!("{:.1}k", value / 1000.0)
+    } else if value >= 10.0 {
+        format!("{value:.0}")
+    } else {
+        format!("{value:.1}")
+    }
+}
+
+fn panel_owned(title: String, focused: bool) -> ratatui::widgets::Block<'static> {
+    panel("", focused).title(title)
+}
+
+pub fn render(frame: &mut Frame, area: Rect, app: &App) {
+    let lines = [
+        Series {
+            name: "send p50",
+            color: Color::Blue,
+            points: series(app, |s| s.window.send.p50),
+        },
+        Series {
+            name: "send p99",
+            color: Color::Cyan,
+            points: series(app, |s| s.window.send.p99),
+        },
+        Series {
+            name: "e2e p50",
+            color: Color::Yellow,
+            points: series(app, |s| s.window.end_to_end.p50),
+        },
+        Series {
+            name: "e2e p99",
+            color: Color::Red,
+            points: series(app, |s| s.window.end_to_end.p99),
+        },
+    ];
+    let title = format!(" Latency ms · last {}s ", app.chart_window_s());
+    let chart = time_chart(
+        app,
+        title,
+        app.focus == Focus::Charts,
+        &lines,
+        area.height >= 10,
+    );
+    frame.render_widget(chart, area);
+}
+
+/// End-to-end latencies of the chart window by bucket, one bar per line.
+pub fn render_histogram(frame: &mut Frame, area: Rect, app: &App) {
+    let counts = app.window_histogram();
+    let label = |i: usize| match LATENCY_BUCKETS_MS.get(i) {
+        Some(bound) if *bound >= 1000.0 => format!("≤{:.0}s", bound / 1000.0),
+        Some(bound) => format!("≤{bound:.0}ms"),
+        None => ">5s".to_owned(),
+    };
+    // Only the span that has data, so the bars get the room.
+    let first = counts.iter().position(|c| *c > 0).unwrap_or(0);
+    let last = counts.iter().rposition(|c| *c > 0).unwrap_or(0);
+    let bars: Vec<Bar> = (first..=last)
+        .map(|i| Bar::default().value(counts[i]).label(Line::from(label(i))))
+        .collect();
+    let chart = BarChart::default()
+        .direction(Direction::Horizontal)
+        .block(panel(" e2e latency, window ", false))
+        .data(BarGroup::default().bars(&bars))
+        .bar_width(1)
+        .bar_gap(0)
+        .bar_style(Style::new().fg(Color::Yellow))
+        .value_style(Style::new().fg(Color::Black).bg(Color::Yellow));
+    frame.render_widget(chart, area);
+}

@@ -1,0 +1,75 @@
+//! The start screen: choose a load level, see where the data goes.
+
+use ratatui::{
+    layout::Rect,
+    style::{Color, Modifier, Style},
+    text::{Line, Span},
+    widgets::Paragraph,
+    Frame,
+};
+
+use super::{centered, panel};
+use crate::{config::LoadLevel, tui::app::App};
+
+pub fn render(frame: &mut Frame, area: Rect, app: &App) {
+    let dim = Style::new().fg(Color::DarkGray);
+    let mut lines = vec![Line::from("Choose a load level"), Line::from("")];
+    for (key, level) in LoadLevel::ALL.iter().enumerate() {
+        let preset = level.preset();
+        let spanish = match level {
+            LoadLevel::Low => "baja",
+            LoadLevel::Medium => "media",
+            LoadLevel::High => "alta",
+        };
+        let rate = preset
+            .rate
+            .map_or("unlimited".to_owned(), |r| format!("{r:.0} orders/s"));
+        let chosen = *level == app.start_choice;
+        let style = if chosen {
+            Style::new()
+                .fg(Color::Black)
+                .bg(Color::Cyan)
+                .add_modifier(Modifier::BOLD)
+        } else {
+            Style::new()
+        };
+        lines.push(Line::from(vec![
+            Span::styled(
+                format!(" {} {:<7} ({spanish:<5}) ", key + 1, level.name()),
+                style,
+            ),
+            Span::raw(format!(
+                "  {:>2} clients · {rate:<14} · {} per state",
+                preset.clients, preset.stage_delay
+            )),
+        ]));
+    }
+    lines.extend([
+        Line::from(""),
+        Line::from(vec![
+            Span::styled("broker      ", dim),
+            Span::raw(app.start.broker.clone()),
+        ]),
+        Line::from(vec![
+            Span::styled("sink        ", dim),
+            Span::raw(app.start.sink.clone()),
+        ]),
+        Line::from(vec![
+            Span::styled("time scale  ", dim),
+            Span::raw(format!(
+                "{} (1 = the original's timings)",
+                app.start.time_scale
+            )),
+        ]),
+        Line::from(""),
+        Line::from(Span::styled(
+            "↑↓ choose · Enter start · 1 2 3 start at that level · q quit",
+            dim,
+        )),
+    ]);
+    let area = centered(area, 78, lines.len() as u16 + 2);
+    frame.render_widget(
+        Paragraph::new(lines).block(panel(" orderdeck ", true)),
+        area,
+    );
+}
