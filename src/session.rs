@@ -336,7 +336,11 @@ impl Live {
     fn refresh(&mut self) {
         let status = &mut self.status;
         status.metrics = self.pipeline.snapshot();
-        status.health = self.pipeline.broker_health().borrow().clone();
+        let health = self.pipeline.broker_health().borrow().clone();
+        if let (BrokerHealth::Down(reason), false) = (&health, status.health == health) {
+            status.notice = Some(format!("Kafka is unreachable: {reason}"));
+        }
+        status.health = health;
         status.consumers = self.pipeline.consumer_count();
         status.consumers_paused = self.pipeline.consumers_paused();
         status.in_flight = self.pipeline.in_flight();
