@@ -63,9 +63,8 @@ fn finished_count(screen: &str) -> Option<u64> {
         .position(|l| l.contains("Consumed") && l.contains("Finished"))?;
     lines
         .get(names + 1)?
-        .split(|c: char| !c.is_ascii_digit())
-        .filter(|s| !s.is_empty())
-        .last()?
+        .rsplit(|c: char| !c.is_ascii_digit())
+        .find(|s| !s.is_empty())?
         .parse()
         .ok()
 }
