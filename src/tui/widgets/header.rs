@@ -44,24 +44,18 @@ pub fn render(frame: &mut Frame, area: Rect, app: &App) {
         status.load.to_string()
     }));
     spans.push(separator());
-    let (mark, color) = if status.clients_running {
-        ("▶", Color::Green)
-    } else {
-        ("■", Color::Yellow)
-    };
-    spans.push(Span::styled(
-        format!("{} clients {mark}", status.clients),
-        Style::new().fg(color),
+    spans.push(running(
+        status.clients,
+        "clients",
+        status.clients_running,
+        "■",
     ));
     spans.push(separator());
-    let (mark, color) = if status.consumers_paused {
-        ("‖", Color::Yellow)
-    } else {
-        ("▶", Color::Green)
-    };
-    spans.push(Span::styled(
-        format!("{} consumers {mark}", status.consumers),
-        Style::new().fg(color),
+    spans.push(running(
+        status.consumers,
+        "consumers",
+        !status.consumers_paused,
+        "‖",
     ));
     spans.push(separator());
     if wide {
@@ -74,4 +68,14 @@ pub fn render(frame: &mut Frame, area: Rect, app: &App) {
         _ => hms(status.metrics.elapsed),
     }));
     frame.render_widget(Paragraph::new(Line::from(spans)), area);
+}
+
+/// `8 clients ▶` in green when running, with `stopped_mark` in yellow when not.
+fn running(count: usize, what: &str, on: bool, stopped_mark: &str) -> Span<'static> {
+    let (mark, color) = if on {
+        ("▶", Color::Green)
+    } else {
+        (stopped_mark, Color::Yellow)
+    };
+    Span::styled(format!("{count} {what} {mark}"), Style::new().fg(color))
 }

@@ -18,7 +18,7 @@ use crate::{
 };
 
 /// Points `(seconds ago, value)` for the chart window, newest at 0.
-pub fn series(app: &App, value: impl Fn(&Sample) -> f64) -> Vec<(f64, f64)> {
+fn series(app: &App, value: impl Fn(&Sample) -> f64) -> Vec<(f64, f64)> {
     let Some(newest) = app.history.back() else {
         return Vec::new();
     };
@@ -32,19 +32,37 @@ pub fn series(app: &App, value: impl Fn(&Sample) -> f64) -> Vec<(f64, f64)> {
 
 /// One line on a time chart.
 pub struct Series {
-    pub name: &'static str,
-    pub color: Color,
-    pub points: Vec<(f64, f64)>,
+    name: &'static str,
+    color: Color,
+    points: Vec<(f64, f64)>,
 }
 
-/// A line chart of named series over the chart window.
-pub fn time_chart<'a>(
+impl Series {
+    /// `value` of every sample in the chart window.
+    pub fn of(app: &App, name: &'static str, color: Color, value: impl Fn(&Sample) -> f64) -> Self {
+        Self {
+            name,
+            color,
+            points: series(app, value),
+        }
+    }
+}
+
+/// Draws named series over the chart window; short panels drop the legend
+/// and the time labels to keep their rows for the plot.
+pub fn render_time_chart(
+    frame: &mut Frame,
+    area: Rect,
     app: &App,
     title: String,
-    focused: bool,
-    lines: &'a [Series],
-    show_legend: bool,
-) -> Chart<'a> {
+    lines: &[Series],
+) {
+    let roomy = area.height >= 8;
+    frame.render_widget(time_chart(app, title, lines, roomy), area);
+}
+
+fn time_chart<'a>(app: &App, title: String, lines: &'a [Series], roomy: bool) -> Chart<'a> {
+    let focused = app.focus == Focus::Charts;
     let top = lines
         .iter()
         .flat_map(|line| line.points.iter().map(|p| p.1))
@@ -66,8 +84,7 @@ pub fn time_chart<'a>(
     let mut x_axis = Axis::default()
         .bounds([-window, 0.0])
         .style(Style::new().fg(Color::DarkGray));
-    // Short panels keep their rows for the plot; the title names the window.
-    if show_legend {
+    if roomy {
         x_axis = x_axis.labels([Line::from(format!("-{window:.0}s")), Line::from("now")]);
     }
     Chart::new(datasets)
@@ -79,7 +96,7 @@ pub fn time_chart<'a>(
                 .labels([Line::from("0"), Line::from(compact(top))])
                 .style(Style::new().fg(Color::DarkGray)),
         )
-        .legend_position(show_legend.then_some(LegendPosition::TopLeft))
+        .legend_position(roomy.then_some(LegendPosition::TopLeft))
         .hidden_legend_constraints((Constraint::Percentage(60), Constraint::Percentage(60)))
 }
 
@@ -100,36 +117,13 @@ fn panel_owned(title: String, focused: bool) -> ratatui::widgets::Block<'static>
 
 pub fn render(frame: &mut Frame, area: Rect, app: &App) {
     let lines = [
-        Series {
-            name: "send p50",
-            color: Color::Blue,
-            points: series(app, |s| s.window.send.p50),
-        },
-        Series {
-            name: "send p99",
-            color: Color::Cyan,
-            points: series(app, |s| s.window.send.p99),
-        },
-        Series {
-            name: "e2e p50",
-            color: Color::Yellow,
-            points: series(app, |s| s.window.end_to_end.p50),
-        },
-        Series {
-            name: "e2e p99",
-            color: Color::Red,
-            points: series(app, |s| s.window.end_to_end.p99),
-        },
+        Series::of(app, "send p50", Color::Blue, |s| s.window.send.p50),
+        Series::of(app, "send p99", Color::Cyan, |s| s.window.send.p99),
+        Series::of(app, "e2e p50", Color::Yellow, |s| s.window.end_to_end.p50),
+        Series::of(app, "e2e p99", Color::Red, |s| s.window.end_to_end.p99),
     ];
     let title = format!(" Latency ms · last {}s ", app.chart_window_s());
-    let chart = time_chart(
-        app,
-        title,
-        app.focus == Focus::Charts,
-        &lines,
-        area.height >= 10,
-    );
-    frame.render_widget(chart, area);
+    render_time_chart(frame, area, app, title, &lines);
 }
 
 /// End-to-end latencies of the chart window by bucket, one bar per line.

@@ -2,29 +2,14 @@
 
 use ratatui::{layout::Rect, style::Color, Frame};
 
-use super::latency::{series, time_chart, Series};
-use crate::tui::app::{App, Focus};
+use super::latency::{render_time_chart, Series};
+use crate::tui::app::App;
 
 pub fn render(frame: &mut Frame, area: Rect, app: &App) {
     let lines = [
-        Series {
-            name: "acked/s",
-            color: Color::Blue,
-            points: series(app, |s| s.acknowledged_per_s),
-        },
-        Series {
-            name: "finished/s",
-            color: Color::Green,
-            points: series(app, |s| s.finished_per_s),
-        },
+        Series::of(app, "acked/s", Color::Blue, |s| s.acknowledged_per_s),
+        Series::of(app, "finished/s", Color::Green, |s| s.finished_per_s),
     ];
     let title = format!(" Throughput orders/s · last {}s ", app.chart_window_s());
-    let chart = time_chart(
-        app,
-        title,
-        app.focus == Focus::Charts,
-        &lines,
-        area.height >= 8,
-    );
-    frame.render_widget(chart, area);
+    render_time_chart(frame, area, app, title, &lines);
 }
