@@ -201,10 +201,6 @@ impl Pacer {
         state.next_due = None;
     }
 
-    pub fn rate(&self) -> Option<f64> {
-        self.lock().rate
-    }
-
     /// Forgets the schedule, so clients that start again do not burst to
     /// catch up on the time they were stopped.
     pub fn restart(&self) {
@@ -283,14 +279,6 @@ impl ClientPool {
 
     pub fn pacer(&self) -> &Arc<Pacer> {
         &self.pacer
-    }
-
-    pub fn len(&self) -> usize {
-        self.running.len()
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.running.is_empty()
     }
 
     /// Grows or shrinks to `clients`; the newest stop first.
@@ -523,6 +511,5 @@ mod tests {
             due.unwrap() <= Instant::now(),
             "no wait inherited from the old rate"
         );
-        assert_eq!(pacer.rate(), Some(1000.0));
     }
 }

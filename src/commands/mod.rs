@@ -57,16 +57,22 @@ pub async fn finish(
     Ok(report)
 }
 
-/// A token cancelled by Ctrl-C (SIGINT). Installed at once, so an interrupt
-/// during start-up is also a graceful stop rather than a kill.
+/// A token cancelled by Ctrl-C (SIGINT). The handler is registered before
+/// this returns, so an interrupt during start-up is a graceful stop too.
 pub fn interrupted_by_ctrl_c() -> tokio_util::sync::CancellationToken {
+    use tokio::signal::unix::{signal, SignalKind};
     let token = tokio_util::sync::CancellationToken::new();
-    let cancel = token.clone();
-    tokio::spawn(async move {
-        if tokio::signal::ctrl_c().await.is_ok() {
-            cancel.cancel();
+    match signal(SignalKind::interrupt()) {
+        Ok(mut interrupts) => {
+            let cancel = token.clone();
+            tokio::spawn(async move {
+                if interrupts.recv().await.is_some() {
+                    cancel.cancel();
+                }
+            });
         }
-    });
+        Err(error) => tracing::warn!(%error, "Ctrl-C will end the process without draining"),
+    }
     token
 }
 

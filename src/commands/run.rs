@@ -24,7 +24,6 @@ const TICK: Duration = Duration::from_millis(100);
 
 pub async fn run(args: &CommonArgs) -> Result<(), AppError> {
     let ctrl_c = interrupted_by_ctrl_c();
-    tokio::task::yield_now().await; // let the handler install
     let csv = load_orders(&args.csv, args.on_bad_row)?;
     for row in &csv.rejected {
         eprintln!("skipped row {row}");

@@ -33,7 +33,6 @@ pub enum EmbeddedError {
 /// An in-process Kafka cluster listening on loopback; stops when dropped.
 pub struct EmbeddedBroker {
     bootstrap: String,
-    brokers: i32,
     commands: Sender<Command>,
     owner: Option<JoinHandle<()>>,
 }
@@ -54,7 +53,6 @@ impl EmbeddedBroker {
             .map_err(EmbeddedError::Cluster)?;
         Ok(Self {
             bootstrap,
-            brokers,
             commands,
             owner: Some(owner),
         })
@@ -62,10 +60,6 @@ impl EmbeddedBroker {
 
     pub fn bootstrap_servers(&self) -> &str {
         &self.bootstrap
-    }
-
-    pub fn broker_count(&self) -> i32 {
-        self.brokers
     }
 
     pub fn create_topic(

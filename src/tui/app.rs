@@ -7,7 +7,7 @@ use tui_input::Input;
 
 use super::action::Action;
 use crate::{
-    config::{LoadLevel, LoadPreset},
+    config::LoadLevel,
     metrics::{BucketCounts, OrderCounts},
     order::{Order, OrderId, State, Transition},
     session::{Command, Phase, Sample, SessionStatus},
@@ -149,10 +149,6 @@ impl App {
         self.start_choice = level;
         self.screen = Screen::Main;
         self
-    }
-
-    pub fn preset(&self) -> LoadPreset {
-        self.start_choice.preset()
     }
 
     pub fn chart_window_s(&self) -> usize {
