@@ -128,6 +128,24 @@ pub struct CommonArgs {
     #[arg(long, global = true, default_value_t = 16 * 1024)]
     pub max_message_bytes: usize,
 
+    /// Elasticsearch URL to mirror orders and metrics to (credentials from
+    /// ORDERDECK_ES_USER/ORDERDECK_ES_PASSWORD or ORDERDECK_ES_API_KEY).
+    /// Without it, everything goes to the spool in --data-dir.
+    #[arg(long, global = true, env = "ORDERDECK_ES")]
+    pub es: Option<String>,
+    /// CA certificate (PEM) for Elasticsearch over TLS.
+    #[arg(long, global = true)]
+    pub es_ca: Option<PathBuf>,
+    /// Index for orders (their latest state).
+    #[arg(long, global = true, default_value = "orderdeck-orders")]
+    pub orders_index: String,
+    /// Index for metrics.
+    #[arg(long, global = true, default_value = "orderdeck-metrics")]
+    pub metrics_index: String,
+    /// Where the spool lives (NDJSON in Elasticsearch's bulk format).
+    #[arg(long, global = true, default_value = "orderdeck-data")]
+    pub data_dir: PathBuf,
+
     /// Write the JSON report here when the run ends.
     #[arg(long, global = true)]
     pub report: Option<PathBuf>,

@@ -8,6 +8,7 @@ use crate::{
     grpc::ServerLimits,
     kafka::{BrokerTarget, KafkaOptions},
     pipeline::PipelineConfig,
+    sinks::{elastic::ElasticConfig, IndexNames, SinkSettings, SinkTarget},
 };
 
 /// The simulation's intensity, as the original named it.
@@ -126,6 +127,23 @@ pub fn pipeline_config(args: &CommonArgs, listen: Option<SocketAddr>) -> Pipelin
         stage_delay: effective_load(args).stage_delay,
         transition_buffer: 4096,
         dedup_memory: 200_000,
+        sink: sink_settings(args),
+    }
+}
+
+pub fn sink_settings(args: &CommonArgs) -> SinkSettings {
+    SinkSettings {
+        target: match &args.es {
+            Some(url) => {
+                SinkTarget::Elastic(ElasticConfig::from_env(url.clone(), args.es_ca.clone()))
+            }
+            None => SinkTarget::Spool,
+        },
+        data_dir: args.data_dir.clone(),
+        names: IndexNames {
+            orders: args.orders_index.clone(),
+            metrics: args.metrics_index.clone(),
+        },
     }
 }
 

@@ -38,6 +38,7 @@ pub mod order;
 pub mod pipeline;
 pub mod report;
 pub mod session;
+pub mod sinks;
 pub mod tui;
 
 use cli::{Cli, Command};
@@ -53,6 +54,8 @@ pub enum AppError {
     Pipeline(#[from] pipeline::PipelineError),
     #[error("not every acknowledged order finished: {0}")]
     Incomplete(String),
+    #[error("the mirror is incomplete: {0}")]
+    SinkIncomplete(String),
     #[error("terminal error: {0}")]
     Terminal(String),
     #[error("cannot write the report to {path}: {source}")]
@@ -63,7 +66,8 @@ pub enum AppError {
 }
 
 impl AppError {
-    /// 2 usage, 3 incomplete run, 4 Kafka unreachable or unusable, 5 bad input, 1 other.
+    /// 2 usage, 3 incomplete run, 4 Kafka unreachable or unusable, 5 bad
+    /// input, 6 Elasticsearch/spool problem, 1 other.
     pub fn exit_code(&self) -> u8 {
         match self {
             AppError::Usage(_) => 2,
@@ -72,6 +76,7 @@ impl AppError {
                 pipeline::PipelineError::Kafka(_) | pipeline::PipelineError::Client(_),
             ) => 4,
             AppError::Csv(_) => 5,
+            AppError::Pipeline(pipeline::PipelineError::Sink(_)) | AppError::SinkIncomplete(_) => 6,
             AppError::Pipeline(pipeline::PipelineError::Grpc(_))
             | AppError::Report { .. }
             | AppError::Terminal(_) => 1,

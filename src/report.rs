@@ -7,6 +7,7 @@ use serde::Serialize;
 use crate::{
     metrics::{per_second, LatencySummary, MetricsSnapshot},
     order::State,
+    sinks::SinkStatus,
 };
 
 #[derive(Debug, Serialize)]
@@ -19,10 +20,36 @@ pub struct Report {
     pub broker: String,
     pub load: String,
     pub time_scale: f64,
+    /// Documents mirrored: produced = indexed + spooled + failed.
+    pub sink: SinkTotals,
     /// True when every acknowledged order finished (checked by order id).
     pub complete: bool,
     /// Why the run is not complete, or what went wrong along the way.
     pub problems: Vec<String>,
+}
+
+#[derive(Debug, Serialize)]
+pub struct SinkTotals {
+    /// `spool <dir>` or the Elasticsearch URL.
+    pub target: String,
+    pub produced: u64,
+    pub indexed: u64,
+    pub spooled: u64,
+    pub failed: u64,
+    pub failures: Vec<String>,
+}
+
+impl From<SinkStatus> for SinkTotals {
+    fn from(s: SinkStatus) -> Self {
+        Self {
+            target: s.target,
+            produced: s.produced,
+            indexed: s.indexed,
+            spooled: s.spooled + s.queued,
+            failed: s.failed,
+            failures: s.failures,
+        }
+    }
 }
 
 #[derive(Debug, Serialize)]
@@ -88,6 +115,7 @@ pub struct RunContext {
     pub load: String,
     pub time_scale: f64,
     pub unfinished: u64,
+    pub sink: SinkStatus,
     pub problems: Vec<String>,
 }
 
@@ -132,6 +160,7 @@ impl Report {
             broker: context.broker,
             load: context.load,
             time_scale: context.time_scale,
+            sink: context.sink.into(),
             complete: context.unfinished == 0 && context.problems.is_empty(),
             problems: context.problems,
         }
@@ -148,10 +177,12 @@ impl Report {
         format!(
             "orders: sent {} · acknowledged {} · rejected {} · failed {} · consumed {} · finished {} · redelivered {} · unfinished {}\n\
              throughput: {:.0} orders/s finished over {:.1} s (broker: {})\n\
-             latency ms: send p50 {:.2} p99 {:.2} · end-to-end p50 {:.2} p99 {:.2} · completion p50 {:.2} p99 {:.2}",
+             latency ms: send p50 {:.2} p99 {:.2} · end-to-end p50 {:.2} p99 {:.2} · completion p50 {:.2} p99 {:.2}\n\
+             documents: produced {} · indexed {} · spooled {} · failed {} ({})",
             o.sent, o.acknowledged, o.rejected, o.failed, o.consumed, o.finished, o.redelivered, o.unfinished,
             self.throughput.orders_per_s, self.elapsed_s, self.broker,
             l.send.p50, l.send.p99, l.end_to_end.p50, l.end_to_end.p99, l.completion.p50, l.completion.p99,
+            self.sink.produced, self.sink.indexed, self.sink.spooled, self.sink.failed, self.sink.target,
         )
     }
 }

@@ -23,7 +23,7 @@ pub async fn finish(
     let broker = pipeline.broker().describe();
     let metrics = std::sync::Arc::clone(pipeline.metrics());
     let ledger = pipeline.ledger();
-    pipeline.shutdown().await;
+    let sink = pipeline.shutdown().await;
     // Read after the drain: orders in flight got to finish.
     let unfinished = ledger.unfinished();
     if unfinished > 0 {
@@ -41,6 +41,7 @@ pub async fn finish(
             load: crate::config::load_level(args).to_string(),
             time_scale: args.time_scale.factor(),
             unfinished: unfinished as u64,
+            sink,
             problems,
         },
     );
@@ -77,10 +78,24 @@ pub fn interrupted_by_ctrl_c() -> tokio_util::sync::CancellationToken {
 }
 
 /// Maps an incomplete report to its exit status.
-pub fn conclude(report: &Report) -> Result<(), AppError> {
-    if report.complete {
-        Ok(())
-    } else {
-        Err(AppError::Incomplete(report.problems.join("; ")))
+pub fn conclude(report: &Report, args: &CommonArgs) -> Result<(), AppError> {
+    if !report.complete {
+        return Err(AppError::Incomplete(report.problems.join("; ")));
     }
+    let sink = &report.sink;
+    if sink.failed > 0 {
+        return Err(AppError::SinkIncomplete(format!(
+            "{} documents rejected by Elasticsearch: {}",
+            sink.failed,
+            sink.failures.join("; ")
+        )));
+    }
+    if args.es.is_some() && sink.spooled > 0 {
+        return Err(AppError::SinkIncomplete(format!(
+            "{} documents are still in the spool in {}; replay them with `orderdeck export --es URL`",
+            sink.spooled,
+            args.data_dir.display()
+        )));
+    }
+    Ok(())
 }

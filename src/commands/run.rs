@@ -106,5 +106,5 @@ pub async fn run(args: &CommonArgs) -> Result<(), AppError> {
         ));
     }
     let report = finish(pipeline, args, elapsed, problems).await?;
-    conclude(&report)
+    conclude(&report, args)
 }

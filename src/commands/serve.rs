@@ -76,5 +76,5 @@ async fn keep_running(
         }
     }
     let report = finish(pipeline, args, started.elapsed(), Vec::new()).await?;
-    conclude(&report)
+    conclude(&report, args)
 }

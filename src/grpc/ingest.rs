@@ -6,11 +6,12 @@ use tokio::sync::Semaphore;
 use tonic::Status;
 
 use crate::{
-    clock::unix_seconds_now,
+    clock::{unix_millis_now, unix_seconds_now},
     kafka::producer::{Delivered, OrderProducer, ProduceError},
     metrics::{Counter, Metrics},
     order::{Order, OrderError, OrderId, OrderRecord},
     pipeline::ledger::AckLedger,
+    sinks::{Document, MetricKind, SinkHandle},
 };
 
 #[derive(Clone, Copy, Debug)]
@@ -32,6 +33,7 @@ pub struct Ingest {
     ledger: Arc<AckLedger>,
     in_flight: Semaphore,
     limits: ServerLimits,
+    sink: SinkHandle,
 }
 
 impl Ingest {
@@ -40,6 +42,7 @@ impl Ingest {
         metrics: Arc<Metrics>,
         ledger: Arc<AckLedger>,
         limits: ServerLimits,
+        sink: SinkHandle,
     ) -> Self {
         Self {
             producer,
@@ -47,6 +50,7 @@ impl Ingest {
             ledger,
             in_flight: Semaphore::new(limits.max_in_flight.max(1)),
             limits,
+            sink,
         }
     }
 
@@ -80,6 +84,7 @@ impl Ingest {
                 self.limits.max_in_flight
             ))
         })?;
+        let received = std::time::Instant::now();
         let record = OrderRecord {
             order,
             order_id: order_id.unwrap_or_else(OrderId::new_random),
@@ -89,6 +94,16 @@ impl Ingest {
             Ok(delivered) => {
                 self.metrics.incr(Counter::Acknowledged);
                 self.ledger.acknowledged(record.order_id);
+                // The server's share of the send time: receipt until durable.
+                let send_time = Document::metric(
+                    MetricKind::SendTime,
+                    Some(record.order_id),
+                    None,
+                    received.elapsed().as_secs_f64() * 1e3,
+                    "ms",
+                    unix_millis_now(),
+                );
+                self.sink.submit(vec![send_time]).await;
                 Ok(Accepted {
                     order_id: record.order_id,
                     delivered,

@@ -10,10 +10,11 @@ use tokio::sync::{broadcast, watch};
 
 use super::{ledger::AckLedger, registry::RunGuard};
 use crate::{
-    clock::{elapsed_since_unix_seconds, DelayRange, SimClock},
+    clock::{elapsed_since_unix_seconds, unix_millis_now, DelayRange, SimClock},
     kafka::producer::OrderProducer,
     metrics::{Counter, Latency, Metrics},
     order::{OrderRecord, State, Transition},
+    sinks::{Document, MetricKind, SinkHandle},
 };
 
 pub struct OrderFlow {
@@ -24,6 +25,8 @@ pub struct OrderFlow {
     pub transitions: broadcast::Sender<Transition>,
     pub events: Arc<OrderProducer>,
     pub ledger: Arc<AckLedger>,
+    /// Mirrors the order and its metrics to Elasticsearch or the spool.
+    pub sink: SinkHandle,
 }
 
 /// Keeps the per-state gauges right if a run is cancelled midway.
@@ -44,15 +47,23 @@ impl OrderFlow {
     /// Runs the whole state machine for a claimed order, then records it as
     /// finished. Cancelling the future abandons the run (the guard frees it).
     pub async fn run(&self, guard: RunGuard, record: &OrderRecord) {
-        self.metrics.record(
-            Latency::EndToEnd,
-            elapsed_since_unix_seconds(record.timestamp_envio),
+        let end_to_end = elapsed_since_unix_seconds(record.timestamp_envio);
+        self.metrics.record(Latency::EndToEnd, end_to_end);
+        let consumed = Document::metric(
+            MetricKind::EndToEndLatency,
+            Some(record.order_id),
+            None,
+            end_to_end.as_secs_f64() * 1e3,
+            "ms",
+            unix_millis_now(),
         );
+        self.sink.submit(vec![consumed]).await;
         let mut gauge = StateGauge {
             metrics: &self.metrics,
             current: None,
         };
-        self.announce(&mut gauge, record, State::Processing, Duration::ZERO);
+        self.announce(&mut gauge, record, State::Processing, Duration::ZERO)
+            .await;
         let mut entered = Instant::now();
         while let Some(state) = gauge.current {
             let Some(next) = state.next() else { break };
@@ -60,7 +71,7 @@ impl OrderFlow {
             self.clock.wait_stage(range).await;
             let spent = entered.elapsed();
             self.metrics.record(Latency::InState(state), spent);
-            self.announce(&mut gauge, record, next, spent);
+            self.announce(&mut gauge, record, next, spent).await;
             entered = Instant::now();
         }
         self.metrics.record(
@@ -72,7 +83,7 @@ impl OrderFlow {
         self.ledger.finished(record.order_id);
     }
 
-    fn announce(
+    async fn announce(
         &self,
         gauge: &mut StateGauge<'_>,
         record: &OrderRecord,
@@ -86,7 +97,9 @@ impl OrderFlow {
         if !self.events.publish_transition(&transition) {
             self.metrics.incr(Counter::EventsDropped);
         }
+        let documents = Document::for_transition(record, &transition);
         // No subscriber is fine: nobody is watching.
         let _ = self.transitions.send(transition);
+        self.sink.submit(documents).await;
     }
 }

@@ -22,7 +22,9 @@ use crate::{
     },
     metrics::{Metrics, MetricsSnapshot},
     order::Transition,
+    sinks::{self, mirror::SinkError, Document, SinkHandle, SinkSettings, SinkStatus, SinkTask},
 };
+use tokio_util::sync::CancellationToken;
 
 use self::{flow::OrderFlow, ledger::AckLedger, registry::OrderRegistry};
 
@@ -42,6 +44,8 @@ pub struct PipelineConfig {
     pub transition_buffer: usize,
     /// Order ids remembered for de-duplicating redeliveries.
     pub dedup_memory: usize,
+    /// Where orders and metrics are mirrored.
+    pub sink: SinkSettings,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -52,6 +56,8 @@ pub enum PipelineError {
     Client(#[from] rdkafka::error::KafkaError),
     #[error(transparent)]
     Grpc(#[from] GrpcError),
+    #[error(transparent)]
+    Sink(#[from] SinkError),
 }
 
 pub struct Pipeline {
@@ -69,6 +75,9 @@ pub struct Pipeline {
     partitions: usize,
     /// Members leaving the group, finishing their orders.
     draining: JoinSet<()>,
+    sink: SinkHandle,
+    sink_task: Option<SinkTask>,
+    stop_throughput: CancellationToken,
     // Held only to keep it alive; declared last so it is dropped after
     // every client that talks to it.
     _embedded_broker: Option<EmbeddedBroker>,
@@ -107,6 +116,13 @@ impl Pipeline {
         let partitions = connection.ensure_topics().await?;
 
         let metrics = Arc::new(Metrics::new());
+        let (sink, sink_task) = sinks::mirror::start(config.sink.clone()).await?;
+        let stop_throughput = CancellationToken::new();
+        tokio::spawn(report_throughput(
+            Arc::clone(&metrics),
+            sink.clone(),
+            stop_throughput.clone(),
+        ));
         let producer = Arc::new(OrderProducer::new(&connection)?);
         // An ack cannot trail its order's finish by more than a delivery timeout.
         let ledger = Arc::new(AckLedger::new(config.kafka.delivery_timeout * 2));
@@ -119,6 +135,7 @@ impl Pipeline {
             transitions: transitions.clone(),
             events: Arc::clone(&producer),
             ledger: Arc::clone(&ledger),
+            sink: sink.clone(),
         });
         let group_shared = GroupShared {
             connection: connection.clone(),
@@ -138,6 +155,7 @@ impl Pipeline {
                     Arc::clone(&metrics),
                     Arc::clone(&ledger),
                     config.limits,
+                    sink.clone(),
                 ));
                 Some(GrpcServer::start(listen, ingest, transitions.clone()).await?)
             }
@@ -156,6 +174,9 @@ impl Pipeline {
             consumers: Some(consumers),
             partitions,
             draining: JoinSet::new(),
+            sink,
+            sink_task: Some(sink_task),
+            stop_throughput,
             _embedded_broker: broker,
         })
     }
@@ -216,6 +237,11 @@ impl Pipeline {
     /// Orders running the state machine in this process right now.
     pub fn in_flight(&self) -> usize {
         self.registry.in_flight()
+    }
+
+    /// The sink's counters and health.
+    pub fn sink_status(&self) -> SinkStatus {
+        self.sink.status().borrow().clone()
     }
 
     pub fn set_stage_delay(&self, delay: DelayRange) {
@@ -283,7 +309,8 @@ impl Pipeline {
 
     /// Stops in the order that loses nothing: no new orders, then every
     /// in-flight order finishes and is committed, then the producer flushes.
-    pub async fn shutdown(mut self) {
+    /// Returns the sink's final counters.
+    pub async fn shutdown(mut self) -> SinkStatus {
         if let Some(server) = self.server.take() {
             server.shutdown().await;
         }
@@ -291,6 +318,11 @@ impl Pipeline {
             group.stop(StopMode::Drain).await;
         }
         while self.draining.join_next().await.is_some() {}
+        self.stop_throughput.cancel();
+        let sink = match self.sink_task.take() {
+            Some(task) => task.close().await,
+            None => self.sink_status(),
+        };
         let producer = Arc::clone(&self.producer);
         let flushed =
             tokio::task::spawn_blocking(move || producer.flush(Duration::from_secs(10))).await;
@@ -298,5 +330,23 @@ impl Pipeline {
             tracing::warn!(%error, "producer flush incomplete at shutdown");
         }
         drop(self);
+        sink
+    }
+}
+
+/// Once a second, the pipeline's throughput as a metric document.
+async fn report_throughput(metrics: Arc<Metrics>, sink: SinkHandle, stop: CancellationToken) {
+    let mut tick = tokio::time::interval(Duration::from_secs(1));
+    let mut last = metrics.get(crate::metrics::Counter::Finished);
+    tick.tick().await;
+    loop {
+        tokio::select! {
+            _ = stop.cancelled() => return,
+            _ = tick.tick() => {}
+        }
+        let now = metrics.get(crate::metrics::Counter::Finished);
+        sink.submit(vec![Document::throughput((now - last) as f64)])
+            .await;
+        last = now;
     }
 }

@@ -15,6 +15,7 @@ use orderdeck::{
     kafka::{BrokerTarget, KafkaOptions},
     order::{Order, OrderId, Transition},
     pipeline::{Pipeline, PipelineConfig},
+    sinks::{IndexNames, SinkSettings, SinkTarget},
 };
 use tokio::sync::broadcast;
 
@@ -44,7 +45,17 @@ pub fn config(target: BrokerTarget, time_scale: f64) -> PipelineConfig {
         stage_delay: DelayRange::new(Duration::from_secs(1), Duration::from_secs(3)),
         transition_buffer: 1 << 16,
         dedup_memory: 100_000,
+        sink: SinkSettings {
+            target: SinkTarget::Spool,
+            data_dir: scratch_dir(),
+            names: IndexNames::default(),
+        },
     }
+}
+
+/// A fresh directory under the system's temporary one.
+pub fn scratch_dir() -> std::path::PathBuf {
+    std::env::temp_dir().join(format!("orderdeck-test-{}", uuid::Uuid::new_v4()))
 }
 
 pub async fn start(config: PipelineConfig) -> Pipeline {

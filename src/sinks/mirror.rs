@@ -1,0 +1,421 @@
+//! The sink task: takes documents from the pipeline, batches them, and
+//! either indexes them in bulk or, when Elasticsearch is not there (or not
+//! configured), appends them to the spool; when Elasticsearch comes back the
+//! spool is replayed first, in order. Nothing is dropped: every document is
+//! indexed, spooled, or counted as failed with its reason.
+
+use std::{
+    path::PathBuf,
+    sync::{
+        atomic::{AtomicU64, Ordering},
+        Arc, Mutex,
+    },
+    time::Duration,
+};
+
+use rand::Rng;
+use tokio::{
+    sync::{mpsc, watch},
+    task::JoinHandle,
+};
+use tokio_util::sync::CancellationToken;
+
+use super::{
+    document::{Document, IndexNames},
+    elastic::{ElasticClient, ElasticConfig, ElasticError, ItemOutcome},
+    spool::{SpoolReader, SpoolWriter},
+};
+
+/// Operations per `_bulk` request and per spool read.
+pub const BATCH: usize = 1_000;
+/// Documents waiting in memory at most; past it the pipeline waits.
+const QUEUE: usize = 20_000;
+const FLUSH_EVERY: Duration = Duration::from_millis(200);
+/// Attempts for one batch before its rest goes to the spool.
+const ATTEMPTS: u32 = 4;
+/// Reasons of permanent failures kept for the screen.
+const KEPT_REASONS: usize = 5;
+
+#[derive(Clone, Debug)]
+pub enum SinkTarget {
+    /// No Elasticsearch: everything goes to the spool, for `orderdeck export`.
+    Spool,
+    Elastic(ElasticConfig),
+}
+
+#[derive(Clone, Debug)]
+pub struct SinkSettings {
+    pub target: SinkTarget,
+    /// The spool lives in `<data_dir>/spool`.
+    pub data_dir: PathBuf,
+    pub names: IndexNames,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum SinkError {
+    #[error("cannot use the spool in {dir}: {source}")]
+    Spool { dir: String, source: std::io::Error },
+    #[error(transparent)]
+    Elastic(#[from] ElasticError),
+}
+
+/// Counters that reconcile: produced = indexed + spooled + failed + queued.
+#[derive(Default)]
+pub struct SinkCounters {
+    produced: AtomicU64,
+    indexed: AtomicU64,
+    spooled: AtomicU64,
+    failed: AtomicU64,
+    reasons: Mutex<Vec<String>>,
+}
+
+/// What the screen and the report show about the sink.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct SinkStatus {
+    /// `spool <dir>` or the Elasticsearch URL.
+    pub target: String,
+    /// None while healthy; the reason while Elasticsearch is unavailable.
+    pub down: Option<String>,
+    pub produced: u64,
+    pub indexed: u64,
+    /// Waiting in the spool (for a replay or an export).
+    pub spooled: u64,
+    pub failed: u64,
+    /// In memory, not yet written anywhere.
+    pub queued: u64,
+    /// Why documents failed for good (the first few).
+    pub failures: Vec<String>,
+}
+
+impl SinkCounters {
+    fn add(counter: &AtomicU64, n: usize) {
+        counter.fetch_add(n as u64, Ordering::Relaxed);
+    }
+
+    fn status(&self, target: &str, down: Option<String>) -> SinkStatus {
+        let get = |c: &AtomicU64| c.load(Ordering::Relaxed);
+        let (produced, indexed, spooled, failed) = (
+            get(&self.produced),
+            get(&self.indexed),
+            get(&self.spooled),
+            get(&self.failed),
+        );
+        SinkStatus {
+            target: target.to_owned(),
+            down,
+            produced,
+            indexed,
+            spooled,
+            failed,
+            queued: produced.saturating_sub(indexed + spooled + failed),
+            failures: self
+                .reasons
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .clone(),
+        }
+    }
+
+    fn fail(&self, reason: String) {
+        Self::add(&self.failed, 1);
+        tracing::warn!(reason, "document rejected by Elasticsearch");
+        let mut reasons = self.reasons.lock().unwrap_or_else(|e| e.into_inner());
+        if reasons.len() < KEPT_REASONS && !reasons.contains(&reason) {
+            reasons.push(reason);
+        }
+    }
+}
+
+/// The pipeline's side of the sink; cheap to clone.
+#[derive(Clone)]
+pub struct SinkHandle {
+    documents: mpsc::Sender<Document>,
+    counters: Arc<SinkCounters>,
+    status: watch::Receiver<SinkStatus>,
+}
+
+/// The running sink task; `close` drains it.
+pub struct SinkTask {
+    stop: CancellationToken,
+    status: watch::Receiver<SinkStatus>,
+    task: JoinHandle<()>,
+}
+
+impl SinkTask {
+    /// Writes out everything queued, then stops. Call once nothing submits.
+    pub async fn close(self) -> SinkStatus {
+        self.stop.cancel();
+        if let Err(error) = self.task.await {
+            tracing::error!(%error, "sink task failed");
+        }
+        let last = self.status.borrow().clone();
+        last
+    }
+}
+
+impl SinkHandle {
+    /// Queues documents; waits (backpressure) only when the queue is full,
+    /// which a spool on local disk keeps rare.
+    pub async fn submit(&self, documents: Vec<Document>) {
+        for document in documents {
+            SinkCounters::add(&self.counters.produced, 1);
+            if self.documents.send(document).await.is_err() {
+                // The sink stopped (shutdown): count it, never lose it silently.
+                self.counters
+                    .fail("sink stopped before the document was written".to_owned());
+            }
+        }
+    }
+
+    pub fn status(&self) -> watch::Receiver<SinkStatus> {
+        self.status.clone()
+    }
+}
+
+pub async fn start(settings: SinkSettings) -> Result<(SinkHandle, SinkTask), SinkError> {
+    let dir = settings.data_dir.join("spool");
+    let spool_error = |source| SinkError::Spool {
+        dir: dir.display().to_string(),
+        source,
+    };
+    let writer = SpoolWriter::open(&dir).map_err(spool_error)?;
+    let (elastic, target) = match &settings.target {
+        SinkTarget::Spool => (None, format!("spool {}", dir.display())),
+        SinkTarget::Elastic(config) => {
+            let client = ElasticClient::new(config, settings.names.clone())?;
+            let reader = SpoolReader::open(&dir, "replay", true).map_err(spool_error)?;
+            (Some((client, reader)), config.url.clone())
+        }
+    };
+    let counters = Arc::new(SinkCounters::default());
+    let (status_tx, status) = watch::channel(counters.status(&target, None));
+    let (documents, inbox) = mpsc::channel(QUEUE);
+    let mut mirror = Mirror {
+        names: settings.names,
+        writer,
+        elastic,
+        counters: Arc::clone(&counters),
+        down: None,
+        templates_ready: false,
+        retry_at: tokio::time::Instant::now(),
+        backoff: Duration::from_millis(250),
+    };
+    if let Some(reader) = mirror.elastic.as_mut().map(|(_, reader)| reader) {
+        // Documents left in the spool by an earlier run are still owed.
+        SinkCounters::add(&counters.spooled, reader.remaining().unwrap_or(0) as usize);
+    }
+    let stop = CancellationToken::new();
+    let stopping = stop.clone();
+    let task = tokio::spawn(async move { mirror.run(inbox, status_tx, target, stopping).await });
+    Ok((
+        SinkHandle {
+            documents,
+            counters,
+            status: status.clone(),
+        },
+        SinkTask { stop, status, task },
+    ))
+}
+
+struct Mirror {
+    names: IndexNames,
+    writer: SpoolWriter,
+    elastic: Option<(ElasticClient, SpoolReader)>,
+    counters: Arc<SinkCounters>,
+    down: Option<String>,
+    templates_ready: bool,
+    /// While down: when to try Elasticsearch again.
+    retry_at: tokio::time::Instant,
+    backoff: Duration,
+}
+
+impl Mirror {
+    async fn run(
+        &mut self,
+        mut inbox: mpsc::Receiver<Document>,
+        status: watch::Sender<SinkStatus>,
+        target: String,
+        stop: CancellationToken,
+    ) {
+        let mut batch: Vec<String> = Vec::with_capacity(BATCH);
+        let mut tick = tokio::time::interval(FLUSH_EVERY);
+        loop {
+            tokio::select! {
+                received = inbox.recv() => match received {
+                    Some(document) => {
+                        batch.push(document.bulk_lines(&self.names));
+                        if batch.len() < BATCH {
+                            continue;
+                        }
+                    }
+                    None => break,
+                },
+                _ = tick.tick() => {}
+                _ = stop.cancelled() => break,
+            }
+            self.write(std::mem::take(&mut batch)).await;
+            self.replay().await;
+            status.send_replace(self.counters.status(&target, self.down.clone()));
+        }
+        // Shutting down: whatever is still queued is written out too.
+        while let Ok(document) = inbox.try_recv() {
+            batch.push(document.bulk_lines(&self.names));
+            if batch.len() == BATCH {
+                self.write(std::mem::take(&mut batch)).await;
+            }
+        }
+        self.write(batch).await;
+        self.retry_at = tokio::time::Instant::now();
+        self.replay().await;
+        status.send_replace(self.counters.status(&target, self.down.clone()));
+    }
+
+    /// Indexes a batch, or spools it when Elasticsearch is down, absent, or
+    /// still has older documents waiting in the spool (order is kept).
+    async fn write(&mut self, batch: Vec<String>) {
+        if batch.is_empty() {
+            return;
+        }
+        let spool_has_backlog = self.counters.spooled.load(Ordering::Relaxed) > 0;
+        if self.elastic.is_none() || self.down.is_some() || spool_has_backlog {
+            return self.spool(&batch);
+        }
+        let result = self.index(batch).await;
+        self.count(&result);
+        if !result.rest.is_empty() {
+            self.spool(&result.rest);
+        }
+    }
+
+    fn spool(&mut self, operations: &[String]) {
+        match self.writer.append(operations) {
+            Ok(()) => SinkCounters::add(&self.counters.spooled, operations.len()),
+            Err(error) => {
+                for _ in operations {
+                    self.counters.fail(format!("spool write failed: {error}"));
+                }
+            }
+        }
+    }
+
+    fn count(&self, result: &BatchResult) {
+        SinkCounters::add(&self.counters.indexed, result.indexed);
+        for reason in &result.failures {
+            self.counters.fail(reason.clone());
+        }
+    }
+
+    /// Sends operations with retries (429/5xx items again, with backoff and
+    /// jitter). What is still not indexed when Elasticsearch is unavailable
+    /// comes back in `rest`.
+    async fn index(&mut self, mut pending: Vec<String>) -> BatchResult {
+        let mut result = BatchResult::default();
+        let Some((client, _)) = &self.elastic else {
+            result.rest = pending;
+            return result;
+        };
+        if !self.templates_ready {
+            if let Err(error) = client.ensure_templates().await {
+                self.mark_down(&error);
+                result.rest = pending;
+                return result;
+            }
+            self.templates_ready = true;
+        }
+        let mut delay = Duration::from_millis(100);
+        for attempt in 1..=ATTEMPTS {
+            match client.bulk(&pending).await {
+                Ok(outcomes) => {
+                    let mut retry = Vec::new();
+                    for (operation, outcome) in pending.into_iter().zip(outcomes) {
+                        match outcome {
+                            ItemOutcome::Indexed => result.indexed += 1,
+                            ItemOutcome::Failed(reason) => result.failures.push(reason),
+                            ItemOutcome::Retry(_) => retry.push(operation),
+                        }
+                    }
+                    pending = retry;
+                    if pending.is_empty() {
+                        self.down = None;
+                        self.backoff = Duration::from_millis(250);
+                        return result;
+                    }
+                }
+                Err(error) if error.is_transient() => {
+                    if attempt == ATTEMPTS || matches!(error, ElasticError::Unreachable(_)) {
+                        self.mark_down(&error);
+                        result.rest = pending;
+                        return result;
+                    }
+                }
+                Err(error) => {
+                    result
+                        .failures
+                        .extend(pending.iter().map(|_| error.to_string()));
+                    return result;
+                }
+            }
+            tokio::time::sleep(jittered(delay)).await;
+            delay = (delay * 2).min(Duration::from_secs(2));
+        }
+        self.mark_down(&ElasticError::Status {
+            status: 429,
+            body: "items still refused after retries".to_owned(),
+        });
+        result.rest = pending;
+        result
+    }
+
+    fn mark_down(&mut self, error: &ElasticError) {
+        tracing::warn!(%error, "Elasticsearch unavailable; spooling");
+        self.down = Some(error.to_string());
+        self.retry_at = tokio::time::Instant::now() + jittered(self.backoff);
+        self.backoff = (self.backoff * 2).min(Duration::from_secs(30));
+    }
+
+    /// Sends spooled documents, oldest first, while Elasticsearch takes them.
+    async fn replay(&mut self) {
+        if self.elastic.is_none() || tokio::time::Instant::now() < self.retry_at {
+            return;
+        }
+        while self.counters.spooled.load(Ordering::Relaxed) > 0 {
+            let Some((_, reader)) = &mut self.elastic else {
+                return;
+            };
+            let operations = match reader.peek(BATCH) {
+                Ok(operations) if !operations.is_empty() => operations,
+                Ok(_) => return,
+                Err(error) => return tracing::error!(%error, "cannot read the spool"),
+            };
+            let count = operations.len() as u64;
+            let result = self.index(operations).await;
+            if !result.rest.is_empty() {
+                // Still down: the chunk stays in the spool and comes again
+                // whole; ids make the part that got in an overwrite.
+                return;
+            }
+            let Some((_, reader)) = &mut self.elastic else {
+                return;
+            };
+            if let Err(error) = reader.consume() {
+                return tracing::error!(%error, "cannot advance the spool cursor");
+            }
+            self.count(&result);
+            self.counters.spooled.fetch_sub(count, Ordering::Relaxed);
+        }
+    }
+}
+
+/// What happened to one batch.
+#[derive(Default)]
+struct BatchResult {
+    indexed: usize,
+    failures: Vec<String>,
+    /// Not indexed because Elasticsearch is unavailable.
+    rest: Vec<String>,
+}
+
+/// Adds up to 50 % random jitter so retries from many places spread out.
+fn jittered(delay: Duration) -> Duration {
+    delay.mul_f64(1.0 + rand::rng().random_range(0.0..0.5))
+}

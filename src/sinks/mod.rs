@@ -1,0 +1,10 @@
+//! Where orders and metrics go besides Kafka: Elasticsearch in bulk, or an
+//! on-disk spool that can be replayed into it later.
+
+pub mod document;
+pub mod elastic;
+pub mod mirror;
+pub mod spool;
+
+pub use document::{Document, IndexNames, MetricKind};
+pub use mirror::{SinkHandle, SinkSettings, SinkStatus, SinkTarget, SinkTask};
