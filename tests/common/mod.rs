@@ -19,6 +19,8 @@ use orderdeck::{
 };
 use tokio::sync::broadcast;
 
+pub mod elastic;
+
 pub const PARTITIONS: i32 = 4;
 
 pub fn config(target: BrokerTarget, time_scale: f64) -> PipelineConfig {
