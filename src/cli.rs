@@ -34,6 +34,16 @@ pub enum Command {
     Serve,
     /// Consumers only, joining the group on --brokers to scale out.
     Worker,
+    /// Replay the spool into Elasticsearch (--es) and/or import the Kibana
+    /// dashboard (--kibana).
+    Export(ExportArgs),
+}
+
+#[derive(Debug, Args, Clone)]
+pub struct ExportArgs {
+    /// Replay the whole spool, not only what earlier exports did not send.
+    #[arg(long)]
+    pub restart: bool,
 }
 
 /// One `-X key=value` librdkafka setting.
@@ -133,6 +143,10 @@ pub struct CommonArgs {
     /// Without it, everything goes to the spool in --data-dir.
     #[arg(long, global = true, env = "ORDERDECK_ES")]
     pub es: Option<String>,
+    /// Kibana URL: `export` (and `e` in the TUI) imports the data views and
+    /// the dashboard there, overwriting older versions.
+    #[arg(long, global = true, env = "ORDERDECK_KIBANA")]
+    pub kibana: Option<String>,
     /// CA certificate (PEM) for Elasticsearch over TLS.
     #[arg(long, global = true)]
     pub es_ca: Option<PathBuf>,

@@ -56,6 +56,12 @@ pub enum AppError {
     Incomplete(String),
     #[error("the mirror is incomplete: {0}")]
     SinkIncomplete(String),
+    #[error(transparent)]
+    Elastic(#[from] sinks::elastic::ElasticError),
+    #[error(transparent)]
+    Export(#[from] sinks::export::ExportError),
+    #[error(transparent)]
+    Kibana(#[from] sinks::kibana::KibanaError),
     #[error("terminal error: {0}")]
     Terminal(String),
     #[error("cannot write the report to {path}: {source}")]
@@ -76,7 +82,11 @@ impl AppError {
                 pipeline::PipelineError::Kafka(_) | pipeline::PipelineError::Client(_),
             ) => 4,
             AppError::Csv(_) => 5,
-            AppError::Pipeline(pipeline::PipelineError::Sink(_)) | AppError::SinkIncomplete(_) => 6,
+            AppError::Pipeline(pipeline::PipelineError::Sink(_))
+            | AppError::SinkIncomplete(_)
+            | AppError::Elastic(_)
+            | AppError::Export(_)
+            | AppError::Kibana(_) => 6,
             AppError::Pipeline(pipeline::PipelineError::Grpc(_))
             | AppError::Report { .. }
             | AppError::Terminal(_) => 1,
@@ -91,5 +101,6 @@ pub async fn run(cli: Cli) -> Result<(), AppError> {
         Command::Run => commands::run::run(&cli.common).await,
         Command::Serve => commands::serve::serve(&cli.common).await,
         Command::Worker => commands::serve::worker(&cli.common).await,
+        Command::Export(export) => commands::export::export(&cli.common, &export).await,
     }
 }

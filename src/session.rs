@@ -21,7 +21,9 @@ use crate::{
     metrics::{per_second, MetricsSnapshot, WindowStats},
     order::{Order, Transition},
     pipeline::{Pipeline, PipelineConfig},
+    sinks::{elastic::ElasticConfig, kibana::import_saved_objects, SinkStatus},
 };
+use futures::FutureExt;
 
 /// What the user asked for.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -33,6 +35,8 @@ pub enum Command {
     AddConsumer,
     RemoveConsumer,
     TogglePause,
+    /// Import the Kibana dashboard (with --kibana).
+    ExportToKibana,
     /// Stop clients, drain in-flight orders, commit, flush.
     Shutdown,
 }
@@ -78,6 +82,7 @@ pub struct SessionStatus {
     pub last_sample: Option<Sample>,
     pub partitions: Vec<PartitionLag>,
     pub members: Vec<MemberLoad>,
+    pub sink: SinkStatus,
     /// The latest thing worth telling the user (an error, a change).
     pub notice: Option<String>,
 }
@@ -101,6 +106,7 @@ impl SessionStatus {
             last_sample: None,
             partitions: Vec::new(),
             members: Vec::new(),
+            sink: SinkStatus::default(),
             notice: None,
         }
     }
@@ -112,6 +118,8 @@ pub struct SessionSettings {
     pub preset: LoadPreset,
     pub orders: Arc<[Order]>,
     pub clock: SimClock,
+    /// Where `e` imports the dashboard, with the credentials to use.
+    pub kibana: Option<(String, ElasticConfig)>,
 }
 
 pub struct SessionHandle {
@@ -205,6 +213,8 @@ async fn run(
         status,
         previous: None,
         seq: 0,
+        kibana: settings.kibana,
+        export: None,
     };
     live.status.phase = Phase::Running;
     live.apply(Command::ToggleClients);
@@ -250,6 +260,9 @@ struct Live {
     status: SessionStatus,
     previous: Option<MetricsSnapshot>,
     seq: u64,
+    kibana: Option<(String, ElasticConfig)>,
+    /// A dashboard import in progress; its result becomes a notice.
+    export: Option<JoinHandle<String>>,
 }
 
 impl Live {
@@ -303,6 +316,25 @@ impl Live {
                     "consumers resumed".to_owned()
                 });
             }
+            Command::ExportToKibana => match (&self.kibana, &self.export) {
+                (_, Some(_)) => status.notice = Some("an export is already running".to_owned()),
+                (None, None) => {
+                    status.notice =
+                        Some("start orderdeck with --kibana URL to export the dashboard".to_owned())
+                }
+                (Some((url, auth)), None) => {
+                    let (url, auth) = (url.clone(), auth.clone());
+                    status.notice = Some(format!("exporting the dashboard to {url}…"));
+                    self.export = Some(tokio::spawn(async move {
+                        match import_saved_objects(&url, &auth).await {
+                            Ok(n) => format!(
+                                "Kibana: imported {n} saved objects (dashboard “orderdeck”)"
+                            ),
+                            Err(error) => format!("Kibana export failed: {error}"),
+                        }
+                    }));
+                }
+            },
             Command::Shutdown => {}
         }
     }
@@ -347,5 +379,12 @@ impl Live {
         status.unfinished = self.pipeline.unfinished_acknowledged();
         status.partitions = self.pipeline.partition_lag();
         status.members = self.pipeline.consumer_loads();
+        status.sink = self.pipeline.sink_status();
+        if self.export.as_ref().is_some_and(JoinHandle::is_finished) {
+            if let Some(outcome) = self.export.take().and_then(|task| task.now_or_never()) {
+                status.notice =
+                    Some(outcome.unwrap_or_else(|e| format!("Kibana export failed: {e}")));
+            }
+        }
     }
 }

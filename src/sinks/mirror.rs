@@ -305,64 +305,33 @@ impl Mirror {
         }
     }
 
-    /// Sends operations with retries (429/5xx items again, with backoff and
-    /// jitter). What is still not indexed when Elasticsearch is unavailable
-    /// comes back in `rest`.
-    async fn index(&mut self, mut pending: Vec<String>) -> BatchResult {
-        let mut result = BatchResult::default();
+    /// Sends operations with retries; what is still not indexed when
+    /// Elasticsearch is unavailable comes back in `rest`.
+    async fn index(&mut self, operations: Vec<String>) -> BatchResult {
         let Some((client, _)) = &self.elastic else {
-            result.rest = pending;
-            return result;
+            return BatchResult {
+                rest: operations,
+                ..BatchResult::default()
+            };
         };
         if !self.templates_ready {
             if let Err(error) = client.ensure_templates().await {
                 self.mark_down(&error);
-                result.rest = pending;
-                return result;
+                return BatchResult {
+                    rest: operations,
+                    ..BatchResult::default()
+                };
             }
             self.templates_ready = true;
         }
-        let mut delay = Duration::from_millis(100);
-        for attempt in 1..=ATTEMPTS {
-            match client.bulk(&pending).await {
-                Ok(outcomes) => {
-                    let mut retry = Vec::new();
-                    for (operation, outcome) in pending.into_iter().zip(outcomes) {
-                        match outcome {
-                            ItemOutcome::Indexed => result.indexed += 1,
-                            ItemOutcome::Failed(reason) => result.failures.push(reason),
-                            ItemOutcome::Retry(_) => retry.push(operation),
-                        }
-                    }
-                    pending = retry;
-                    if pending.is_empty() {
-                        self.down = None;
-                        self.backoff = Duration::from_millis(250);
-                        return result;
-                    }
-                }
-                Err(error) if error.is_transient() => {
-                    if attempt == ATTEMPTS || matches!(error, ElasticError::Unreachable(_)) {
-                        self.mark_down(&error);
-                        result.rest = pending;
-                        return result;
-                    }
-                }
-                Err(error) => {
-                    result
-                        .failures
-                        .extend(pending.iter().map(|_| error.to_string()));
-                    return result;
-                }
+        let (result, unavailable) = send_batch(client, operations).await;
+        match unavailable {
+            Some(error) => self.mark_down(&error),
+            None => {
+                self.down = None;
+                self.backoff = Duration::from_millis(250);
             }
-            tokio::time::sleep(jittered(delay)).await;
-            delay = (delay * 2).min(Duration::from_secs(2));
         }
-        self.mark_down(&ElasticError::Status {
-            status: 429,
-            body: "items still refused after retries".to_owned(),
-        });
-        result.rest = pending;
         result
     }
 
@@ -407,12 +376,63 @@ impl Mirror {
 }
 
 /// What happened to one batch.
-#[derive(Default)]
-struct BatchResult {
-    indexed: usize,
-    failures: Vec<String>,
+#[derive(Debug, Default)]
+pub struct BatchResult {
+    pub indexed: usize,
+    /// Reasons of documents rejected for good.
+    pub failures: Vec<String>,
     /// Not indexed because Elasticsearch is unavailable.
-    rest: Vec<String>,
+    pub rest: Vec<String>,
+}
+
+/// One batch with retries: 429/5xx answers (whole or per item) are tried
+/// again, only for the items concerned, with exponential backoff and jitter.
+/// Returns the outcome and, if Elasticsearch stayed unavailable, why.
+pub async fn send_batch(
+    client: &ElasticClient,
+    mut pending: Vec<String>,
+) -> (BatchResult, Option<ElasticError>) {
+    let mut result = BatchResult::default();
+    let mut delay = Duration::from_millis(100);
+    for attempt in 1..=ATTEMPTS {
+        match client.bulk(&pending).await {
+            Ok(outcomes) => {
+                let mut retry = Vec::new();
+                for (operation, outcome) in pending.into_iter().zip(outcomes) {
+                    match outcome {
+                        ItemOutcome::Indexed => result.indexed += 1,
+                        ItemOutcome::Failed(reason) => result.failures.push(reason),
+                        ItemOutcome::Retry(_) => retry.push(operation),
+                    }
+                }
+                pending = retry;
+                if pending.is_empty() {
+                    return (result, None);
+                }
+            }
+            Err(error) if error.is_transient() => {
+                // A refused connection will not heal in milliseconds.
+                if attempt == ATTEMPTS || matches!(error, ElasticError::Unreachable(_)) {
+                    result.rest = pending;
+                    return (result, Some(error));
+                }
+            }
+            Err(error) => {
+                result
+                    .failures
+                    .extend(pending.iter().map(|_| error.to_string()));
+                return (result, None);
+            }
+        }
+        tokio::time::sleep(jittered(delay)).await;
+        delay = (delay * 2).min(Duration::from_secs(2));
+    }
+    result.rest = pending;
+    let error = ElasticError::Status {
+        status: 429,
+        body: "items still refused after retries".to_owned(),
+    };
+    (result, Some(error))
 }
 
 /// Adds up to 50 % random jitter so retries from many places spread out.

@@ -3,6 +3,8 @@
 
 pub mod document;
 pub mod elastic;
+pub mod export;
+pub mod kibana;
 pub mod mirror;
 pub mod spool;
 

@@ -30,6 +30,7 @@ pub enum Action {
     FilterInput(Event),
     WiderWindow,
     NarrowerWindow,
+    ExportToKibana,
     Quit,
 }
 
@@ -174,6 +175,7 @@ fn command(key: &KeyEvent) -> Option<Action> {
         KeyCode::Char('-') => Action::RemoveClient,
         KeyCode::Char('c') => Action::AddConsumer,
         KeyCode::Char('C') => Action::RemoveConsumer,
+        KeyCode::Char('e') => Action::ExportToKibana,
         _ => return None,
     })
 }

@@ -369,6 +369,7 @@ impl App {
             Action::RemoveClient => Command::RemoveClient,
             Action::AddConsumer => Command::AddConsumer,
             Action::RemoveConsumer => Command::RemoveConsumer,
+            Action::ExportToKibana => Command::ExportToKibana,
             other => {
                 self.navigate(other);
                 return None;

@@ -40,6 +40,7 @@ use crate::{
     kafka::BrokerTarget,
     order::{Order, Transition},
     session::{self, Command, Phase, SessionHandle, SessionSettings, SessionStatus},
+    sinks::elastic::ElasticConfig,
     AppError,
 };
 
@@ -68,7 +69,16 @@ pub async fn run(args: &CommonArgs, preselected: Option<LoadLevel>) -> Result<()
             BrokerTarget::Embedded => "embedded (in-process Kafka mock cluster)".to_owned(),
             BrokerTarget::External(list) => list,
         },
-        sink: "none (Elasticsearch mirror not configured)".to_owned(),
+        sink: match &args.es {
+            Some(url) => format!(
+                "Elasticsearch {url} (spool in {} while it is away)",
+                args.data_dir.display()
+            ),
+            None => format!(
+                "spool in {} (orderdeck export --es URL replays it)",
+                args.data_dir.display()
+            ),
+        },
         time_scale: args.time_scale.factor(),
     };
     let ctrl_c = interrupted_by_ctrl_c();
@@ -84,6 +94,10 @@ pub async fn run(args: &CommonArgs, preselected: Option<LoadLevel>) -> Result<()
             preset: effective_load(&args),
             orders: Arc::clone(&orders),
             clock: SimClock::new(args.time_scale),
+            kibana: args
+                .kibana
+                .clone()
+                .map(|url| (url.clone(), ElasticConfig::from_env(url, None))),
         })
     };
     let terminal = ratatui::init();

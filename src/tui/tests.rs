@@ -23,6 +23,7 @@ use crate::{
     metrics::{LatencySummary, MetricsSnapshot, OrderCounts, WindowStats},
     order::{Order, OrderId, State, Transition},
     session::{Command, Phase, Sample, SessionStatus},
+    sinks::SinkStatus,
 };
 
 const T0: i64 = 1_764_201_600_000; // 2025-11-27 00:00:00 UTC
@@ -82,6 +83,12 @@ fn status() -> SessionStatus {
     };
     status.in_flight = 40;
     status.unfinished = 50;
+    status.sink = SinkStatus {
+        target: "spool orderdeck-data/spool".into(),
+        produced: 15_000,
+        spooled: 15_000,
+        ..SinkStatus::default()
+    };
     status.partitions = (0..6)
         .map(|p| PartitionLag {
             partition: p,
@@ -312,6 +319,7 @@ fn simulation_keys_send_commands() {
         (KeyCode::Char('-'), Command::RemoveClient),
         (KeyCode::Char('c'), Command::AddConsumer),
         (KeyCode::Char('C'), Command::RemoveConsumer),
+        (KeyCode::Char('e'), Command::ExportToKibana),
     ];
     for (code, command) in expected {
         assert_eq!(key(&mut app, code), Some(Effect::Send(command)), "{code:?}");

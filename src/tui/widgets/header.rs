@@ -11,20 +11,25 @@ use ratatui::{
 use crate::{
     kafka::BrokerHealth,
     session::Phase,
+    sinks::SinkStatus,
     tui::{app::App, format::hms},
 };
 
 pub fn render(frame: &mut Frame, area: Rect, app: &App) {
     let separator = || Span::raw(" │ ").dark_gray();
-    let mut spans = vec![Span::styled(
-        " orderdeck",
-        Style::new().add_modifier(Modifier::BOLD),
-    )];
+    let title = Span::styled(" orderdeck", Style::new().add_modifier(Modifier::BOLD));
     let Some(status) = &app.status else {
-        frame.render_widget(Paragraph::new(Line::from(spans)), area);
+        frame.render_widget(Paragraph::new(Line::from(title)), area);
         return;
     };
-    spans.push(separator());
+    // Narrow screens drop words (and the name), never facts.
+    let wide = area.width >= 100;
+    let mut spans = Vec::new();
+    if wide {
+        spans.extend([title, separator()]);
+    } else {
+        spans.push(Span::raw(" "));
+    }
     spans.push(Span::raw(status.broker.clone()));
     spans.push(Span::raw(" "));
     spans.push(match (&status.phase, &status.health) {
@@ -35,8 +40,6 @@ pub fn render(frame: &mut Frame, area: Rect, app: &App) {
         }
         (_, BrokerHealth::Down(_)) => Span::styled("✗ down", Style::new().fg(Color::Red)),
     });
-    // Narrow screens drop words, never facts.
-    let wide = area.width >= 100;
     spans.push(separator());
     spans.push(Span::raw(if wide {
         format!("load {}", status.load)
@@ -58,10 +61,8 @@ pub fn render(frame: &mut Frame, area: Rect, app: &App) {
         "‖",
     ));
     spans.push(separator());
-    if wide {
-        spans.push(Span::raw("sink none").dark_gray());
-        spans.push(separator());
-    }
+    spans.push(sink(&status.sink, wide));
+    spans.push(separator());
     spans.push(Span::raw(match status.phase {
         Phase::Starting => "starting…".to_owned(),
         Phase::Stopping => "stopping…".to_owned(),
@@ -78,4 +79,26 @@ fn running(count: usize, what: &str, on: bool, stopped_mark: &str) -> Span<'stat
         (stopped_mark, Color::Yellow)
     };
     Span::styled(format!("{count} {what} {mark}"), Style::new().fg(color))
+}
+
+/// Where documents go and how that is going: `es ● 1200 idx` or
+/// `es ✗ 300 spooled`, `spool 1500`; failures in red.
+fn sink(sink: &SinkStatus, wide: bool) -> Span<'static> {
+    let elastic = !sink.target.starts_with("spool");
+    let (text, color) = match (&sink.down, elastic) {
+        (_, false) => (format!("spool {}", sink.spooled), Color::DarkGray),
+        (Some(_), true) => (format!("es ✗ {} spooled", sink.spooled), Color::Red),
+        (None, true) if wide => (
+            format!("es ● {} idx · {} queued", sink.indexed, sink.queued),
+            Color::Green,
+        ),
+        (None, true) => (format!("es ● {}", sink.indexed), Color::Green),
+    };
+    if sink.failed > 0 {
+        return Span::styled(
+            format!("{text} · {} failed", sink.failed),
+            Style::new().fg(Color::Red),
+        );
+    }
+    Span::styled(text, Style::new().fg(color))
 }

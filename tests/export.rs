@@ -1,0 +1,281 @@
+//! The embedded default end to end: a run writes its documents to the
+//! spool; `orderdeck export` replays them into Elasticsearch (complete,
+//! resumable, idempotent) and imports the Kibana dashboard. Plus the real
+//! stack's compose file.
+
+mod common;
+
+use std::{
+    collections::HashSet,
+    path::Path,
+    process::{Command, Output, Stdio},
+};
+
+use common::elastic::FakeElastic;
+use serde_json::Value;
+
+fn orderdeck(dir: &Path, args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_orderdeck"))
+        .args(args)
+        .current_dir(dir)
+        .stdin(Stdio::null())
+        .output()
+        .unwrap()
+}
+
+fn ok(output: &Output) -> String {
+    let stdout = String::from_utf8_lossy(&output.stdout).into_owned();
+    assert!(
+        output.status.success(),
+        "exit {:?}\nstdout: {stdout}\nstderr: {}",
+        output.status.code(),
+        String::from_utf8_lossy(&output.stderr)
+    );
+    stdout
+}
+
+/// Every (index, id) in the spool files, and how many operations they hold.
+fn spooled(dir: &Path) -> (HashSet<(String, String)>, usize) {
+    let mut ids = HashSet::new();
+    let mut operations = 0;
+    for entry in std::fs::read_dir(dir.join("orderdeck-data/spool")).unwrap() {
+        let path = entry.unwrap().path();
+        if path.extension().is_some_and(|e| e == "ndjson") {
+            for (n, line) in std::fs::read_to_string(path).unwrap().lines().enumerate() {
+                if n % 2 == 0 {
+                    let action: Value = serde_json::from_str(line).unwrap();
+                    let meta = &action["index"];
+                    ids.insert((
+                        meta["_index"].as_str().unwrap().into(),
+                        meta["_id"].as_str().unwrap().into(),
+                    ));
+                    operations += 1;
+                }
+            }
+        }
+    }
+    (ids, operations)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_spooled_run_exports_completely_and_idempotently() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::copy(
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("orders.csv"),
+        dir.path().join("orders.csv"),
+    )
+    .unwrap();
+    ok(&orderdeck(
+        dir.path(),
+        &[
+            "run",
+            "--load",
+            "high",
+            "--time-scale",
+            "0",
+            "--orders",
+            "200",
+            "--report",
+            "report.json",
+        ],
+    ));
+    let report: Value =
+        serde_json::from_str(&std::fs::read_to_string(dir.path().join("report.json")).unwrap())
+            .unwrap();
+    let (ids, operations) = spooled(dir.path());
+    assert_eq!(
+        report["sink"]["produced"], operations as u64,
+        "{}",
+        report["sink"]
+    );
+    assert_eq!(report["sink"]["spooled"], operations as u64);
+    assert_eq!(report["sink"]["indexed"], 0);
+    // 200 orders: 1 order document each, and 11 metric documents each
+    // (send, end-to-end, 5 transitions, 4 times in state), plus throughput.
+    let orders = ids
+        .iter()
+        .filter(|(index, _)| index == "orderdeck-orders")
+        .count();
+    let metrics = ids
+        .iter()
+        .filter(|(index, id)| index == "orderdeck-metrics" && !id.starts_with("throughput"))
+        .count();
+    assert_eq!((orders, metrics), (200, 200 * 11));
+
+    let mut elastic = FakeElastic::start().await;
+    // Elasticsearch away: the export says so and exits non-zero.
+    elastic.stop().await;
+    let refused = orderdeck(dir.path(), &["export", "--es", &elastic.url()]);
+    assert_eq!(
+        refused.status.code(),
+        Some(6),
+        "{}",
+        String::from_utf8_lossy(&refused.stderr)
+    );
+    assert!(String::from_utf8_lossy(&refused.stderr).contains("unreachable"));
+    elastic.restart().await;
+
+    let stdout = ok(&orderdeck(dir.path(), &["export", "--es", &elastic.url()]));
+    assert!(
+        stdout.contains(&format!("exported {operations} documents")),
+        "{stdout}"
+    );
+    let stored = |elastic: &FakeElastic| -> HashSet<(String, String)> {
+        elastic.with(|c| c.documents.keys().cloned().collect())
+    };
+    assert_eq!(
+        stored(&elastic),
+        ids,
+        "every spooled document is in Elasticsearch"
+    );
+    assert_eq!(elastic.with(|c| c.arrivals.len()), operations);
+
+    // Again: the cursor says everything was sent.
+    let stdout = ok(&orderdeck(dir.path(), &["export", "--es", &elastic.url()]));
+    assert!(stdout.contains("exported 0 documents"), "{stdout}");
+    // From the start: every document again, the same set.
+    ok(&orderdeck(
+        dir.path(),
+        &["export", "--es", &elastic.url(), "--restart"],
+    ));
+    assert_eq!(stored(&elastic), ids, "a replay changes nothing");
+    assert_eq!(elastic.with(|c| c.arrivals.len()), operations * 2);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_kibana_dashboard_is_imported_with_overwrite() {
+    let kibana = FakeElastic::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let stdout = ok(&orderdeck(
+        dir.path(),
+        &["export", "--kibana", &kibana.url()],
+    ));
+    assert!(
+        stdout.contains("/app/dashboards#/view/orderdeck-dashboard"),
+        "{stdout}"
+    );
+    let imports = kibana.with(|c| c.kibana_imports.clone());
+    assert_eq!(imports.len(), 1);
+    let (query, body) = &imports[0];
+    assert_eq!(query, "overwrite=true");
+    let body = String::from_utf8_lossy(body);
+    assert!(
+        body.contains("filename=\"orderdeck.ndjson\""),
+        "sent as a file upload"
+    );
+    let assets = std::fs::read_to_string(
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("assets/kibana/orderdeck.ndjson"),
+    )
+    .unwrap();
+    for line in assets.lines() {
+        assert!(body.contains(line), "the upload carries every saved object");
+    }
+}
+
+#[test]
+fn compose_runs_the_stack_the_readme_documents() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let compose: Value =
+        serde_yaml::from_str(&std::fs::read_to_string(root.join("compose.yaml")).unwrap()).unwrap();
+    let services = &compose["services"];
+    for (service, port) in [
+        ("kafka", "9092:9092"),
+        ("elasticsearch", "9200:9200"),
+        ("kibana", "5601:5601"),
+        ("kafka-ui", "8080:8080"),
+    ] {
+        let ports: Vec<&str> = services[service]["ports"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|p| p.as_str().unwrap())
+            .collect();
+        assert!(ports.contains(&port), "{service} publishes {port}");
+    }
+    for service in ["kafka", "elasticsearch", "kibana"] {
+        assert!(
+            services[service]["healthcheck"]["test"].is_array(),
+            "{service} has a health check"
+        );
+    }
+    assert!(
+        services["kafka"]["environment"]["KAFKA_ADVERTISED_LISTENERS"]
+            .as_str()
+            .unwrap()
+            .contains("PLAINTEXT://localhost:9092")
+    );
+    let image = |s: &str| {
+        services[s]["image"]
+            .as_str()
+            .unwrap()
+            .rsplit(':')
+            .next()
+            .unwrap()
+            .to_owned()
+    };
+    assert_eq!(
+        image("elasticsearch"),
+        image("kibana"),
+        "one Elastic version"
+    );
+    let manifest = std::fs::read_to_string(root.join("Cargo.toml")).unwrap();
+    let major = image("elasticsearch").split('.').next().unwrap().to_owned();
+    assert!(
+        manifest.contains(&format!("elasticsearch = {{ version = \"={major}.")),
+        "the client crate matches the server's major version"
+    );
+    let readme = std::fs::read_to_string(root.join("README.md")).unwrap();
+    for command in [
+        "docker compose up -d",
+        "--brokers localhost:9092 --es http://localhost:9200",
+        "export --kibana http://localhost:5601",
+    ] {
+        assert!(readme.contains(command), "README shows `{command}`");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_tui_export_key_imports_the_dashboard_and_says_so() {
+    use orderdeck::{
+        clock::SimClock,
+        config::LoadLevel,
+        session::{self, Command, Phase, SessionSettings},
+        sinks::elastic::ElasticConfig,
+    };
+    let kibana = FakeElastic::start().await;
+    let handle = session::spawn(SessionSettings {
+        pipeline: common::config(orderdeck::kafka::BrokerTarget::Embedded, 0.0),
+        load: LoadLevel::Low,
+        preset: LoadLevel::Low.preset(),
+        orders: common::seed_orders(),
+        clock: SimClock::new(orderdeck::clock::TimeScale::new(0.0).unwrap()),
+        kibana: Some((kibana.url(), ElasticConfig::from_env(kibana.url(), None))),
+    });
+    let mut status = handle.status.clone();
+    let running = status
+        .wait_for(|s| s.phase == Phase::Running)
+        .await
+        .unwrap()
+        .clone();
+    assert_eq!(running.phase, Phase::Running);
+    handle.commands.send(Command::ExportToKibana).await.unwrap();
+    let done = tokio::time::timeout(
+        std::time::Duration::from_secs(20),
+        status.wait_for(|s| {
+            s.notice
+                .as_deref()
+                .is_some_and(|n| n.starts_with("Kibana:"))
+        }),
+    )
+    .await
+    .expect("the export finishes")
+    .unwrap()
+    .clone();
+    assert_eq!(
+        done.notice.as_deref(),
+        Some("Kibana: imported 1 saved objects (dashboard “orderdeck”)")
+    );
+    assert_eq!(kibana.with(|c| c.kibana_imports.len()), 1);
+    handle.commands.send(Command::Shutdown).await.unwrap();
+    handle.finished().await;
+}
