@@ -203,3 +203,84 @@ async fn wait_for(
         let _ = tokio::time::timeout(Duration::from_millis(200), status.changed()).await;
     }
 }
+
+/// Resident memory of this process, in MiB.
+fn rss_mib() -> f64 {
+    let status = std::fs::read_to_string("/proc/self/status").unwrap();
+    let kib: f64 = status
+        .lines()
+        .find(|l| l.starts_with("VmRSS:"))
+        .and_then(|l| l.split_whitespace().nth(1))
+        .and_then(|v| v.parse().ok())
+        .unwrap();
+    kib / 1024.0
+}
+
+/// A measurement, not a check of speed: run it by hand with
+/// `cargo test --release --test sink -- --ignored --nocapture`.
+/// Feeds the documents of 5,000 orders/s (13 each, as the pipeline makes)
+/// into the loopback server for 10 s, with the server down for 60 s, then
+/// back for 30 s, printing progress, spool size and memory; asserts only
+/// that nothing is lost. The stand-in server runs in this process and
+/// holds on to memory per request (not the sink's: a client-only run
+/// against an external server stays flat), so read RSS as a difference
+/// while the server is down.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore]
+async fn measure_sink_throughput_and_memory_while_down() {
+    const ORDERS_PER_S: usize = 5_000;
+    const DOCS_PER_ORDER: usize = 13;
+    let mut elastic = FakeElastic::start().await;
+    elastic.with(|c| c.discard = true);
+    let chosen = settings(&elastic.url());
+    let spool = chosen.data_dir.clone();
+    let (sink, task) = mirror::start(chosen).await.unwrap();
+    let mut status = sink.status();
+    let mut tick = tokio::time::interval(Duration::from_millis(100));
+    let mut submitted = 0usize;
+    let phase =
+        |name: &str, seconds: u64| println!("-- {name} for {seconds} s at {ORDERS_PER_S} orders/s");
+    for (name, seconds, up) in [("up", 10u64, true), ("down", 60, false), ("back", 30, true)] {
+        if up {
+            elastic.restart().await;
+        } else {
+            elastic.stop().await;
+        }
+        phase(name, seconds);
+        for tenth in 0..seconds * 10 {
+            tick.tick().await;
+            sink.submit(documents(ORDERS_PER_S * DOCS_PER_ORDER / 10, tenth as i64))
+                .await;
+            submitted += ORDERS_PER_S * DOCS_PER_ORDER / 10;
+            if tenth % 50 == 49 {
+                let s = status.borrow_and_update().clone();
+                let on_disk = std::fs::read_dir(spool.join("spool"))
+                    .map(|d| {
+                        d.flatten()
+                            .filter_map(|e| e.metadata().ok())
+                            .map(|m| m.len())
+                            .sum::<u64>()
+                    })
+                    .unwrap_or(0);
+                println!(
+                    "{name} t={:>3}s submitted {submitted} indexed {} spooled {} ({} MiB on disk) queued {} rss {:.0} MiB",
+                    (tenth + 1) / 10,
+                    s.indexed,
+                    s.spooled,
+                    on_disk >> 20,
+                    s.queued,
+                    rss_mib()
+                );
+            }
+        }
+    }
+    let started = std::time::Instant::now();
+    let last = task.close().await;
+    println!(
+        "closed in {:.1} s: {last:?}",
+        started.elapsed().as_secs_f64()
+    );
+    assert_eq!(last.produced, submitted as u64);
+    assert_eq!(last.indexed + last.spooled + last.failed, submitted as u64);
+    let _ = std::fs::remove_dir_all(spool);
+}

@@ -33,6 +33,8 @@ const QUEUE: usize = 20_000;
 const FLUSH_EVERY: Duration = Duration::from_millis(200);
 /// Attempts for one batch before its rest goes to the spool.
 const ATTEMPTS: u32 = 4;
+/// Longest wait between two attempts to reach Elasticsearch while it is down.
+const MAX_PROBE_INTERVAL: Duration = Duration::from_secs(5);
 /// Reasons of permanent failures kept for the screen.
 const KEPT_REASONS: usize = 5;
 
@@ -339,7 +341,8 @@ impl Mirror {
         tracing::warn!(%error, "Elasticsearch unavailable; spooling");
         self.down = Some(error.to_string());
         self.retry_at = tokio::time::Instant::now() + jittered(self.backoff);
-        self.backoff = (self.backoff * 2).min(Duration::from_secs(30));
+        // Probing stays frequent: a long outage must not delay the replay long.
+        self.backoff = (self.backoff * 2).min(MAX_PROBE_INTERVAL);
     }
 
     /// Sends spooled documents, oldest first, while Elasticsearch takes them.
@@ -411,8 +414,10 @@ pub async fn send_batch(
                 }
             }
             Err(error) if error.is_transient() => {
-                // A refused connection will not heal in milliseconds.
-                if attempt == ATTEMPTS || matches!(error, ElasticError::Unreachable(_)) {
+                // A connection error twice in a row will not heal in
+                // milliseconds (once may be a pooled connection gone stale).
+                let unreachable = matches!(error, ElasticError::Unreachable(_));
+                if attempt == ATTEMPTS || (unreachable && attempt >= 2) {
                     result.rest = pending;
                     return (result, Some(error));
                 }

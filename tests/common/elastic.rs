@@ -34,6 +34,9 @@ pub struct Cluster {
     pub throttle_once: HashSet<String>,
     /// Ids refused for good with a mapping error.
     pub reject: HashSet<String>,
+    /// Count documents without keeping them (for long measurements).
+    pub discard: bool,
+    pub received: usize,
     /// Kibana: the saved-objects import requests received (query, body).
     pub kibana_imports: Vec<(String, Vec<u8>)>,
 }
@@ -70,6 +73,9 @@ impl FakeElastic {
     }
 
     pub async fn restart(&mut self) {
+        if self.server.is_some() {
+            return;
+        }
         let listener = TcpListener::bind(self.addr).await.unwrap();
         self.server = Some(serve(listener, Arc::clone(&self.cluster)));
     }
