@@ -4,7 +4,7 @@ use std::{net::SocketAddr, path::PathBuf};
 
 use clap::{Args, Parser, Subcommand};
 
-use crate::{clients::BadRowPolicy, clock::TimeScale, config::LoadLevel};
+use crate::{clients::BadRowPolicy, clock::TimeScale, config::LoadLevel, order::State};
 
 #[derive(Debug, Parser)]
 #[command(
@@ -156,6 +156,28 @@ pub struct CommonArgs {
     /// Index for metrics.
     #[arg(long, global = true, default_value = "orderdeck-metrics")]
     pub metrics_index: String,
+    /// SMTP server for e-mails to each order's `correo` on --notify-on
+    /// transitions: smtp://host:port, smtps://user:pass@host, ...
+    #[arg(long, global = true, env = "ORDERDECK_NOTIFY_SMTP")]
+    pub notify_smtp: Option<String>,
+    /// Transitions that send an e-mail (English or Spanish names).
+    #[arg(
+        long,
+        global = true,
+        value_delimiter = ',',
+        default_value = "Shipped,Finished"
+    )]
+    pub notify_on: Vec<State>,
+    /// Sender address of the e-mails.
+    #[arg(
+        long,
+        global = true,
+        default_value = "orderdeck <orders@orderdeck.invalid>"
+    )]
+    pub notify_from: String,
+    /// E-mails per second at most.
+    #[arg(long, global = true, default_value_t = 20.0)]
+    pub notify_rate: f64,
     /// Where the spool lives (NDJSON in Elasticsearch's bulk format).
     #[arg(long, global = true, default_value = "orderdeck-data")]
     pub data_dir: PathBuf,

@@ -8,7 +8,7 @@ use crate::{
     grpc::ServerLimits,
     kafka::{BrokerTarget, KafkaOptions},
     pipeline::PipelineConfig,
-    sinks::{elastic::ElasticConfig, IndexNames, SinkSettings, SinkTarget},
+    sinks::{elastic::ElasticConfig, notify::NotifySettings, IndexNames, SinkSettings, SinkTarget},
 };
 
 /// The simulation's intensity, as the original named it.
@@ -128,6 +128,12 @@ pub fn pipeline_config(args: &CommonArgs, listen: Option<SocketAddr>) -> Pipelin
         transition_buffer: 4096,
         dedup_memory: 200_000,
         sink: sink_settings(args),
+        notify: args.notify_smtp.as_ref().map(|url| NotifySettings {
+            smtp_url: url.clone(),
+            from: args.notify_from.clone(),
+            on: args.notify_on.clone(),
+            per_second: args.notify_rate,
+        }),
     }
 }
 

@@ -82,7 +82,9 @@ impl AppError {
                 pipeline::PipelineError::Kafka(_) | pipeline::PipelineError::Client(_),
             ) => 4,
             AppError::Csv(_) => 5,
-            AppError::Pipeline(pipeline::PipelineError::Sink(_))
+            AppError::Pipeline(
+                pipeline::PipelineError::Sink(_) | pipeline::PipelineError::Notify(_),
+            )
             | AppError::SinkIncomplete(_)
             | AppError::Elastic(_)
             | AppError::Export(_)

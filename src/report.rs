@@ -7,6 +7,7 @@ use serde::Serialize;
 use crate::{
     metrics::{per_second, LatencySummary, MetricsSnapshot},
     order::State,
+    sinks::notify::NotifyCounts,
     sinks::SinkStatus,
 };
 
@@ -22,6 +23,8 @@ pub struct Report {
     pub time_scale: f64,
     /// Documents mirrored: produced = indexed + spooled + failed.
     pub sink: SinkTotals,
+    /// E-mails on transitions (all zero unless --notify-smtp).
+    pub notifications: NotifyCounts,
     /// True when every acknowledged order finished (checked by order id).
     pub complete: bool,
     /// Why the run is not complete, or what went wrong along the way.
@@ -116,6 +119,7 @@ pub struct RunContext {
     pub time_scale: f64,
     pub unfinished: u64,
     pub sink: SinkStatus,
+    pub notifications: NotifyCounts,
     pub problems: Vec<String>,
 }
 
@@ -161,6 +165,7 @@ impl Report {
             load: context.load,
             time_scale: context.time_scale,
             sink: context.sink.into(),
+            notifications: context.notifications,
             complete: context.unfinished == 0 && context.problems.is_empty(),
             problems: context.problems,
         }

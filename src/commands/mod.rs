@@ -24,7 +24,7 @@ pub async fn finish(
     let broker = pipeline.broker().describe();
     let metrics = std::sync::Arc::clone(pipeline.metrics());
     let ledger = pipeline.ledger();
-    let sink = pipeline.shutdown().await;
+    let stopped = pipeline.shutdown().await;
     // Read after the drain: orders in flight got to finish.
     let unfinished = ledger.unfinished();
     if unfinished > 0 {
@@ -42,7 +42,8 @@ pub async fn finish(
             load: crate::config::load_level(args).to_string(),
             time_scale: args.time_scale.factor(),
             unfinished: unfinished as u64,
-            sink,
+            sink: stopped.sink,
+            notifications: stopped.notifications,
             problems,
         },
     );

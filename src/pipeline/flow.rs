@@ -14,7 +14,7 @@ use crate::{
     kafka::producer::OrderProducer,
     metrics::{Counter, Latency, Metrics},
     order::{OrderRecord, State, Transition},
-    sinks::{Document, MetricKind, SinkHandle},
+    sinks::{notify::Notifier, Document, MetricKind, SinkHandle},
 };
 
 pub struct OrderFlow {
@@ -27,6 +27,8 @@ pub struct OrderFlow {
     pub ledger: Arc<AckLedger>,
     /// Mirrors the order and its metrics to Elasticsearch or the spool.
     pub sink: SinkHandle,
+    /// E-mails the customer on chosen transitions, if configured.
+    pub notifier: Option<Notifier>,
 }
 
 /// Keeps the per-state gauges right if a run is cancelled midway.
@@ -96,6 +98,9 @@ impl OrderFlow {
         self.metrics.incr(Counter::Transitions);
         if !self.events.publish_transition(&transition) {
             self.metrics.incr(Counter::EventsDropped);
+        }
+        if let Some(notifier) = &self.notifier {
+            notifier.transition(record, to);
         }
         let documents = Document::for_transition(record, &transition);
         // No subscriber is fine: nobody is watching.

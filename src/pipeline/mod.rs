@@ -22,7 +22,12 @@ use crate::{
     },
     metrics::{Metrics, MetricsSnapshot},
     order::Transition,
-    sinks::{self, mirror::SinkError, Document, SinkHandle, SinkSettings, SinkStatus, SinkTask},
+    sinks::{
+        self,
+        mirror::SinkError,
+        notify::{self, NotifyCounts, NotifyError, NotifySettings, NotifyTask},
+        Document, SinkHandle, SinkSettings, SinkStatus, SinkTask,
+    },
 };
 use tokio_util::sync::CancellationToken;
 
@@ -46,6 +51,15 @@ pub struct PipelineConfig {
     pub dedup_memory: usize,
     /// Where orders and metrics are mirrored.
     pub sink: SinkSettings,
+    /// E-mail notifications, if any.
+    pub notify: Option<NotifySettings>,
+}
+
+/// What the side channels did, for the report.
+#[derive(Clone, Debug, Default)]
+pub struct Shutdown {
+    pub sink: SinkStatus,
+    pub notifications: NotifyCounts,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -58,6 +72,8 @@ pub enum PipelineError {
     Grpc(#[from] GrpcError),
     #[error(transparent)]
     Sink(#[from] SinkError),
+    #[error(transparent)]
+    Notify(#[from] NotifyError),
 }
 
 pub struct Pipeline {
@@ -77,6 +93,7 @@ pub struct Pipeline {
     draining: JoinSet<()>,
     sink: SinkHandle,
     sink_task: Option<SinkTask>,
+    notify_task: Option<NotifyTask>,
     stop_throughput: CancellationToken,
     // Held only to keep it alive; declared last so it is dropped after
     // every client that talks to it.
@@ -117,6 +134,13 @@ impl Pipeline {
 
         let metrics = Arc::new(Metrics::new());
         let (sink, sink_task) = sinks::mirror::start(config.sink.clone()).await?;
+        let (notifier, notify_task) = match config.notify.clone() {
+            Some(settings) => {
+                let (notifier, task) = notify::start(settings)?;
+                (Some(notifier), Some(task))
+            }
+            None => (None, None),
+        };
         let stop_throughput = CancellationToken::new();
         tokio::spawn(report_throughput(
             Arc::clone(&metrics),
@@ -136,6 +160,7 @@ impl Pipeline {
             events: Arc::clone(&producer),
             ledger: Arc::clone(&ledger),
             sink: sink.clone(),
+            notifier,
         });
         let group_shared = GroupShared {
             connection: connection.clone(),
@@ -176,6 +201,7 @@ impl Pipeline {
             draining: JoinSet::new(),
             sink,
             sink_task: Some(sink_task),
+            notify_task,
             stop_throughput,
             _embedded_broker: broker,
         })
@@ -309,8 +335,8 @@ impl Pipeline {
 
     /// Stops in the order that loses nothing: no new orders, then every
     /// in-flight order finishes and is committed, then the producer flushes.
-    /// Returns the sink's final counters.
-    pub async fn shutdown(mut self) -> SinkStatus {
+    /// Returns what the sink and the notifications did.
+    pub async fn shutdown(mut self) -> Shutdown {
         if let Some(server) = self.server.take() {
             server.shutdown().await;
         }
@@ -323,6 +349,10 @@ impl Pipeline {
             Some(task) => task.close().await,
             None => self.sink_status(),
         };
+        let notifications = match self.notify_task.take() {
+            Some(task) => task.close().await,
+            None => NotifyCounts::default(),
+        };
         let producer = Arc::clone(&self.producer);
         let flushed =
             tokio::task::spawn_blocking(move || producer.flush(Duration::from_secs(10))).await;
@@ -330,7 +360,10 @@ impl Pipeline {
             tracing::warn!(%error, "producer flush incomplete at shutdown");
         }
         drop(self);
-        sink
+        Shutdown {
+            sink,
+            notifications,
+        }
     }
 }
 

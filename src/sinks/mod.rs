@@ -6,6 +6,7 @@ pub mod elastic;
 pub mod export;
 pub mod kibana;
 pub mod mirror;
+pub mod notify;
 pub mod spool;
 
 pub use document::{Document, IndexNames, MetricKind};

@@ -52,6 +52,7 @@ pub fn config(target: BrokerTarget, time_scale: f64) -> PipelineConfig {
             data_dir: scratch_dir(),
             names: IndexNames::default(),
         },
+        notify: None,
     }
 }
 
