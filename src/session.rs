@@ -379,7 +379,16 @@ impl Live {
         status.unfinished = self.pipeline.unfinished_acknowledged();
         status.partitions = self.pipeline.partition_lag();
         status.members = self.pipeline.consumer_loads();
-        status.sink = self.pipeline.sink_status();
+        let sink = self.pipeline.sink_status();
+        if sink.failed > status.sink.failed {
+            // Refused documents are news: say why.
+            status.notice = Some(format!(
+                "Elasticsearch refused {} documents: {}",
+                sink.failed,
+                sink.failures.first().map_or("", String::as_str)
+            ));
+        }
+        status.sink = sink;
         if self.export.as_ref().is_some_and(JoinHandle::is_finished) {
             if let Some(outcome) = self.export.take().and_then(|task| task.now_or_never()) {
                 status.notice =

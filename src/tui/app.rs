@@ -93,6 +93,8 @@ pub struct StageRates {
     pub acknowledged: f64,
     pub consumed: f64,
     pub finished: f64,
+    /// Documents indexed into Elasticsearch per second.
+    pub indexed: f64,
 }
 
 pub struct App {
@@ -172,6 +174,7 @@ impl App {
                     acknowledged: rate(now.acknowledged, before.acknowledged),
                     consumed: rate(now.consumed, before.consumed),
                     finished: rate(now.finished, before.finished),
+                    indexed: rate(status.sink.indexed, previous.sink.indexed),
                 };
             }
         }

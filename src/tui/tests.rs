@@ -489,3 +489,40 @@ fn every_bound_key_is_in_the_help() {
     }
     let _ = Action::Quit;
 }
+
+#[test]
+fn the_header_shows_elasticsearch_health_rate_and_failures() {
+    let mut app = running_app();
+    let header = |app: &App| render(app, 120, 30).lines().next().unwrap().to_owned();
+    let mut up = status();
+    up.metrics.elapsed += Duration::from_secs(1);
+    up.sink = SinkStatus {
+        target: "http://localhost:9200".into(),
+        indexed: 1_300,
+        ..SinkStatus::default()
+    };
+    app.ingest_status(up.clone());
+    up.metrics.elapsed += Duration::from_secs(1);
+    up.sink.indexed = 2_500;
+    app.ingest_status(up.clone());
+    assert!(
+        header(&app).contains("es ● 1200/s · 0 queued"),
+        "{}",
+        header(&app)
+    );
+
+    let mut down = up.clone();
+    down.sink.down = Some("Elasticsearch is unreachable".into());
+    down.sink.spooled = 900;
+    app.ingest_status(down);
+    assert!(
+        header(&app).contains("es ✗ 900 spooled"),
+        "{}",
+        header(&app)
+    );
+
+    let mut refused = up;
+    refused.sink.failed = 3;
+    app.ingest_status(refused);
+    assert!(header(&app).contains("· 3 failed"), "{}", header(&app));
+}

@@ -12,7 +12,10 @@ use crate::{
     kafka::BrokerHealth,
     session::Phase,
     sinks::SinkStatus,
-    tui::{app::App, format::hms},
+    tui::{
+        app::App,
+        format::{hms, per_second},
+    },
 };
 
 pub fn render(frame: &mut Frame, area: Rect, app: &App) {
@@ -61,7 +64,7 @@ pub fn render(frame: &mut Frame, area: Rect, app: &App) {
         "‖",
     ));
     spans.push(separator());
-    spans.push(sink(&status.sink, wide));
+    spans.push(sink(&status.sink, app.rates.indexed, wide));
     spans.push(separator());
     spans.push(Span::raw(match status.phase {
         Phase::Starting => "starting…".to_owned(),
@@ -81,18 +84,22 @@ fn running(count: usize, what: &str, on: bool, stopped_mark: &str) -> Span<'stat
     Span::styled(format!("{count} {what} {mark}"), Style::new().fg(color))
 }
 
-/// Where documents go and how that is going: `es ● 1200 idx` or
+/// Where documents go and how that is going: `es ● 1200/s` or
 /// `es ✗ 300 spooled`, `spool 1500`; failures in red.
-fn sink(sink: &SinkStatus, wide: bool) -> Span<'static> {
+fn sink(sink: &SinkStatus, indexed_per_s: f64, wide: bool) -> Span<'static> {
     let elastic = !sink.target.starts_with("spool");
     let (text, color) = match (&sink.down, elastic) {
         (_, false) => (format!("spool {}", sink.spooled), Color::DarkGray),
         (Some(_), true) => (format!("es ✗ {} spooled", sink.spooled), Color::Red),
         (None, true) if wide => (
-            format!("es ● {} idx · {} queued", sink.indexed, sink.queued),
+            format!(
+                "es ● {} · {} queued",
+                per_second(indexed_per_s),
+                sink.queued
+            ),
             Color::Green,
         ),
-        (None, true) => (format!("es ● {}", sink.indexed), Color::Green),
+        (None, true) => (format!("es ● {}", per_second(indexed_per_s)), Color::Green),
     };
     if sink.failed > 0 {
         return Span::styled(
