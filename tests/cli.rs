@@ -5,12 +5,15 @@ mod common;
 
 use std::{
     net::TcpListener,
-    path::{Path, PathBuf},
-    process::{Command, Output, Stdio},
+    path::Path,
+    process::{Command, Stdio},
     time::Duration,
 };
 
-use common::PARTITIONS;
+use common::{
+    workdir::{assert_exit, text, Workdir},
+    PARTITIONS,
+};
 use orderdeck::{
     grpc::pb::orders::{order_service_client::OrderServiceClient, MessageRequest},
     order::{Order, OrderId, OrderRecord},
@@ -21,58 +24,6 @@ use rdkafka::{
     producer::{FutureProducer, FutureRecord},
     ClientConfig,
 };
-use serde_json::Value;
-
-struct Workdir(tempfile::TempDir);
-
-impl Workdir {
-    /// A fresh directory with the project's orders.csv, as a user would have.
-    fn new() -> Self {
-        let dir = tempfile::tempdir().unwrap();
-        std::fs::copy(
-            Path::new(env!("CARGO_MANIFEST_DIR")).join("orders.csv"),
-            dir.path().join("orders.csv"),
-        )
-        .unwrap();
-        Self(dir)
-    }
-
-    fn path(&self, name: &str) -> PathBuf {
-        self.0.path().join(name)
-    }
-
-    fn command(&self, args: &[&str]) -> Command {
-        let mut command = Command::new(env!("CARGO_BIN_EXE_orderdeck"));
-        command
-            .args(args)
-            .current_dir(self.0.path())
-            .stdin(Stdio::null());
-        command
-    }
-
-    fn run(&self, args: &[&str]) -> Output {
-        self.command(args).output().unwrap()
-    }
-
-    fn report(&self) -> Value {
-        let text = std::fs::read_to_string(self.path("report.json")).expect("report written");
-        serde_json::from_str(&text).unwrap()
-    }
-}
-
-fn text(bytes: &[u8]) -> String {
-    String::from_utf8_lossy(bytes).into_owned()
-}
-
-fn assert_exit(output: &Output, code: i32) {
-    assert_eq!(
-        output.status.code(),
-        Some(code),
-        "stdout: {}\nstderr: {}",
-        text(&output.stdout),
-        text(&output.stderr)
-    );
-}
 
 #[test]
 fn run_on_the_embedded_broker_reports_every_order_finished() {
@@ -374,7 +325,19 @@ fn ctrl_c_drains_in_flight_orders_and_still_reports() {
         .stderr(Stdio::piped())
         .spawn()
         .unwrap();
-    std::thread::sleep(Duration::from_secs(6));
+    // Once the clients run (after the group join), orders get in flight.
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    while !std::fs::read_to_string(dir.path("orderdeck.log"))
+        .unwrap_or_default()
+        .contains("simulated clients started")
+    {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the clients never started"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    std::thread::sleep(Duration::from_secs(2));
     let killed = Command::new("kill")
         .args(["-INT", &child.id().to_string()])
         .status()

@@ -5,33 +5,18 @@
 
 mod common;
 
-use std::{
-    collections::HashSet,
-    path::Path,
-    process::{Command, Output, Stdio},
-};
+use std::{collections::HashSet, path::Path, process::Output};
 
-use common::elastic::FakeElastic;
+use common::{
+    elastic::FakeElastic,
+    workdir::{assert_exit, text, Workdir},
+};
 use serde_json::Value;
 
-fn orderdeck(dir: &Path, args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_orderdeck"))
-        .args(args)
-        .current_dir(dir)
-        .stdin(Stdio::null())
-        .output()
-        .unwrap()
-}
-
+/// Asserts success and returns what the command printed.
 fn ok(output: &Output) -> String {
-    let stdout = String::from_utf8_lossy(&output.stdout).into_owned();
-    assert!(
-        output.status.success(),
-        "exit {:?}\nstdout: {stdout}\nstderr: {}",
-        output.status.code(),
-        String::from_utf8_lossy(&output.stderr)
-    );
-    stdout
+    assert_exit(output, 0);
+    text(&output.stdout)
 }
 
 /// Every (index, id) in the spool files, and how many operations they hold.
@@ -59,30 +44,20 @@ fn spooled(dir: &Path) -> (HashSet<(String, String)>, usize) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_spooled_run_exports_completely_and_idempotently() {
-    let dir = tempfile::tempdir().unwrap();
-    std::fs::copy(
-        Path::new(env!("CARGO_MANIFEST_DIR")).join("orders.csv"),
-        dir.path().join("orders.csv"),
-    )
-    .unwrap();
-    ok(&orderdeck(
-        dir.path(),
-        &[
-            "run",
-            "--load",
-            "high",
-            "--time-scale",
-            "0",
-            "--orders",
-            "200",
-            "--report",
-            "report.json",
-        ],
-    ));
-    let report: Value =
-        serde_json::from_str(&std::fs::read_to_string(dir.path().join("report.json")).unwrap())
-            .unwrap();
-    let (ids, operations) = spooled(dir.path());
+    let dir = Workdir::new();
+    ok(&dir.run(&[
+        "run",
+        "--load",
+        "high",
+        "--time-scale",
+        "0",
+        "--orders",
+        "200",
+        "--report",
+        "report.json",
+    ]));
+    let report = dir.report();
+    let (ids, operations) = spooled(&dir.path(""));
     assert_eq!(
         report["sink"]["produced"], operations as u64,
         "{}",
@@ -105,7 +80,7 @@ async fn a_spooled_run_exports_completely_and_idempotently() {
     let mut elastic = FakeElastic::start().await;
     // Elasticsearch away: the export says so and exits non-zero.
     elastic.stop().await;
-    let refused = orderdeck(dir.path(), &["export", "--es", &elastic.url()]);
+    let refused = dir.run(&["export", "--es", &elastic.url()]);
     assert_eq!(
         refused.status.code(),
         Some(6),
@@ -115,7 +90,7 @@ async fn a_spooled_run_exports_completely_and_idempotently() {
     assert!(String::from_utf8_lossy(&refused.stderr).contains("unreachable"));
     elastic.restart().await;
 
-    let stdout = ok(&orderdeck(dir.path(), &["export", "--es", &elastic.url()]));
+    let stdout = ok(&dir.run(&["export", "--es", &elastic.url()]));
     assert!(
         stdout.contains(&format!("exported {operations} documents")),
         "{stdout}"
@@ -131,13 +106,10 @@ async fn a_spooled_run_exports_completely_and_idempotently() {
     assert_eq!(elastic.with(|c| c.arrivals.len()), operations);
 
     // Again: the cursor says everything was sent.
-    let stdout = ok(&orderdeck(dir.path(), &["export", "--es", &elastic.url()]));
+    let stdout = ok(&dir.run(&["export", "--es", &elastic.url()]));
     assert!(stdout.contains("exported 0 documents"), "{stdout}");
     // From the start: every document again, the same set.
-    ok(&orderdeck(
-        dir.path(),
-        &["export", "--es", &elastic.url(), "--restart"],
-    ));
+    ok(&dir.run(&["export", "--es", &elastic.url(), "--restart"]));
     assert_eq!(stored(&elastic), ids, "a replay changes nothing");
     assert_eq!(elastic.with(|c| c.arrivals.len()), operations * 2);
 }
@@ -145,11 +117,8 @@ async fn a_spooled_run_exports_completely_and_idempotently() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_kibana_dashboard_is_imported_with_overwrite() {
     let kibana = FakeElastic::start().await;
-    let dir = tempfile::tempdir().unwrap();
-    let stdout = ok(&orderdeck(
-        dir.path(),
-        &["export", "--kibana", &kibana.url()],
-    ));
+    let dir = Workdir::new();
+    let stdout = ok(&dir.run(&["export", "--kibana", &kibana.url()]));
     assert!(
         stdout.contains("/app/dashboards#/view/orderdeck-dashboard"),
         "{stdout}"

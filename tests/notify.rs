@@ -1,13 +1,16 @@
 //! E-mail notifications against a real SMTP server on loopback (Python's
 //! aiosmtpd, which `.ci/run` installs), driven by the real binary.
 
+mod common;
+
 use std::{
     io::Read,
     net::TcpListener,
-    path::Path,
     process::{Child, Command, Stdio},
     time::{Duration, Instant},
 };
+
+use common::workdir::{assert_exit, Workdir};
 
 struct SmtpServer {
     child: Child,
@@ -54,39 +57,25 @@ impl SmtpServer {
 #[test]
 fn shipped_and_finished_orders_are_mailed_to_their_customers() {
     let smtp = SmtpServer::start();
-    let dir = tempfile::tempdir().unwrap();
-    std::fs::copy(
-        Path::new(env!("CARGO_MANIFEST_DIR")).join("orders.csv"),
-        dir.path().join("orders.csv"),
-    )
-    .unwrap();
-    let output = Command::new(env!("CARGO_BIN_EXE_orderdeck"))
-        .args([
-            "run",
-            "--orders",
-            "20",
-            "--load",
-            "high",
-            "--time-scale",
-            "0",
-            "--report",
-            "report.json",
-            "--notify-smtp",
-            &format!("smtp://127.0.0.1:{}", smtp.port),
-            "--notify-rate",
-            "200",
-        ])
-        .current_dir(dir.path())
-        .output()
-        .unwrap();
-    assert!(
-        output.status.success(),
-        "{}",
-        String::from_utf8_lossy(&output.stderr)
-    );
-    let report: serde_json::Value =
-        serde_json::from_str(&std::fs::read_to_string(dir.path().join("report.json")).unwrap())
-            .unwrap();
+    let dir = Workdir::new();
+    let smtp_url = format!("smtp://127.0.0.1:{}", smtp.port);
+    let output = dir.run(&[
+        "run",
+        "--orders",
+        "20",
+        "--load",
+        "high",
+        "--time-scale",
+        "0",
+        "--report",
+        "report.json",
+        "--notify-smtp",
+        &smtp_url,
+        "--notify-rate",
+        "200",
+    ]);
+    assert_exit(&output, 0);
+    let report = dir.report();
     assert_eq!(
         report["notifications"]["sent"], 40,
         "{}",
@@ -100,7 +89,7 @@ fn shipped_and_finished_orders_are_mailed_to_their_customers() {
         .count();
     assert_eq!(messages, 40, "{mail}");
     // The first 20 rows of the data set, each told twice.
-    let csv = std::fs::read_to_string(dir.path().join("orders.csv")).unwrap();
+    let csv = std::fs::read_to_string(dir.path("orders.csv")).unwrap();
     for row in csv.lines().skip(1).take(20) {
         let correo = row.rsplit(',').next().unwrap();
         assert!(
@@ -123,41 +112,27 @@ fn an_unreachable_mail_server_is_counted_not_fatal() {
         .local_addr()
         .unwrap()
         .port();
-    let dir = tempfile::tempdir().unwrap();
-    std::fs::copy(
-        Path::new(env!("CARGO_MANIFEST_DIR")).join("orders.csv"),
-        dir.path().join("orders.csv"),
-    )
-    .unwrap();
-    let output = Command::new(env!("CARGO_BIN_EXE_orderdeck"))
-        .args([
-            "run",
-            "--orders",
-            "10",
-            "--load",
-            "high",
-            "--time-scale",
-            "0",
-            "--report",
-            "report.json",
-            "--notify-smtp",
-            &format!("smtp://127.0.0.1:{port}"),
-            "--notify-on",
-            "Finalizado",
-            "--notify-rate",
-            "200",
-        ])
-        .current_dir(dir.path())
-        .output()
-        .unwrap();
-    assert!(
-        output.status.success(),
-        "the orders still finish: {}",
-        String::from_utf8_lossy(&output.stderr)
-    );
-    let report: serde_json::Value =
-        serde_json::from_str(&std::fs::read_to_string(dir.path().join("report.json")).unwrap())
-            .unwrap();
+    let dir = Workdir::new();
+    let smtp_url = format!("smtp://127.0.0.1:{port}");
+    let output = dir.run(&[
+        "run",
+        "--orders",
+        "10",
+        "--load",
+        "high",
+        "--time-scale",
+        "0",
+        "--report",
+        "report.json",
+        "--notify-smtp",
+        &smtp_url,
+        "--notify-on",
+        "Finalizado",
+        "--notify-rate",
+        "200",
+    ]);
+    assert_exit(&output, 0);
+    let report = dir.report();
     assert_eq!(report["orders"]["finished"], 10);
     assert_eq!(
         report["notifications"]["failed"], 10,

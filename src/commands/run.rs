@@ -52,6 +52,7 @@ pub async fn run(args: &CommonArgs) -> Result<(), AppError> {
     );
     let stop_clients = CancellationToken::new();
     let started = Instant::now();
+    tracing::info!(clients = plan.clients, "simulated clients started");
     let mut clients = tokio::spawn(run_clients(
         endpoint,
         csv.orders.into(),

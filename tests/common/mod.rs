@@ -20,6 +20,7 @@ use orderdeck::{
 use tokio::sync::broadcast;
 
 pub mod elastic;
+pub mod workdir;
 
 pub const PARTITIONS: i32 = 4;
 
