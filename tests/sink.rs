@@ -218,7 +218,7 @@ fn rss_mib() -> f64 {
 
 /// A measurement, not a check of speed: run it by hand with
 /// `cargo test --release --test sink -- --ignored --nocapture`.
-/// Feeds the documents of 5,000 orders/s (13 each, as the pipeline makes)
+/// Feeds the documents of 5,000 orders/s (16 each, as the pipeline makes)
 /// into the loopback server for 10 s, with the server down for 60 s, then
 /// back for 30 s, printing progress, spool size and memory; asserts only
 /// that nothing is lost. The stand-in server runs in this process and
@@ -229,7 +229,7 @@ fn rss_mib() -> f64 {
 #[ignore]
 async fn measure_sink_throughput_and_memory_while_down() {
     const ORDERS_PER_S: usize = 5_000;
-    const DOCS_PER_ORDER: usize = 13;
+    const DOCS_PER_ORDER: usize = 16;
     let mut elastic = FakeElastic::start().await;
     elastic.with(|c| c.discard = true);
     let chosen = settings(&elastic.url());

@@ -131,7 +131,9 @@ impl SinkCounters {
 /// The pipeline's side of the sink; cheap to clone.
 #[derive(Clone)]
 pub struct SinkHandle {
-    documents: mpsc::Sender<Document>,
+    /// Rendered bulk operations, a submission at a time.
+    operations: mpsc::Sender<Vec<String>>,
+    names: Arc<IndexNames>,
     counters: Arc<SinkCounters>,
     status: watch::Receiver<SinkStatus>,
 }
@@ -159,10 +161,17 @@ impl SinkHandle {
     /// Queues documents; waits (backpressure) only when the queue is full,
     /// which a spool on local disk keeps rare.
     pub async fn submit(&self, documents: Vec<Document>) {
-        for document in documents {
-            SinkCounters::add(&self.counters.produced, 1);
-            if self.documents.send(document).await.is_err() {
-                // The sink stopped (shutdown): count it, never lose it silently.
+        // Rendering happens here, on the caller's task, so it spreads over
+        // the runtime's threads instead of queueing behind one sink task.
+        let operations: Vec<String> = documents
+            .iter()
+            .map(|d| d.bulk_lines(&self.names))
+            .collect();
+        let count = operations.len();
+        SinkCounters::add(&self.counters.produced, count);
+        if self.operations.send(operations).await.is_err() {
+            // The sink stopped (shutdown): count it, never lose it silently.
+            for _ in 0..count {
                 self.counters
                     .fail("sink stopped before the document was written".to_owned());
             }
@@ -191,9 +200,10 @@ pub async fn start(settings: SinkSettings) -> Result<(SinkHandle, SinkTask), Sin
     };
     let counters = Arc::new(SinkCounters::default());
     let (status_tx, status) = watch::channel(counters.status(&target, None));
-    let (documents, inbox) = mpsc::channel(QUEUE);
+    // Each submission holds a handful of documents.
+    let (operations, inbox) = mpsc::channel(QUEUE / 4);
+    let names = Arc::new(settings.names);
     let mut mirror = Mirror {
-        names: settings.names,
         writer,
         elastic,
         counters: Arc::clone(&counters),
@@ -211,7 +221,8 @@ pub async fn start(settings: SinkSettings) -> Result<(SinkHandle, SinkTask), Sin
     let task = tokio::spawn(async move { mirror.run(inbox, status_tx, target, stopping).await });
     Ok((
         SinkHandle {
-            documents,
+            operations,
+            names,
             counters,
             status: status.clone(),
         },
@@ -220,7 +231,6 @@ pub async fn start(settings: SinkSettings) -> Result<(SinkHandle, SinkTask), Sin
 }
 
 struct Mirror {
-    names: IndexNames,
     writer: SpoolWriter,
     elastic: Option<(ElasticClient, SpoolReader)>,
     counters: Arc<SinkCounters>,
@@ -234,7 +244,7 @@ struct Mirror {
 impl Mirror {
     async fn run(
         &mut self,
-        mut inbox: mpsc::Receiver<Document>,
+        mut inbox: mpsc::Receiver<Vec<String>>,
         status: watch::Sender<SinkStatus>,
         target: String,
         stop: CancellationToken,
@@ -244,8 +254,8 @@ impl Mirror {
         loop {
             tokio::select! {
                 received = inbox.recv() => match received {
-                    Some(document) => {
-                        batch.push(document.bulk_lines(&self.names));
+                    Some(operations) => {
+                        batch.extend(operations);
                         if batch.len() < BATCH {
                             continue;
                         }
@@ -260,9 +270,9 @@ impl Mirror {
             status.send_replace(self.counters.status(&target, self.down.clone()));
         }
         // Shutting down: whatever is still queued is written out too.
-        while let Ok(document) = inbox.try_recv() {
-            batch.push(document.bulk_lines(&self.names));
-            if batch.len() == BATCH {
+        while let Ok(operations) = inbox.try_recv() {
+            batch.extend(operations);
+            if batch.len() >= BATCH {
                 self.write(std::mem::take(&mut batch)).await;
             }
         }
