@@ -15,7 +15,7 @@ use std::{
 
 use rand::Rng;
 use tokio::{
-    sync::{mpsc, watch},
+    sync::{mpsc, watch, Semaphore},
     task::JoinHandle,
 };
 use tokio_util::sync::CancellationToken;
@@ -33,6 +33,8 @@ const QUEUE: usize = 20_000;
 const FLUSH_EVERY: Duration = Duration::from_millis(200);
 /// Attempts for one batch before its rest goes to the spool.
 const ATTEMPTS: u32 = 4;
+/// Spool batches replayed between two status updates.
+const REPLAY_BATCHES_PER_STATUS: usize = 20;
 /// Longest wait between two attempts to reach Elasticsearch while it is down.
 const MAX_PROBE_INTERVAL: Duration = Duration::from_secs(5);
 /// Reasons of permanent failures kept for the screen.
@@ -133,6 +135,9 @@ impl SinkCounters {
 pub struct SinkHandle {
     /// Rendered bulk operations, a submission at a time.
     operations: mpsc::Sender<Vec<String>>,
+    /// Room for documents in memory: bounds the queue by documents, not
+    /// by submissions.
+    room: Arc<Semaphore>,
     names: Arc<IndexNames>,
     counters: Arc<SinkCounters>,
     status: watch::Receiver<SinkStatus>,
@@ -169,6 +174,11 @@ impl SinkHandle {
             .collect();
         let count = operations.len();
         SinkCounters::add(&self.counters.produced, count);
+        // Backpressure: wait for room (the sink gives it back as it takes
+        // documents out); a huge submission waits for the whole queue.
+        if let Ok(permit) = self.room.acquire_many(count.min(QUEUE) as u32).await {
+            permit.forget();
+        }
         if self.operations.send(operations).await.is_err() {
             // The sink stopped (shutdown): count it, never lose it silently.
             for _ in 0..count {
@@ -200,8 +210,8 @@ pub async fn start(settings: SinkSettings) -> Result<(SinkHandle, SinkTask), Sin
     };
     let counters = Arc::new(SinkCounters::default());
     let (status_tx, status) = watch::channel(counters.status(&target, None));
-    // Each submission holds a handful of documents.
-    let (operations, inbox) = mpsc::channel(QUEUE / 4);
+    let (operations, inbox) = mpsc::channel(QUEUE);
+    let room = Arc::new(Semaphore::new(QUEUE));
     let names = Arc::new(settings.names);
     let mut mirror = Mirror {
         writer,
@@ -218,10 +228,16 @@ pub async fn start(settings: SinkSettings) -> Result<(SinkHandle, SinkTask), Sin
     }
     let stop = CancellationToken::new();
     let stopping = stop.clone();
-    let task = tokio::spawn(async move { mirror.run(inbox, status_tx, target, stopping).await });
+    let returned = Arc::clone(&room);
+    let task = tokio::spawn(async move {
+        mirror
+            .run(inbox, returned, status_tx, target, stopping)
+            .await
+    });
     Ok((
         SinkHandle {
             operations,
+            room: Arc::clone(&room),
             names,
             counters,
             status: status.clone(),
@@ -245,6 +261,7 @@ impl Mirror {
     async fn run(
         &mut self,
         mut inbox: mpsc::Receiver<Vec<String>>,
+        room: Arc<Semaphore>,
         status: watch::Sender<SinkStatus>,
         target: String,
         stop: CancellationToken,
@@ -255,6 +272,7 @@ impl Mirror {
             tokio::select! {
                 received = inbox.recv() => match received {
                     Some(operations) => {
+                        room.add_permits(operations.len().min(QUEUE));
                         batch.extend(operations);
                         if batch.len() < BATCH {
                             continue;
@@ -266,11 +284,12 @@ impl Mirror {
                 _ = stop.cancelled() => break,
             }
             self.write(std::mem::take(&mut batch)).await;
-            self.replay().await;
+            self.replay(&status, &target).await;
             status.send_replace(self.counters.status(&target, self.down.clone()));
         }
         // Shutting down: whatever is still queued is written out too.
         while let Ok(operations) = inbox.try_recv() {
+            room.add_permits(operations.len().min(QUEUE));
             batch.extend(operations);
             if batch.len() >= BATCH {
                 self.write(std::mem::take(&mut batch)).await;
@@ -278,7 +297,7 @@ impl Mirror {
         }
         self.write(batch).await;
         self.retry_at = tokio::time::Instant::now();
-        self.replay().await;
+        self.replay(&status, &target).await;
         status.send_replace(self.counters.status(&target, self.down.clone()));
     }
 
@@ -355,12 +374,19 @@ impl Mirror {
         self.backoff = (self.backoff * 2).min(MAX_PROBE_INTERVAL);
     }
 
-    /// Sends spooled documents, oldest first, while Elasticsearch takes them.
-    async fn replay(&mut self) {
+    /// Sends spooled documents, oldest first, while Elasticsearch takes
+    /// them (new documents wait meanwhile), publishing progress as it goes.
+    async fn replay(&mut self, status: &watch::Sender<SinkStatus>, target: &str) {
         if self.elastic.is_none() || tokio::time::Instant::now() < self.retry_at {
             return;
         }
-        while self.counters.spooled.load(Ordering::Relaxed) > 0 {
+        for turn in 1.. {
+            if self.counters.spooled.load(Ordering::Relaxed) == 0 {
+                return;
+            }
+            if turn % REPLAY_BATCHES_PER_STATUS == 0 {
+                status.send_replace(self.counters.status(target, self.down.clone()));
+            }
             let Some((_, reader)) = &mut self.elastic else {
                 return;
             };
