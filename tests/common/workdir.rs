@@ -38,6 +38,14 @@ impl Workdir {
         self.command(args).output().unwrap()
     }
 
+    /// Runs with `--report report.json`, expects success, returns the report.
+    pub fn run_reported(&self, args: &[&str]) -> Value {
+        let mut args = args.to_vec();
+        args.extend(["--report", "report.json"]);
+        assert_exit(&self.run(&args), 0);
+        self.report()
+    }
+
     pub fn report(&self) -> Value {
         let text = std::fs::read_to_string(self.path("report.json")).expect("report written");
         serde_json::from_str(&text).unwrap()
