@@ -57,6 +57,15 @@ impl LoadLevel {
         }
     }
 
+    /// The original's name for the level (also accepted on the command line).
+    pub fn spanish_name(self) -> &'static str {
+        match self {
+            LoadLevel::Low => "baja",
+            LoadLevel::Medium => "media",
+            LoadLevel::High => "alta",
+        }
+    }
+
     pub fn name(self) -> &'static str {
         match self {
             LoadLevel::Low => "low",
@@ -167,6 +176,9 @@ mod tests {
             ("high", LoadLevel::High),
         ] {
             assert_eq!(LoadLevel::from_str(spanish, true), Ok(level));
+        }
+        for level in LoadLevel::ALL {
+            assert_eq!(LoadLevel::from_str(level.spanish_name(), true), Ok(level));
         }
         assert!(LoadLevel::from_str("extreme", true).is_err());
     }

@@ -42,21 +42,6 @@ impl From<v1::Order> for Order {
     }
 }
 
-impl From<Order> for v1::Order {
-    fn from(o: Order) -> Self {
-        v1::Order {
-            product: o.nombre_producto,
-            price: o.precio,
-            payment_gateway: o.pasarela_pago,
-            card_brand: o.marca_tarjeta,
-            bank: o.banco,
-            region: o.region,
-            address: o.direccion,
-            email: o.correo,
-        }
-    }
-}
-
 fn wire_state(state: Option<State>) -> v1::State {
     match state {
         None => v1::State::Unspecified,

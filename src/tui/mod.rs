@@ -100,9 +100,8 @@ pub async fn run(args: &CommonArgs, preselected: Option<LoadLevel>) -> Result<()
                 .map(|url| (url.clone(), ElasticConfig::from_env(url, None))),
         })
     };
-    let terminal = ratatui::init();
+    let mut terminal = ratatui::init();
     let _guard = TerminalGuard;
-    let mut terminal = terminal;
     let app = App::new(start, preselected);
     event_loop(
         &mut terminal,

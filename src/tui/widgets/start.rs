@@ -16,11 +16,7 @@ pub fn render(frame: &mut Frame, area: Rect, app: &App) {
     let mut lines = vec![Line::from("Choose a load level"), Line::from("")];
     for (key, level) in LoadLevel::ALL.iter().enumerate() {
         let preset = level.preset();
-        let spanish = match level {
-            LoadLevel::Low => "baja",
-            LoadLevel::Medium => "media",
-            LoadLevel::High => "alta",
-        };
+        let spanish = level.spanish_name();
         let rate = preset
             .rate
             .map_or("unlimited".to_owned(), |r| format!("{r:.0} orders/s"));
