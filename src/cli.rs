@@ -34,9 +34,46 @@ pub enum Command {
     Serve,
     /// Consumers only, joining the group on --brokers to scale out.
     Worker,
+    /// The embedded Kafka broker on its own, for serve and worker processes
+    /// to share: prints its bootstrap list, runs until Ctrl-C.
+    Broker,
     /// Replay the spool into Elasticsearch (--es) and/or import the Kibana
     /// dashboard (--kibana).
     Export(ExportArgs),
+    /// Measure orderdeck against a bare producer, a bare gRPC echo and the
+    /// original system's design, on one embedded broker.
+    Bench(BenchArgs),
+}
+
+#[derive(Debug, Args, Clone)]
+pub struct BenchArgs {
+    /// Scenarios to run (default: all), comma-separated.
+    #[arg(long, value_enum, value_delimiter = ',')]
+    pub scenarios: Vec<crate::bench::Scenario>,
+    /// Concurrent callers in the throughput phase.
+    #[arg(long, default_value_t = 32)]
+    pub callers: usize,
+    /// The throughput phase stops after this many orders...
+    #[arg(long, default_value_t = 20_000)]
+    pub max_orders: u64,
+    /// ...or after this many seconds.
+    #[arg(long, default_value_t = 10.0)]
+    pub max_seconds: f64,
+    /// Orders per second in the latency phase.
+    #[arg(long, default_value_t = 1000.0)]
+    pub fixed_rate: f64,
+    /// Length of the latency phase, in seconds.
+    #[arg(long, default_value_t = 10.0)]
+    pub fixed_seconds: f64,
+    /// Also run this many orders end to end (sink on) and watch memory.
+    #[arg(long)]
+    pub soak: Option<u64>,
+    /// Print JSON instead of the table.
+    #[arg(long, conflicts_with = "markdown")]
+    pub json: bool,
+    /// Print Markdown (for docs/benchmarks.md) instead of the table.
+    #[arg(long)]
+    pub markdown: bool,
 }
 
 #[derive(Debug, Args, Clone)]
@@ -137,6 +174,25 @@ pub struct CommonArgs {
     /// Largest order JSON accepted, in bytes.
     #[arg(long, global = true, default_value_t = 16 * 1024)]
     pub max_message_bytes: usize,
+
+    /// Transitions buffered for each live watcher (the screen, WatchTransitions);
+    /// one that falls further behind skips ahead (and is told so).
+    #[arg(long, global = true, default_value_t = 4096)]
+    pub event_buffer: usize,
+
+    /// Serve gRPC over TLS with this certificate (PEM; with --tls-key).
+    #[arg(long, global = true, requires = "tls_key")]
+    pub tls_cert: Option<PathBuf>,
+    /// The private key of --tls-cert (PEM).
+    #[arg(long, global = true, requires = "tls_cert")]
+    pub tls_key: Option<PathBuf>,
+    /// The CA that issued --tls-cert, for the simulated clients to trust
+    /// (default: the certificate itself, for a self-signed one).
+    #[arg(long, global = true)]
+    pub tls_ca: Option<PathBuf>,
+    /// The name the simulated clients expect in the certificate.
+    #[arg(long, global = true, default_value = "localhost")]
+    pub tls_domain: String,
 
     /// Elasticsearch URL to mirror orders and metrics to (credentials from
     /// ORDERDECK_ES_USER/ORDERDECK_ES_PASSWORD or ORDERDECK_ES_API_KEY).

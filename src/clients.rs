@@ -16,9 +16,12 @@ use tonic::{
 
 use crate::{
     clock::SimClock,
-    grpc::pb::orders::{order_service_client::OrderServiceClient, MessageRequest},
+    grpc::{
+        pb::v1::{self, orders_client::OrdersClient, PlaceOrderRequest},
+        Dial,
+    },
     metrics::{Counter, Latency, Metrics},
-    order::Order,
+    order::{Order, OrderId},
 };
 
 /// The original data set's header, in order.
@@ -76,13 +79,21 @@ pub struct CsvOrders {
 /// Reads every row of `path` into orders; bad rows are located by line.
 pub fn load_orders(path: &Path, policy: BadRowPolicy) -> Result<CsvOrders, CsvError> {
     let file = path.display().to_string();
-    let mut reader = csv::ReaderBuilder::new()
-        .flexible(true)
-        .from_path(path)
-        .map_err(|source| CsvError::Open {
-            file: file.clone(),
-            source,
-        })?;
+    let opened = std::fs::File::open(path).map_err(|error| CsvError::Open {
+        file: file.clone(),
+        source: error.into(),
+    })?;
+    read_orders(opened, &file, policy)
+}
+
+/// Reads CSV text into orders; `file` names it in errors.
+pub fn read_orders(
+    input: impl std::io::Read,
+    file: &str,
+    policy: BadRowPolicy,
+) -> Result<CsvOrders, CsvError> {
+    let file = file.to_owned();
+    let mut reader = csv::ReaderBuilder::new().flexible(true).from_reader(input);
     let header = reader
         .headers()
         .map_err(|source| CsvError::Open {
@@ -261,14 +272,14 @@ pub struct ClientPool {
 
 impl ClientPool {
     pub fn new(
-        endpoint: &str,
+        server: &Dial,
         orders: Arc<[Order]>,
         pacer: Arc<Pacer>,
         metrics: Arc<Metrics>,
         stop: CancellationToken,
     ) -> Result<Self, tonic::transport::Error> {
         Ok(Self {
-            endpoint: Endpoint::from_shared(endpoint.to_owned())?,
+            endpoint: server.endpoint()?,
             orders,
             pacer,
             metrics,
@@ -294,7 +305,7 @@ impl ClientPool {
         while self.running.len() < clients {
             // One channel per client, connected on first use and reused.
             let client = SimulatedClient {
-                grpc: OrderServiceClient::new(self.endpoint.connect_lazy()),
+                grpc: OrdersClient::new(self.endpoint.connect_lazy()),
                 orders: Arc::clone(&self.orders),
                 pacer: Arc::clone(&self.pacer),
                 metrics: Arc::clone(&self.metrics),
@@ -335,20 +346,20 @@ pub struct ClientPlan {
 
 /// Sends orders until the plan's total is reached or `cancel` fires.
 pub async fn run_clients(
-    endpoint: String,
+    server: impl Into<Dial>,
     orders: Arc<[Order]>,
     plan: ClientPlan,
     metrics: Arc<Metrics>,
     cancel: CancellationToken,
 ) -> Result<ClientsOutcome, tonic::transport::Error> {
     let pacer = Arc::new(Pacer::new(plan.rate, plan.clock, plan.orders));
-    let mut pool = ClientPool::new(&endpoint, orders, pacer, metrics, cancel)?;
+    let mut pool = ClientPool::new(&server.into(), orders, pacer, metrics, cancel)?;
     pool.resize(plan.clients.max(1));
     Ok(pool.join().await)
 }
 
 struct SimulatedClient {
-    grpc: OrderServiceClient<Channel>,
+    grpc: OrdersClient<Channel>,
     orders: Arc<[Order]>,
     pacer: Arc<Pacer>,
     metrics: Arc<Metrics>,
@@ -379,18 +390,18 @@ impl SimulatedClient {
     }
 
     /// Sends one order, retrying transient refusals with exponential backoff.
+    /// The client names the order, so a retry after a failure that Kafka may
+    /// have persisted anyway is the same order, not a second one.
     async fn send(&mut self, order: &Order) -> Result<(), String> {
         self.metrics.incr(Counter::Sent);
-        let message = order.to_json();
+        let request = PlaceOrderRequest {
+            order: Some(v1::Order::from(order)),
+            order_id: OrderId::new_random().to_string(),
+        };
         let mut backoff = Duration::from_millis(20);
         for attempt in 1..=ATTEMPTS {
             let started = Instant::now();
-            let reply = self
-                .grpc
-                .send_message(MessageRequest {
-                    message: message.clone(),
-                })
-                .await;
+            let reply = self.grpc.place_order(request.clone()).await;
             match reply {
                 Ok(_) => {
                     self.metrics.record(Latency::Send, started.elapsed());

@@ -5,6 +5,7 @@ use std::{net::SocketAddr, time::Duration};
 use crate::{
     cli::CommonArgs,
     clock::{DelayRange, SimClock},
+    grpc::tls::TlsFiles,
     grpc::ServerLimits,
     kafka::{BrokerTarget, KafkaOptions},
     pipeline::PipelineConfig,
@@ -134,7 +135,7 @@ pub fn pipeline_config(args: &CommonArgs, listen: Option<SocketAddr>) -> Pipelin
         max_in_flight_per_consumer: args.max_in_flight_per_consumer,
         clock: SimClock::new(args.time_scale),
         stage_delay: effective_load(args).stage_delay,
-        transition_buffer: 4096,
+        transition_buffer: args.event_buffer,
         dedup_memory: 200_000,
         sink: sink_settings(args),
         notify: args.notify_smtp.as_ref().map(|url| NotifySettings {
@@ -143,6 +144,15 @@ pub fn pipeline_config(args: &CommonArgs, listen: Option<SocketAddr>) -> Pipelin
             on: args.notify_on.clone(),
             per_second: args.notify_rate,
         }),
+        tls: match (&args.tls_cert, &args.tls_key) {
+            (Some(cert), Some(key)) => Some(TlsFiles {
+                cert: cert.clone(),
+                key: key.clone(),
+                ca: args.tls_ca.clone(),
+                domain: args.tls_domain.clone(),
+            }),
+            _ => None,
+        },
     }
 }
 

@@ -26,6 +26,7 @@
 //! - [`tui`]: the terminal control center on top of a session.
 //! - [`cli`], [`config`], [`commands`]: the edges.
 
+pub mod bench;
 pub mod cli;
 pub mod clients;
 pub mod clock;
@@ -62,6 +63,8 @@ pub enum AppError {
     Export(#[from] sinks::export::ExportError),
     #[error(transparent)]
     Kibana(#[from] sinks::kibana::KibanaError),
+    #[error(transparent)]
+    Bench(#[from] bench::BenchError),
     #[error("terminal error: {0}")]
     Terminal(String),
     #[error("cannot write the report to {path}: {source}")]
@@ -80,7 +83,8 @@ impl AppError {
             AppError::Incomplete(_) => 3,
             AppError::Pipeline(
                 pipeline::PipelineError::Kafka(_) | pipeline::PipelineError::Client(_),
-            ) => 4,
+            )
+            | AppError::Bench(bench::BenchError::Broker(_)) => 4,
             AppError::Csv(_) => 5,
             AppError::Pipeline(
                 pipeline::PipelineError::Sink(_) | pipeline::PipelineError::Notify(_),
@@ -90,9 +94,29 @@ impl AppError {
             | AppError::Export(_)
             | AppError::Kibana(_) => 6,
             AppError::Pipeline(pipeline::PipelineError::Grpc(_))
+            | AppError::Bench(_)
             | AppError::Report { .. }
             | AppError::Terminal(_) => 1,
         }
+    }
+}
+
+/// Raises this process's open-file limit to the hard limit: a thousand
+/// simulated clients on loopback need two sockets each. Returns the limit.
+pub fn raise_open_file_limit() -> Option<u64> {
+    // SAFETY: getrlimit/setrlimit only read and write the struct given.
+    unsafe {
+        let mut limit = std::mem::zeroed::<libc::rlimit>();
+        if libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) != 0 {
+            return None;
+        }
+        if limit.rlim_cur < limit.rlim_max {
+            limit.rlim_cur = limit.rlim_max;
+            if libc::setrlimit(libc::RLIMIT_NOFILE, &limit) != 0 {
+                return None;
+            }
+        }
+        Some(limit.rlim_cur as u64)
     }
 }
 
@@ -103,6 +127,8 @@ pub async fn run(cli: Cli) -> Result<(), AppError> {
         Command::Run => commands::run::run(&cli.common).await,
         Command::Serve => commands::serve::serve(&cli.common).await,
         Command::Worker => commands::serve::worker(&cli.common).await,
+        Command::Broker => commands::serve::broker(&cli.common).await,
         Command::Export(export) => commands::export::export(&cli.common, &export).await,
+        Command::Bench(bench) => commands::bench::bench(&cli.common, &bench).await,
     }
 }

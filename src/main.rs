@@ -19,6 +19,12 @@ fn main() -> ExitCode {
             return ExitCode::from(1);
         }
     };
+    if let Some(limit) = orderdeck::raise_open_file_limit().filter(|l| *l < 4096) {
+        tracing::warn!(
+            limit,
+            "few open files allowed: many clients may fail to connect"
+        );
+    }
     let runtime = match tokio::runtime::Runtime::new() {
         Ok(runtime) => runtime,
         Err(error) => {

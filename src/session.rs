@@ -19,8 +19,12 @@ use crate::{
         BrokerHealth,
     },
     metrics::{per_second, MetricsSnapshot, WindowStats},
-    order::{Order, Transition},
-    pipeline::{Pipeline, PipelineConfig},
+    order::{Order, State, Transition},
+    pipeline::{
+        chaos::{Chaos, ChaosLog},
+        ledger::LedgerTally,
+        Pipeline, PipelineConfig,
+    },
     sinks::{elastic::ElasticConfig, kibana::import_saved_objects, SinkStatus},
 };
 use futures::FutureExt;
@@ -37,6 +41,8 @@ pub enum Command {
     TogglePause,
     /// Import the Kibana dashboard (with --kibana).
     ExportToKibana,
+    /// Break something on purpose (the chaos menu).
+    Inject(Chaos),
     /// Stop clients, drain in-flight orders, commit, flush.
     Shutdown,
 }
@@ -83,6 +89,10 @@ pub struct SessionStatus {
     pub partitions: Vec<PartitionLag>,
     pub members: Vec<MemberLoad>,
     pub sink: SinkStatus,
+    /// Faults injected from the chaos menu, and those in force.
+    pub chaos: ChaosLog,
+    /// Acknowledged orders: finished, waiting, overdue.
+    pub reconciliation: LedgerTally,
     /// The latest thing worth telling the user (an error, a change).
     pub notice: Option<String>,
 }
@@ -107,6 +117,8 @@ impl SessionStatus {
             partitions: Vec::new(),
             members: Vec::new(),
             sink: SinkStatus::default(),
+            chaos: ChaosLog::default(),
+            reconciliation: LedgerTally::default(),
             notice: None,
         }
     }
@@ -175,6 +187,7 @@ async fn run(
     mut inbox: mpsc::Receiver<Command>,
     feed: broadcast::Sender<Transition>,
 ) {
+    let delivery_timeout = settings.pipeline.kafka.delivery_timeout;
     let pipeline = match Pipeline::start_with_feed(settings.pipeline, feed).await {
         Ok(pipeline) => pipeline,
         Err(error) => {
@@ -193,14 +206,11 @@ async fn run(
     if !pipeline.wait_until_consuming(GROUP_JOIN_TIMEOUT).await {
         status.notice = Some("the consumer group has not got every partition yet".to_owned());
     }
-    let endpoint = format!(
-        "http://{}",
-        pipeline.grpc_addr().expect("the session serves gRPC")
-    );
+    let server = pipeline.dial().expect("the session serves gRPC");
     let stop_clients = CancellationToken::new();
     let pacer = Arc::new(Pacer::new(status.rate, settings.clock, None));
     let pool = ClientPool::new(
-        &endpoint,
+        &server,
         settings.orders,
         pacer,
         Arc::clone(pipeline.metrics()),
@@ -215,6 +225,8 @@ async fn run(
         seq: 0,
         kibana: settings.kibana,
         export: None,
+        clock: settings.clock,
+        delivery_timeout,
     };
     live.status.phase = Phase::Running;
     live.apply(Command::ToggleClients);
@@ -263,6 +275,8 @@ struct Live {
     kibana: Option<(String, ElasticConfig)>,
     /// A dashboard import in progress; its result becomes a notice.
     export: Option<JoinHandle<String>>,
+    clock: SimClock,
+    delivery_timeout: Duration,
 }
 
 impl Live {
@@ -335,8 +349,24 @@ impl Live {
                     }));
                 }
             },
+            Command::Inject(chaos) => {
+                status.notice = Some(match self.pipeline.inject(chaos) {
+                    Ok(()) => format!("chaos: {chaos}"),
+                    Err(error) => format!("chaos refused: {error}"),
+                });
+            }
             Command::Shutdown => {}
         }
+    }
+
+    /// The longest an acknowledged order can legitimately take: a delivery
+    /// timeout, the slowest trip through the states, and a margin for a
+    /// consumer restart. Past it an order is overdue (at risk of being lost).
+    fn overdue_after(&self) -> Duration {
+        let slowest_trip = self
+            .clock
+            .scaled(self.status.stage_delay.max * State::TIMED.len() as u32);
+        self.delivery_timeout + slowest_trip + Duration::from_secs(30)
     }
 
     /// Computes one chart sample: rates over the last period and the
@@ -377,6 +407,10 @@ impl Live {
         status.consumers_paused = self.pipeline.consumers_paused();
         status.in_flight = self.pipeline.in_flight();
         status.unfinished = self.pipeline.unfinished_acknowledged();
+        let overdue_after = self.overdue_after();
+        let status = &mut self.status;
+        status.reconciliation = self.pipeline.ledger().tally(overdue_after);
+        status.chaos = self.pipeline.chaos();
         status.partitions = self.pipeline.partition_lag();
         status.members = self.pipeline.consumer_loads();
         let sink = self.pipeline.sink_status();

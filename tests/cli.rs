@@ -5,7 +5,6 @@ mod common;
 
 use std::{
     net::TcpListener,
-    path::Path,
     process::{Command, Stdio},
     time::Duration,
 };
@@ -14,14 +13,10 @@ use common::{
     workdir::{assert_exit, text, Workdir},
     PARTITIONS,
 };
-use orderdeck::{
-    grpc::pb::orders::{order_service_client::OrderServiceClient, MessageRequest},
-    order::{Order, OrderId, OrderRecord},
-};
+use orderdeck::grpc::pb::orders::{order_service_client::OrderServiceClient, MessageRequest};
 use rdkafka::{
     consumer::{BaseConsumer, Consumer},
     mocking::MockCluster,
-    producer::{FutureProducer, FutureRecord},
     ClientConfig,
 };
 
@@ -256,35 +251,9 @@ fn serve_takes_orders_from_any_client_and_stops_after_n() {
 fn a_worker_joins_the_group_and_finishes_what_is_in_the_topic() {
     let cluster = external_cluster();
     let bootstrap = cluster.bootstrap_servers();
-    let runtime = tokio::runtime::Runtime::new().unwrap();
-    let orders = orderdeck::clients::load_orders(
-        &Path::new(env!("CARGO_MANIFEST_DIR")).join("orders.csv"),
-        orderdeck::clients::BadRowPolicy::Stop,
-    )
-    .unwrap()
-    .orders;
-    runtime.block_on(async {
-        let producer: FutureProducer = ClientConfig::new()
-            .set("bootstrap.servers", &bootstrap)
-            .create()
-            .unwrap();
-        for order in orders.iter().take(50) {
-            let record = OrderRecord {
-                order: Order::clone(order),
-                order_id: OrderId::new_random(),
-                timestamp_envio: orderdeck::clock::unix_seconds_now(),
-            };
-            let key = record.order_id.to_string();
-            let value = serde_json::to_vec(&record).unwrap();
-            producer
-                .send(
-                    FutureRecord::to("orders").key(&key).payload(&value),
-                    Duration::from_secs(5),
-                )
-                .await
-                .unwrap();
-        }
-    });
+    tokio::runtime::Runtime::new()
+        .unwrap()
+        .block_on(common::produce_orders(&bootstrap, 50));
     let dir = Workdir::new();
     let report = dir.run_reported(&[
         "worker",

@@ -286,3 +286,62 @@ async fn kafka_down_is_unavailable_and_overload_is_resource_exhausted() {
     assert_eq!(pipeline.snapshot().counts.acknowledged, 2);
     pipeline.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn limits_are_enforced_on_the_typed_api_and_on_slow_watchers() {
+    let mut settings = config(BrokerTarget::Embedded, 0.0);
+    settings.transition_buffer = 16;
+    let pipeline = start(settings).await;
+    let mut typed = OrdersClient::new(channel(&pipeline).await);
+
+    let mut huge: v1::Order = (&seed_orders()[0]).into();
+    huge.address = "x".repeat(20_000);
+    let refused = typed
+        .place_order(PlaceOrderRequest {
+            order: Some(huge),
+            order_id: String::new(),
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(refused.code(), Code::InvalidArgument);
+    assert!(
+        refused.message().contains("above the limit of 16384 bytes"),
+        "{}",
+        refused.message()
+    );
+
+    // A watcher that reads nothing while 2,000 orders pass (10,000
+    // transitions, more than its buffers and HTTP/2 window hold) falls more
+    // than the 16-transition feed behind: it is told so, and its stream ends.
+    let mut watch = typed
+        .watch_transitions(WatchRequest {
+            order_id: String::new(),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    let outcome = send_orders_and_wait(&pipeline, endpoint(&pipeline), 8, 2000).await;
+    assert!(outcome.errors.is_empty(), "{:?}", outcome.errors);
+    assert!(
+        eventually(Duration::from_secs(30), || pipeline
+            .snapshot()
+            .counts
+            .finished
+            == 2000)
+        .await
+    );
+    let lost = tokio::time::timeout(Duration::from_secs(30), async {
+        while let Some(item) = watch.next().await {
+            if let Err(status) = item {
+                return Some(status);
+            }
+        }
+        None
+    })
+    .await
+    .expect("the stream ends rather than hangs");
+    let lost = lost.expect("the slow watcher is told it missed transitions");
+    assert_eq!(lost.code(), Code::DataLoss);
+    assert!(lost.message().contains("fell"), "{}", lost.message());
+    pipeline.shutdown().await;
+}

@@ -42,13 +42,7 @@ async fn every_order_passes_the_five_states_once_on_the_embedded_broker() {
     .await
     .expect("clients connect");
     assert!(outcome.errors.is_empty(), "{:?}", outcome.errors);
-    assert!(
-        eventually(Duration::from_secs(30), || pipeline
-            .unfinished_acknowledged()
-            == 0)
-        .await,
-        "acknowledged orders left unfinished"
-    );
+    assert_every_acknowledged_order_finishes(&pipeline, Duration::from_secs(30)).await;
     let mut by_order = HashMap::new();
     drain_transitions(&mut feed, &mut by_order);
     let counts = pipeline.snapshot().counts;
@@ -141,14 +135,7 @@ async fn killed_consumers_are_replaced_and_no_order_is_lost_or_finished_twice() 
 
     let outcome = clients.await.unwrap().unwrap();
     assert!(outcome.errors.is_empty(), "{:?}", outcome.errors);
-    assert!(
-        eventually(Duration::from_secs(60), || pipeline
-            .unfinished_acknowledged()
-            == 0)
-        .await,
-        "{} acknowledged orders never finished",
-        pipeline.unfinished_acknowledged()
-    );
+    assert_every_acknowledged_order_finishes(&pipeline, Duration::from_secs(60)).await;
     let mut by_order = HashMap::new();
     drain_transitions(&mut feed, &mut by_order);
     let counts = pipeline.snapshot().counts;
@@ -187,4 +174,19 @@ async fn killed_consumers_are_replaced_and_no_order_is_lost_or_finished_twice() 
             "partition {partition}: committed {committed} of {end}"
         );
     }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_thousand_concurrent_clients_complete_without_errors() {
+    orderdeck::raise_open_file_limit();
+    let pipeline = start(config(BrokerTarget::Embedded, 0.0)).await;
+    let outcome = send_orders_and_wait(&pipeline, endpoint(&pipeline), 1000, 3000).await;
+    assert!(outcome.errors.is_empty(), "{:?}", outcome.errors);
+    assert_every_acknowledged_order_finishes(&pipeline, Duration::from_secs(60)).await;
+    let counts = pipeline.snapshot().counts;
+    pipeline.shutdown().await;
+    assert_eq!(counts.sent, 3000);
+    assert_eq!(counts.acknowledged, 3000);
+    assert_eq!(counts.finished, 3000);
+    assert_eq!(counts.failed + counts.rejected, 0);
 }

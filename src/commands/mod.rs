@@ -1,5 +1,6 @@
 //! One file per subcommand, plus what they share: progress and the report.
 
+pub mod bench;
 pub mod export;
 pub mod progress;
 pub mod run;

@@ -46,15 +46,12 @@ pub async fn run(args: &CommonArgs) -> Result<(), AppError> {
         problems.push("the consumer group did not get every partition within 30 s".to_owned());
     }
 
-    let endpoint = format!(
-        "http://{}",
-        pipeline.grpc_addr().expect("run starts a server")
-    );
+    let server = pipeline.dial().expect("run starts a server");
     let stop_clients = CancellationToken::new();
     let started = Instant::now();
     tracing::info!(clients = plan.clients, "simulated clients started");
     let mut clients = tokio::spawn(run_clients(
-        endpoint,
+        server,
         csv.orders.into(),
         plan.clone(),
         Arc::clone(&metrics),

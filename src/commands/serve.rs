@@ -12,7 +12,7 @@ use super::{conclude, finish, interrupted_by_ctrl_c};
 use crate::{
     cli::CommonArgs,
     config::{broker_target, pipeline_config},
-    kafka::BrokerTarget,
+    kafka::{BrokerTarget, EmbeddedBroker},
     pipeline::Pipeline,
     AppError,
 };
@@ -26,7 +26,7 @@ pub async fn serve(args: &CommonArgs) -> Result<(), AppError> {
     let pipeline = Pipeline::start(pipeline_config(args, Some(listen))).await?;
     eprintln!(
         "orderdeck serving orders.OrderService and orderdeck.v1.Orders on {} (broker: {}); Ctrl-C stops",
-        pipeline.grpc_addr().expect("serve starts a server"),
+        pipeline.dial().expect("serve starts a server").url,
         pipeline.broker().describe(),
     );
     keep_running(pipeline, args, ctrl_c).await
@@ -48,6 +48,26 @@ pub async fn worker(args: &CommonArgs) -> Result<(), AppError> {
         pipeline.bootstrap_servers(),
     );
     keep_running(pipeline, args, ctrl_c).await
+}
+
+pub async fn broker(args: &CommonArgs) -> Result<(), AppError> {
+    let ctrl_c = interrupted_by_ctrl_c();
+    let config = pipeline_config(args, None);
+    let kafka = &config.kafka;
+    let broker = EmbeddedBroker::with_topics(config.embedded_brokers, kafka)
+        .map_err(|e| AppError::Pipeline(e.into()))?;
+    // The bootstrap list alone on stdout, for scripts; the rest on stderr.
+    println!("{}", broker.bootstrap_servers());
+    let _ = std::io::Write::flush(&mut std::io::stdout());
+    eprintln!(
+        "orderdeck broker: topics {} and {} ({} partitions); use --brokers {}; Ctrl-C stops",
+        kafka.topic,
+        kafka.events_topic,
+        kafka.partitions,
+        broker.bootstrap_servers()
+    );
+    ctrl_c.cancelled().await;
+    Ok(())
 }
 
 async fn keep_running(

@@ -3,6 +3,7 @@
 
 pub mod ingest;
 pub mod legacy;
+pub mod tls;
 pub mod typed;
 
 use std::{net::SocketAddr, sync::Arc};
@@ -31,6 +32,30 @@ pub mod pb {
 
 use pb::{orders::order_service_server::OrderServiceServer, v1::orders_server::OrdersServer};
 
+/// How a client reaches the server: its URL, and TLS settings if it speaks TLS.
+#[derive(Clone, Debug)]
+pub struct Dial {
+    pub url: String,
+    pub tls: Option<tonic::transport::ClientTlsConfig>,
+}
+
+impl Dial {
+    pub fn endpoint(&self) -> Result<tonic::transport::Endpoint, tonic::transport::Error> {
+        let endpoint = tonic::transport::Endpoint::from_shared(self.url.clone())?;
+        match &self.tls {
+            Some(tls) => endpoint.tls_config(tls.clone()),
+            None => Ok(endpoint),
+        }
+    }
+}
+
+/// A plain-text server's URL.
+impl From<String> for Dial {
+    fn from(url: String) -> Self {
+        Self { url, tls: None }
+    }
+}
+
 #[derive(Debug, thiserror::Error)]
 pub enum GrpcError {
     #[error("cannot listen on {addr}: {source}")]
@@ -40,11 +65,16 @@ pub enum GrpcError {
     },
     #[error("reflection setup failed: {0}")]
     Reflection(#[from] tonic_reflection::server::Error),
+    #[error("invalid TLS setup: {0}")]
+    Tls(#[from] tonic::transport::Error),
+    #[error(transparent)]
+    TlsFiles(#[from] tls::TlsError),
 }
 
 /// A running server; `shutdown` stops it gracefully (in-flight calls finish).
 pub struct GrpcServer {
     addr: SocketAddr,
+    tls: bool,
     shutdown: CancellationToken,
     task: JoinHandle<Result<(), tonic::transport::Error>>,
 }
@@ -54,6 +84,7 @@ impl GrpcServer {
         listen: SocketAddr,
         ingest: Arc<Ingest>,
         transitions: broadcast::Sender<Transition>,
+        tls: Option<&tls::TlsSettings>,
     ) -> Result<Self, GrpcError> {
         let listener = TcpListener::bind(listen)
             .await
@@ -96,8 +127,12 @@ impl GrpcServer {
 
         let shutdown = CancellationToken::new();
         let stop = shutdown.clone();
+        let mut builder = Server::builder();
+        if let Some(tls) = tls {
+            builder = builder.tls_config(tls.server())?;
+        }
         let task = tokio::spawn(
-            Server::builder()
+            builder
                 .add_service(health)
                 .add_service(reflection_v1)
                 .add_service(reflection_v1alpha)
@@ -107,9 +142,10 @@ impl GrpcServer {
                     stop.cancelled().await
                 }),
         );
-        tracing::info!(%addr, "gRPC server listening");
+        tracing::info!(%addr, tls = tls.is_some(), "gRPC server listening");
         Ok(Self {
             addr,
+            tls: tls.is_some(),
             shutdown,
             task,
         })
@@ -117,6 +153,12 @@ impl GrpcServer {
 
     pub fn local_addr(&self) -> SocketAddr {
         self.addr
+    }
+
+    /// The URL clients dial: https when the server speaks TLS.
+    pub fn url(&self) -> String {
+        let scheme = if self.tls { "https" } else { "http" };
+        format!("{scheme}://{}", self.addr)
     }
 
     pub async fn shutdown(self) {

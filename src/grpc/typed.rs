@@ -42,6 +42,21 @@ impl From<v1::Order> for Order {
     }
 }
 
+impl From<&Order> for v1::Order {
+    fn from(o: &Order) -> Self {
+        v1::Order {
+            product: o.nombre_producto.clone(),
+            price: o.precio,
+            payment_gateway: o.pasarela_pago.clone(),
+            card_brand: o.marca_tarjeta.clone(),
+            bank: o.banco.clone(),
+            region: o.region.clone(),
+            address: o.direccion.clone(),
+            email: o.correo.clone(),
+        }
+    }
+}
+
 fn wire_state(state: Option<State>) -> v1::State {
     match state {
         None => v1::State::Unspecified,
@@ -79,6 +94,8 @@ impl Orders for TypedService {
         request: Request<PlaceOrderRequest>,
     ) -> Result<Response<PlaceOrderResponse>, Status> {
         let request = request.into_inner();
+        self.ingest
+            .check_size(prost::Message::encoded_len(&request))?;
         let order: Order = request
             .order
             .ok_or_else(|| {

@@ -24,7 +24,11 @@ use tokio::{
 };
 use tokio_util::sync::CancellationToken;
 
-use super::{offsets::OffsetTracker, HealthContext, KafkaConnection};
+use super::{
+    finished_log::{FinishedLog, CLOCK_SKEW},
+    offsets::OffsetTracker,
+    HealthContext, KafkaConnection,
+};
 use crate::{
     metrics::{Counter, Metrics},
     order::OrderRecord,
@@ -40,6 +44,8 @@ pub struct GroupShared {
     pub connection: KafkaConnection,
     pub flow: Arc<OrderFlow>,
     pub registry: Arc<OrderRegistry>,
+    /// Which orders a previous owner of a partition already finished.
+    pub finished_log: Arc<FinishedLog>,
     pub metrics: Arc<Metrics>,
     /// Orders one member runs at once; past it, the member stops fetching.
     pub max_in_flight_per_member: usize,
@@ -381,7 +387,7 @@ impl MemberWorker {
                 _ = stop.cancelled() => break,
                 Some(_) = work.join_next(), if !work.is_empty() => {}
                 (permit, received) = next_message(&self.consumer, &self.permits) => match received {
-                    Ok(message) => self.dispatch(&message, permit, &mut work, &finished_tx),
+                    Ok(message) => self.dispatch(&message, permit, &mut work, &finished_tx).await,
                     Err(error) => {
                         tracing::warn!(member = index, %error, "consumer error");
                         tokio::time::sleep(Duration::from_millis(100)).await;
@@ -437,7 +443,7 @@ impl MemberWorker {
         close(self.consumer).await;
     }
 
-    fn dispatch(
+    async fn dispatch(
         &self,
         message: &BorrowedMessage<'_>,
         permit: OwnedSemaphorePermit,
@@ -445,7 +451,10 @@ impl MemberWorker {
         finished: &mpsc::UnboundedSender<Finished>,
     ) {
         let (partition, offset) = (message.partition(), message.offset());
-        lock(&self.tracker).received(partition, offset);
+        let newly_assigned = lock(&self.tracker).received(partition, offset);
+        if newly_assigned {
+            self.learn_finished_since(message).await;
+        }
         let record = message.payload().map(serde_json::from_slice::<OrderRecord>);
         match record {
             Some(Ok(record)) => {
@@ -471,6 +480,32 @@ impl MemberWorker {
                 self.shared.metrics.incr(Counter::InvalidRecords);
                 self.commit_up_to(partition, offset);
             }
+        }
+    }
+
+    /// Before the first order of a newly assigned partition runs: which of
+    /// its uncommitted orders did a previous owner finish?
+    async fn learn_finished_since(&self, first: &BorrowedMessage<'_>) {
+        let Some(written_ms) = first.timestamp().to_millis() else {
+            return;
+        };
+        let since = written_ms - CLOCK_SKEW.as_millis() as i64;
+        let started = std::time::Instant::now();
+        match self.shared.finished_log.finished_since(since).await {
+            Ok(finished) => {
+                tracing::debug!(
+                    partition = first.partition(),
+                    found = finished.len(),
+                    took_ms = started.elapsed().as_millis() as u64,
+                    "read which orders a previous owner finished"
+                );
+                self.shared.registry.finished_elsewhere(finished)
+            }
+            Err(error) => tracing::warn!(
+                %error,
+                "could not read the events topic; orders a previous owner \
+                 finished may finish again"
+            ),
         }
     }
 

@@ -6,9 +6,52 @@
 use std::{
     sync::mpsc::{self, Receiver, Sender},
     thread::JoinHandle,
+    time::Duration,
 };
 
-use rdkafka::{error::KafkaError, mocking::MockCluster};
+use rdkafka::{
+    error::KafkaError,
+    mocking::MockCluster,
+    types::{RDKafkaApiKey, RDKafkaRespErr},
+};
+
+/// A fault the embedded broker can be told to suffer, for chaos testing.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Fault {
+    /// Every broker drops its connections and refuses new ones.
+    BrokersDown,
+    /// Every broker accepts connections again.
+    BrokersUp,
+    /// The next `count` produce requests fail with retriable errors.
+    ProduceErrors { count: usize },
+    /// Every request takes this much longer (zero removes the delay).
+    RoundTripTime(Duration),
+    /// Every partition of `topic` moves to the next broker (needs two or more).
+    MoveLeaders { topic: String, partitions: i32 },
+}
+
+impl std::fmt::Display for Fault {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Fault::BrokersDown => write!(f, "brokers down"),
+            Fault::BrokersUp => write!(f, "brokers up"),
+            Fault::ProduceErrors { count } => write!(f, "{count} produce errors"),
+            Fault::RoundTripTime(rtt) if rtt.is_zero() => write!(f, "round trip restored"),
+            Fault::RoundTripTime(rtt) => write!(f, "+{} ms round trip", rtt.as_millis()),
+            Fault::MoveLeaders { topic, .. } => write!(f, "leaders of {topic} moved"),
+        }
+    }
+}
+
+/// What retriable produce errors look like: a broker short of replicas, or a
+/// leader in transition.
+const RETRIABLE_PRODUCE_ERRORS: [RDKafkaRespErr; 2] = [
+    RDKafkaRespErr::RD_KAFKA_RESP_ERR_NOT_ENOUGH_REPLICAS,
+    RDKafkaRespErr::RD_KAFKA_RESP_ERR_LEADER_NOT_AVAILABLE,
+];
+
+/// Every broker, in the mock cluster's broker-id arguments.
+const ALL_BROKERS: i32 = -1;
 
 type Reply<T> = Sender<Result<T, KafkaError>>;
 
@@ -17,6 +60,10 @@ enum Command {
         name: String,
         partitions: i32,
         replication: i32,
+        reply: Reply<()>,
+    },
+    Inject {
+        fault: Fault,
         reply: Reply<()>,
     },
     Shutdown,
@@ -76,6 +123,10 @@ impl EmbeddedBroker {
         })
     }
 
+    pub fn inject(&self, fault: Fault) -> Result<(), KafkaError> {
+        self.call(|reply| Command::Inject { fault, reply })
+    }
+
     fn call<T>(&self, command: impl FnOnce(Reply<T>) -> Command) -> Result<T, KafkaError> {
         let (reply, answer) = mpsc::channel();
         let stopped = || KafkaError::MockCluster(rdkafka::types::RDKafkaErrorCode::Fail);
@@ -97,6 +148,7 @@ fn own_cluster(
         }
     };
     let _ = started.send(Ok(cluster.bootstrap_servers()));
+    let mut leader_shift = 0;
     // A closed inbox (the handle dropped without Shutdown) also stops the cluster.
     while let Ok(command) = inbox.recv() {
         match command {
@@ -108,7 +160,47 @@ fn own_cluster(
             } => {
                 let _ = reply.send(cluster.create_topic(&name, partitions, replication));
             }
+            Command::Inject { fault, reply } => {
+                let _ = reply.send(inject(&cluster, brokers, &mut leader_shift, fault));
+            }
             Command::Shutdown => break,
+        }
+    }
+}
+
+fn inject<C: rdkafka::ClientContext>(
+    cluster: &MockCluster<'_, C>,
+    brokers: i32,
+    leader_shift: &mut i32,
+    fault: Fault,
+) -> Result<(), KafkaError> {
+    match fault {
+        Fault::BrokersDown => cluster.broker_down(ALL_BROKERS),
+        Fault::BrokersUp => cluster.broker_up(ALL_BROKERS),
+        Fault::ProduceErrors { count } => {
+            let errors: Vec<_> = RETRIABLE_PRODUCE_ERRORS
+                .iter()
+                .copied()
+                .cycle()
+                .take(count)
+                .collect();
+            cluster.request_errors(RDKafkaApiKey::Produce, &errors);
+            Ok(())
+        }
+        Fault::RoundTripTime(rtt) => cluster.broker_round_trip_time(ALL_BROKERS, rtt),
+        Fault::MoveLeaders { topic, partitions } => {
+            if brokers < 2 {
+                return Err(KafkaError::MockCluster(
+                    rdkafka::types::RDKafkaErrorCode::InvalidReplicationFactor,
+                ));
+            }
+            *leader_shift += 1;
+            // Broker ids run from 1; partition p leads on a rotating broker.
+            for partition in 0..partitions {
+                let leader = (partition + *leader_shift) % brokers + 1;
+                cluster.partition_leader(&topic, partition, Some(leader))?;
+            }
+            Ok(())
         }
     }
 }

@@ -3,6 +3,7 @@
 
 pub mod consumer;
 pub mod embedded;
+pub mod finished_log;
 pub mod offsets;
 pub mod producer;
 
@@ -114,6 +115,22 @@ impl ClientContext for HealthContext {
         if error.rdkafka_error_code() == Some(Code::AllBrokersDown) {
             let _ = self.health.send(BrokerHealth::Down(reason.to_owned()));
         }
+    }
+}
+
+impl EmbeddedBroker {
+    /// Starts the embedded cluster with the orders and events topics made.
+    pub fn with_topics(brokers: i32, options: &KafkaOptions) -> Result<Self, KafkaSetupError> {
+        let broker = Self::start(brokers)?;
+        for topic in [&options.topic, &options.events_topic] {
+            broker
+                .create_topic(topic, options.partitions, options.replication)
+                .map_err(|e| KafkaSetupError::Topic {
+                    topic: topic.clone(),
+                    reason: e.to_string(),
+                })?;
+        }
+        Ok(broker)
     }
 }
 

@@ -19,8 +19,10 @@ pub struct OffsetTracker {
 }
 
 impl OffsetTracker {
-    /// Records that `offset` was handed to a worker.
-    pub fn received(&mut self, partition: i32, offset: i64) {
+    /// Records that `offset` was handed to a worker. Returns true for the
+    /// first record of a partition since it was assigned.
+    pub fn received(&mut self, partition: i32, offset: i64) -> bool {
+        let first = !self.partitions.contains_key(&partition);
         let pending = self.partitions.entry(partition).or_default();
         if pending.back().is_some_and(|last| last.offset >= offset) {
             // The consumer went back (a reset); what was pending will come again.
@@ -30,6 +32,7 @@ impl OffsetTracker {
             offset,
             done: false,
         });
+        first
     }
 
     /// Marks `offset` finished. Returns the highest offset that is now safe to

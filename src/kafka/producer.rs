@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use rdkafka::{
     error::{KafkaError, RDKafkaErrorCode},
-    producer::{FutureProducer, FutureRecord, Producer},
+    producer::{future_producer::DeliveryFuture, FutureProducer, FutureRecord, Producer},
 };
 
 use super::{HealthContext, KafkaConnection};
@@ -49,21 +49,27 @@ const DURABILITY: [(&str, &str); 4] = [
 /// Bounds the producer's memory; past it, callers get `QueueFull`.
 const QUEUE_MAX_MESSAGES: &str = "100000";
 
+/// The producer configuration that makes an acknowledged order durable.
+pub fn durable_config(connection: &KafkaConnection) -> rdkafka::ClientConfig {
+    let mut config = connection.client_config();
+    for (key, value) in DURABILITY {
+        // A user's -X setting wins over our defaults.
+        if config.get(key).is_none() {
+            config.set(key, value);
+        }
+    }
+    config
+        .set(
+            "message.timeout.ms",
+            connection.options.delivery_timeout.as_millis().to_string(),
+        )
+        .set("queue.buffering.max.messages", QUEUE_MAX_MESSAGES);
+    config
+}
+
 impl OrderProducer {
     pub fn new(connection: &KafkaConnection) -> Result<Self, KafkaError> {
-        let mut config = connection.client_config();
-        for (key, value) in DURABILITY {
-            // A user's -X setting wins over our defaults.
-            if config.get(key).is_none() {
-                config.set(key, value);
-            }
-        }
-        config
-            .set(
-                "message.timeout.ms",
-                connection.options.delivery_timeout.as_millis().to_string(),
-            )
-            .set("queue.buffering.max.messages", QUEUE_MAX_MESSAGES);
+        let config = durable_config(connection);
         let context = connection.context();
         let producer = config.create_with_context(context.clone())?;
         Ok(Self {
@@ -97,9 +103,10 @@ impl OrderProducer {
         }
     }
 
-    /// Queues a transition for the events topic without waiting: watchers
-    /// are best-effort, the order itself is not. Returns false if dropped.
-    pub fn publish_transition(&self, transition: &Transition) -> bool {
+    /// Queues a transition for the events topic. The returned delivery can
+    /// be awaited or dropped (the record is sent either way); None if the
+    /// queue refused it.
+    pub fn publish_transition(&self, transition: &Transition) -> Option<DeliveryFuture> {
         let key = transition.order_id.to_string();
         let value = serde_json::to_vec(transition).expect("a Transition always serializes");
         self.producer
@@ -108,7 +115,7 @@ impl OrderProducer {
                     .key(&key)
                     .payload(&value),
             )
-            .is_ok()
+            .ok()
     }
 
     /// Waits for everything queued to be delivered.

@@ -6,6 +6,7 @@ use std::{
     time::{Duration, Instant},
 };
 
+use rdkafka::producer::future_producer::DeliveryFuture;
 use tokio::sync::{broadcast, watch};
 
 use super::{ledger::AckLedger, registry::RunGuard};
@@ -64,7 +65,8 @@ impl OrderFlow {
             metrics: &self.metrics,
             current: None,
         };
-        self.announce(&mut gauge, record, State::Processing, Duration::ZERO)
+        let mut on_record = self
+            .announce(&mut gauge, record, State::Processing, Duration::ZERO)
             .await;
         let mut entered = Instant::now();
         while let Some(state) = gauge.current {
@@ -73,8 +75,15 @@ impl OrderFlow {
             self.clock.wait_stage(range).await;
             let spent = entered.elapsed();
             self.metrics.record(Latency::InState(state), spent);
-            self.announce(&mut gauge, record, next, spent).await;
+            on_record = self.announce(&mut gauge, record, next, spent).await;
             entered = Instant::now();
+        }
+        // The Finished event is in Kafka before the offset can be committed,
+        // so a successor reading the events topic knows this order is done.
+        if let Some(delivery) = on_record {
+            if !matches!(delivery.await, Ok(Ok(_))) {
+                self.metrics.incr(Counter::EventsDropped);
+            }
         }
         self.metrics.record(
             Latency::Completion,
@@ -85,18 +94,21 @@ impl OrderFlow {
         self.ledger.finished(record.order_id);
     }
 
+    /// Announces a transition everywhere; returns its pending delivery to
+    /// the events topic (None if it was dropped and counted).
     async fn announce(
         &self,
         gauge: &mut StateGauge<'_>,
         record: &OrderRecord,
         to: State,
         spent: Duration,
-    ) {
+    ) -> Option<DeliveryFuture> {
         let transition = Transition::new(record, gauge.current, to, spent);
         self.metrics.move_state(gauge.current, to);
         gauge.current = Some(to);
         self.metrics.incr(Counter::Transitions);
-        if !self.events.publish_transition(&transition) {
+        let delivery = self.events.publish_transition(&transition);
+        if delivery.is_none() {
             self.metrics.incr(Counter::EventsDropped);
         }
         if let Some(notifier) = &self.notifier {
@@ -106,5 +118,6 @@ impl OrderFlow {
         // No subscriber is fine: nobody is watching.
         let _ = self.transitions.send(transition);
         self.sink.submit(documents).await;
+        delivery
     }
 }

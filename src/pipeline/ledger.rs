@@ -2,7 +2,7 @@
 //! acknowledged order finished" is checked on ids, not on two counters.
 
 use std::{
-    collections::{HashSet, VecDeque},
+    collections::{HashMap, HashSet, VecDeque},
     sync::Mutex,
     time::{Duration, Instant},
 };
@@ -11,11 +11,31 @@ use crate::order::OrderId;
 
 #[derive(Default)]
 struct Inner {
-    awaiting_finish: HashSet<OrderId>,
+    /// Acknowledged, not finished: when each was acknowledged.
+    awaiting_finish: HashMap<OrderId, Instant>,
+    /// Acknowledgements in order, for the oldest one still waiting; entries
+    /// already finished are dropped lazily from the front.
+    ack_order: VecDeque<(Instant, OrderId)>,
     /// A consumer can finish an order before the server has processed the
     /// delivery report that acknowledges it; those wait here for their ack.
     finished_early: HashSet<OrderId>,
     early_arrivals: VecDeque<(Instant, OrderId)>,
+    acknowledged: u64,
+    /// Acknowledged orders that finished (matched by id).
+    finished: u64,
+}
+
+/// The ledger at one moment, for a live reconciliation.
+#[derive(Clone, Copy, Debug, Default, PartialEq)]
+pub struct LedgerTally {
+    pub acknowledged: u64,
+    pub finished: u64,
+    /// Acknowledged, not finished yet.
+    pub waiting: u64,
+    /// How long the oldest waiting order has waited.
+    pub oldest_waiting: Option<Duration>,
+    /// Waiting orders older than the limit asked for.
+    pub overdue: u64,
 }
 
 pub struct AckLedger {
@@ -39,14 +59,21 @@ impl AckLedger {
 
     pub fn acknowledged(&self, id: OrderId) {
         let mut inner = self.lock();
-        if !inner.finished_early.remove(&id) {
-            inner.awaiting_finish.insert(id);
+        inner.acknowledged += 1;
+        if inner.finished_early.remove(&id) {
+            inner.finished += 1;
+        } else {
+            let now = Instant::now();
+            inner.awaiting_finish.insert(id, now);
+            inner.ack_order.push_back((now, id));
         }
     }
 
     pub fn finished(&self, id: OrderId) {
         let mut inner = self.lock();
-        if inner.awaiting_finish.remove(&id) {
+        if inner.awaiting_finish.remove(&id).is_some() {
+            inner.finished += 1;
+            inner.drop_finished_from_front();
             return;
         }
         let now = Instant::now();
@@ -65,6 +92,37 @@ impl AckLedger {
     pub fn unfinished(&self) -> usize {
         self.lock().awaiting_finish.len()
     }
+
+    /// Everything at once, consistently; orders waiting longer than
+    /// `overdue_after` count as overdue.
+    pub fn tally(&self, overdue_after: Duration) -> LedgerTally {
+        let mut inner = self.lock();
+        inner.drop_finished_from_front();
+        let overdue = inner
+            .ack_order
+            .iter()
+            .take_while(|(at, _)| at.elapsed() > overdue_after)
+            .filter(|(at, id)| inner.awaiting_finish.get(id) == Some(at))
+            .count() as u64;
+        LedgerTally {
+            acknowledged: inner.acknowledged,
+            finished: inner.finished,
+            waiting: inner.awaiting_finish.len() as u64,
+            oldest_waiting: inner.ack_order.front().map(|(at, _)| at.elapsed()),
+            overdue,
+        }
+    }
+}
+
+impl Inner {
+    fn drop_finished_from_front(&mut self) {
+        while let Some((at, id)) = self.ack_order.front() {
+            if self.awaiting_finish.get(id) == Some(at) {
+                break;
+            }
+            self.ack_order.pop_front();
+        }
+    }
 }
 
 #[cfg(test)]
@@ -80,8 +138,31 @@ mod tests {
         ledger.finished(b); // finished before its ack arrived
         ledger.acknowledged(b);
         assert_eq!(ledger.unfinished(), 1);
+        assert!(ledger.tally(Duration::MAX).oldest_waiting.is_some());
         ledger.finished(a);
         assert_eq!(ledger.unfinished(), 0);
+        let tally = ledger.tally(Duration::MAX);
+        assert_eq!(
+            (tally.acknowledged, tally.finished, tally.waiting),
+            (2, 2, 0)
+        );
+        assert_eq!(tally.oldest_waiting, None);
+    }
+
+    #[test]
+    fn the_oldest_waiting_is_the_earliest_ack_still_unfinished() {
+        let ledger = AckLedger::new(Duration::from_secs(60));
+        let (first, second) = (OrderId::new_random(), OrderId::new_random());
+        ledger.acknowledged(first);
+        std::thread::sleep(Duration::from_millis(30));
+        ledger.acknowledged(second);
+        let tally = ledger.tally(Duration::from_millis(20));
+        assert!(tally.oldest_waiting.unwrap() >= Duration::from_millis(30));
+        assert_eq!(tally.overdue, 1, "only the first waited past 20 ms");
+        ledger.finished(first);
+        let tally = ledger.tally(Duration::from_millis(20));
+        assert!(tally.oldest_waiting.unwrap() < Duration::from_millis(30));
+        assert_eq!(tally.overdue, 0);
     }
 
     #[test]

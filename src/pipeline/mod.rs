@@ -1,6 +1,7 @@
 //! The pipeline assembled: broker, producer, gRPC server and consumer group,
 //! started together and stopped in the order that loses nothing.
 
+pub mod chaos;
 pub mod flow;
 pub mod ledger;
 pub mod registry;
@@ -14,9 +15,13 @@ use tokio::{
 
 use crate::{
     clock::{DelayRange, SimClock},
-    grpc::{GrpcError, GrpcServer, Ingest, ServerLimits},
+    grpc::{
+        tls::{TlsFiles, TlsSettings},
+        Dial, GrpcError, GrpcServer, Ingest, ServerLimits,
+    },
     kafka::{
         consumer::{ConsumerGroup, GroupShared, MemberLoad, PartitionLag, StopMode},
+        finished_log::FinishedLog,
         producer::OrderProducer,
         BrokerHealth, BrokerTarget, EmbeddedBroker, KafkaConnection, KafkaOptions, KafkaSetupError,
     },
@@ -31,7 +36,12 @@ use crate::{
 };
 use tokio_util::sync::CancellationToken;
 
-use self::{flow::OrderFlow, ledger::AckLedger, registry::OrderRegistry};
+use self::{
+    chaos::{Chaos, ChaosError, ChaosLog},
+    flow::OrderFlow,
+    ledger::AckLedger,
+    registry::OrderRegistry,
+};
 
 #[derive(Clone, Debug)]
 pub struct PipelineConfig {
@@ -53,6 +63,8 @@ pub struct PipelineConfig {
     pub sink: SinkSettings,
     /// E-mail notifications, if any.
     pub notify: Option<NotifySettings>,
+    /// TLS for the gRPC server, if any.
+    pub tls: Option<TlsFiles>,
 }
 
 /// What the side channels did, for the report.
@@ -86,6 +98,7 @@ pub struct Pipeline {
     stage_delay: watch::Sender<DelayRange>,
     group_shared: GroupShared,
     server: Option<GrpcServer>,
+    tls: Option<TlsSettings>,
     consumers: Option<ConsumerGroup>,
     /// Partitions of the orders topic.
     partitions: usize,
@@ -95,9 +108,9 @@ pub struct Pipeline {
     sink_task: Option<SinkTask>,
     notify_task: Option<NotifyTask>,
     stop_throughput: CancellationToken,
-    // Held only to keep it alive; declared last so it is dropped after
-    // every client that talks to it.
-    _embedded_broker: Option<EmbeddedBroker>,
+    chaos: ChaosLog,
+    // Declared last so it is dropped after every client that talks to it.
+    embedded_broker: Option<EmbeddedBroker>,
 }
 
 impl Pipeline {
@@ -112,18 +125,14 @@ impl Pipeline {
         config: PipelineConfig,
         transitions: broadcast::Sender<Transition>,
     ) -> Result<Self, PipelineError> {
+        // Unreadable certificates fail the start before anything runs.
+        let tls = match &config.tls {
+            Some(files) => Some(files.load().map_err(GrpcError::from)?),
+            None => None,
+        };
         let (broker, bootstrap) = match &config.kafka.target {
             BrokerTarget::Embedded => {
-                let broker = EmbeddedBroker::start(config.embedded_brokers)
-                    .map_err(KafkaSetupError::from)?;
-                for topic in [&config.kafka.topic, &config.kafka.events_topic] {
-                    broker
-                        .create_topic(topic, config.kafka.partitions, config.kafka.replication)
-                        .map_err(|e| KafkaSetupError::Topic {
-                            topic: topic.clone(),
-                            reason: e.to_string(),
-                        })?;
-                }
+                let broker = EmbeddedBroker::with_topics(config.embedded_brokers, &config.kafka)?;
                 let bootstrap = broker.bootstrap_servers().to_owned();
                 (Some(broker), bootstrap)
             }
@@ -166,6 +175,7 @@ impl Pipeline {
             connection: connection.clone(),
             flow,
             registry: Arc::clone(&registry),
+            finished_log: Arc::new(FinishedLog::new(connection.clone())),
             metrics: Arc::clone(&metrics),
             max_in_flight_per_member: config.max_in_flight_per_consumer,
             assigned: Arc::new(watch::channel(0).0),
@@ -182,7 +192,7 @@ impl Pipeline {
                     config.limits,
                     sink.clone(),
                 ));
-                Some(GrpcServer::start(listen, ingest, transitions.clone()).await?)
+                Some(GrpcServer::start(listen, ingest, transitions.clone(), tls.as_ref()).await?)
             }
             None => None,
         };
@@ -196,6 +206,7 @@ impl Pipeline {
             stage_delay,
             group_shared,
             server,
+            tls,
             consumers: Some(consumers),
             partitions,
             draining: JoinSet::new(),
@@ -203,7 +214,8 @@ impl Pipeline {
             sink_task: Some(sink_task),
             notify_task,
             stop_throughput,
-            _embedded_broker: broker,
+            chaos: ChaosLog::default(),
+            embedded_broker: broker,
         })
     }
 
@@ -224,6 +236,14 @@ impl Pipeline {
     /// The gRPC server's address, if this pipeline runs one.
     pub fn grpc_addr(&self) -> Option<SocketAddr> {
         self.server.as_ref().map(GrpcServer::local_addr)
+    }
+
+    /// How clients reach this pipeline's server (https with TLS), if it runs one.
+    pub fn dial(&self) -> Option<Dial> {
+        self.server.as_ref().map(|server| Dial {
+            url: server.url(),
+            tls: self.tls.as_ref().map(TlsSettings::client),
+        })
     }
 
     pub fn broker(&self) -> BrokerTarget {
@@ -318,6 +338,37 @@ impl Pipeline {
 
     pub fn consumers_paused(&self) -> bool {
         *self.group_shared.paused.borrow()
+    }
+
+    /// Injects a fault: broker faults need the embedded broker; a consumer
+    /// kill works anywhere (a replacement member joins at once, as a
+    /// supervisor would restart a crashed task).
+    pub fn inject(&mut self, chaos: Chaos) -> Result<(), ChaosError> {
+        match chaos.broker_fault(&self.connection.options.topic, self.partitions as i32) {
+            Some(fault) => self
+                .embedded_broker
+                .as_ref()
+                .ok_or(ChaosError::NeedsEmbeddedBroker)?
+                .inject(fault)
+                .map_err(|e| ChaosError::Kafka(e.to_string()))?,
+            None => {
+                let crash = self
+                    .consumers
+                    .as_mut()
+                    .and_then(|group| group.remove_member(StopMode::Abort))
+                    .ok_or(ChaosError::NoConsumers)?;
+                self.draining.spawn(crash);
+                self.add_consumer()
+                    .map_err(|e| ChaosError::Kafka(e.to_string()))?;
+            }
+        }
+        self.chaos.record(chaos);
+        Ok(())
+    }
+
+    /// The faults in force and how many were injected.
+    pub fn chaos(&self) -> ChaosLog {
+        self.chaos.clone()
     }
 
     /// Stops every consumer, then starts `members` fresh ones in the same group.

@@ -93,6 +93,17 @@ impl OrderRegistry {
         self.inner.lock().unwrap_or_else(|e| e.into_inner())
     }
 
+    /// Records orders that finished elsewhere (a previous owner of their
+    /// partition), so their redeliveries are skipped.
+    pub fn finished_elsewhere(&self, ids: impl IntoIterator<Item = OrderId>) {
+        let mut inner = self.lock();
+        for id in ids {
+            if !inner.in_flight.contains_key(&id) {
+                inner.finished.insert(id);
+            }
+        }
+    }
+
     pub fn claim(self: &Arc<Self>, id: OrderId) -> Claim {
         let mut inner = self.lock();
         if inner.finished.contains(&id) {

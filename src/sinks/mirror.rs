@@ -45,6 +45,8 @@ pub enum SinkTarget {
     /// No Elasticsearch: everything goes to the spool, for `orderdeck export`.
     Spool,
     Elastic(ElasticConfig),
+    /// Mirror nothing: for measuring the pipeline without its sink.
+    Off,
 }
 
 #[derive(Clone, Debug)]
@@ -141,6 +143,7 @@ pub struct SinkHandle {
     names: Arc<IndexNames>,
     counters: Arc<SinkCounters>,
     status: watch::Receiver<SinkStatus>,
+    off: bool,
 }
 
 /// The running sink task; `close` drains it.
@@ -166,6 +169,9 @@ impl SinkHandle {
     /// Queues documents; waits (backpressure) only when the queue is full,
     /// which a spool on local disk keeps rare.
     pub async fn submit(&self, documents: Vec<Document>) {
+        if self.off {
+            return;
+        }
         // Rendering happens here, on the caller's task, so it spreads over
         // the runtime's threads instead of queueing behind one sink task.
         let operations: Vec<String> = documents
@@ -199,8 +205,8 @@ pub async fn start(settings: SinkSettings) -> Result<(SinkHandle, SinkTask), Sin
         dir: dir.display().to_string(),
         source,
     };
-    let writer = SpoolWriter::open(&dir).map_err(spool_error)?;
     let (elastic, target) = match &settings.target {
+        SinkTarget::Off => return Ok(switched_off(settings.names)),
         SinkTarget::Spool => (None, format!("spool {}", dir.display())),
         SinkTarget::Elastic(config) => {
             let client = ElasticClient::new(config, settings.names.clone())?;
@@ -208,6 +214,7 @@ pub async fn start(settings: SinkSettings) -> Result<(SinkHandle, SinkTask), Sin
             (Some((client, reader)), config.url.clone())
         }
     };
+    let writer = SpoolWriter::open(&dir).map_err(spool_error)?;
     let counters = Arc::new(SinkCounters::default());
     let (status_tx, status) = watch::channel(counters.status(&target, None));
     let (operations, inbox) = mpsc::channel(QUEUE);
@@ -241,9 +248,30 @@ pub async fn start(settings: SinkSettings) -> Result<(SinkHandle, SinkTask), Sin
             names,
             counters,
             status: status.clone(),
+            off: false,
         },
         SinkTask { stop, status, task },
     ))
+}
+
+fn switched_off(names: IndexNames) -> (SinkHandle, SinkTask) {
+    let counters = Arc::new(SinkCounters::default());
+    let (_, status) = watch::channel(counters.status("off", None));
+    let (operations, _) = mpsc::channel(1);
+    let handle = SinkHandle {
+        operations,
+        room: Arc::new(Semaphore::new(0)),
+        names: Arc::new(names),
+        counters,
+        status: status.clone(),
+        off: true,
+    };
+    let task = SinkTask {
+        stop: CancellationToken::new(),
+        status,
+        task: tokio::spawn(async {}),
+    };
+    (handle, task)
 }
 
 struct Mirror {

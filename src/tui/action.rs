@@ -2,8 +2,10 @@
 
 use ratatui::crossterm::event::{Event, KeyCode, KeyEvent, KeyEventKind, KeyModifiers};
 
+use std::time::Duration;
+
 use super::app::{App, Overlay, Screen};
-use crate::config::LoadLevel;
+use crate::{config::LoadLevel, pipeline::chaos::Chaos};
 
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Action {
@@ -31,8 +33,42 @@ pub enum Action {
     WiderWindow,
     NarrowerWindow,
     ExportToKibana,
+    OpenChaos,
+    /// A choice in the chaos menu.
+    Inject(Chaos),
     Quit,
 }
+
+/// The chaos menu: key, what it breaks, how the menu names it.
+pub const CHAOS_MENU: &[(char, Chaos, &str)] = &[
+    ('d', Chaos::BrokersDown, "take every Kafka broker down"),
+    ('u', Chaos::BrokersUp, "bring the brokers back up"),
+    (
+        'e',
+        Chaos::ProduceErrors(50),
+        "fail the next 50 produce requests (retriable)",
+    ),
+    (
+        'l',
+        Chaos::RoundTripTime(Duration::from_millis(200)),
+        "add 200 ms to every broker round trip",
+    ),
+    (
+        'n',
+        Chaos::RoundTripTime(Duration::ZERO),
+        "normal round trips again",
+    ),
+    (
+        'm',
+        Chaos::MoveLeaders,
+        "move every partition leader to another broker",
+    ),
+    (
+        'k',
+        Chaos::KillConsumer,
+        "kill a consumer with its orders in flight",
+    ),
+];
 
 /// One row of the help overlay: keys, what they do.
 pub struct KeyHelp {
@@ -67,6 +103,11 @@ pub const KEYMAP_HELP: &[KeyHelp] = &[
         group: "Consumers",
         keys: "c C",
         does: "add / remove a consumer in the group",
+    },
+    KeyHelp {
+        group: "Chaos",
+        keys: "x",
+        does: "chaos menu: brokers, latency, consumers",
     },
     KeyHelp {
         group: "Navigate",
@@ -133,6 +174,13 @@ pub fn action_for(app: &App, event: &Event) -> Option<Action> {
             _ => Action::FilterInput(event.clone()),
         });
     }
+    if app.overlay == Overlay::Chaos {
+        if let KeyCode::Char(pressed) = key.code {
+            if let Some((_, chaos, _)) = CHAOS_MENU.iter().find(|(k, _, _)| *k == pressed) {
+                return Some(Action::Inject(*chaos));
+            }
+        }
+    }
     if app.overlay != Overlay::None {
         return match key.code {
             KeyCode::Esc | KeyCode::Enter | KeyCode::Char('q') => Some(Action::Back),
@@ -176,6 +224,7 @@ fn command(key: &KeyEvent) -> Option<Action> {
         KeyCode::Char('c') => Action::AddConsumer,
         KeyCode::Char('C') => Action::RemoveConsumer,
         KeyCode::Char('e') => Action::ExportToKibana,
+        KeyCode::Char('x') => Action::OpenChaos,
         _ => return None,
     })
 }

@@ -40,6 +40,8 @@ pub enum Overlay {
     None,
     Help,
     Detail(OrderId),
+    /// The chaos menu.
+    Chaos,
 }
 
 /// The panel that scroll keys move.
@@ -332,6 +334,10 @@ impl App {
     fn update_main(&mut self, action: Action) -> Option<Effect> {
         if self.overlay != Overlay::None {
             match action {
+                Action::Inject(chaos) => {
+                    self.overlay = Overlay::None;
+                    return Some(Effect::Send(Command::Inject(chaos)));
+                }
                 Action::Back | Action::Confirm | Action::ToggleHelp => self.overlay = Overlay::None,
                 _ => {}
             }
@@ -398,6 +404,7 @@ impl App {
                 }
             }
             Action::ToggleHelp => self.toggle_help(),
+            Action::OpenChaos => self.overlay = Overlay::Chaos,
             Action::WiderWindow => {
                 self.chart_window = (self.chart_window + 1).min(CHART_WINDOWS_S.len() - 1)
             }

@@ -22,6 +22,7 @@ use crate::{
     },
     metrics::{LatencySummary, MetricsSnapshot, OrderCounts, WindowStats},
     order::{Order, OrderId, State, Transition},
+    pipeline::{chaos::Chaos, ledger::LedgerTally},
     session::{Command, Phase, Sample, SessionStatus},
     sinks::SinkStatus,
 };
@@ -83,6 +84,13 @@ fn status() -> SessionStatus {
     };
     status.in_flight = 40;
     status.unfinished = 50;
+    status.reconciliation = LedgerTally {
+        acknowledged: 1_200,
+        finished: 1_150,
+        waiting: 50,
+        oldest_waiting: Some(Duration::from_millis(8_400)),
+        overdue: 0,
+    };
     status.sink = SinkStatus {
         target: "spool orderdeck-data/spool".into(),
         produced: 15_000,
@@ -483,7 +491,7 @@ fn every_bound_key_is_in_the_help() {
         .join(" ");
     for key in [
         "s", "space", "1 2 3", "l", "+ -", "c C", "Tab", "/", "Enter", "Esc", "?", "q", "Ctrl-C",
-        "[ ]", "g G", "PgDn",
+        "[ ]", "g G", "PgDn", "x",
     ] {
         assert!(help.contains(key), "{key} missing from help");
     }
@@ -525,4 +533,66 @@ fn the_header_shows_elasticsearch_health_rate_and_failures() {
     refused.sink.failed = 3;
     app.ingest_status(refused);
     assert!(header(&app).contains("· 3 failed"), "{}", header(&app));
+}
+
+#[test]
+fn chaos_menu() {
+    let mut app = running_app();
+    assert_eq!(key(&mut app, KeyCode::Char('x')), None);
+    assert_eq!(app.overlay, Overlay::Chaos);
+    insta::assert_snapshot!(render(&app, 100, 30));
+}
+
+#[test]
+fn chaos_keys_inject_and_close_the_menu() {
+    for (pressed, chaos, _) in super::action::CHAOS_MENU {
+        let mut app = running_app();
+        key(&mut app, KeyCode::Char('x'));
+        assert_eq!(
+            key(&mut app, KeyCode::Char(*pressed)),
+            Some(Effect::Send(Command::Inject(*chaos))),
+            "{pressed}"
+        );
+        assert_eq!(app.overlay, Overlay::None);
+    }
+    // Outside the menu the same letters keep their own meaning.
+    let mut app = running_app();
+    assert_eq!(
+        key(&mut app, KeyCode::Char('e')),
+        Some(Effect::Send(Command::ExportToKibana))
+    );
+    let mut app = running_app();
+    key(&mut app, KeyCode::Char('x'));
+    assert_eq!(key(&mut app, KeyCode::Esc), None);
+    assert_eq!(app.overlay, Overlay::None);
+}
+
+#[test]
+fn a_fault_and_the_reconciliation_are_on_screen() {
+    let mut app = running_app();
+    let mut broken = status();
+    broken.chaos.record(Chaos::BrokersDown);
+    broken
+        .chaos
+        .record(Chaos::RoundTripTime(Duration::from_millis(200)));
+    broken.reconciliation.overdue = 3;
+    app.ingest_status(broken);
+    let screen = render(&app, 160, 48);
+    let header = screen.lines().next().unwrap();
+    assert!(
+        header.contains("⚡ brokers down, +200 ms round trip"),
+        "{header}"
+    );
+    assert!(
+        screen.contains("acked 1200 = finished 1150 + waiting 50 (oldest 8.4 s)"),
+        "{screen}"
+    );
+    assert!(screen.contains("3 overdue"), "{screen}");
+
+    let mut healthy = status();
+    healthy.metrics.elapsed += Duration::from_secs(1);
+    app.ingest_status(healthy);
+    let screen = render(&app, 160, 48);
+    assert!(!screen.lines().next().unwrap().contains('⚡'));
+    assert!(screen.contains("lost 0"), "{screen}");
 }

@@ -41,6 +41,7 @@ pub fn draw(frame: &mut Frame, app: &App) {
         Overlay::None => {}
         Overlay::Help => widgets::help::render(frame, area),
         Overlay::Detail(id) => widgets::detail::render(frame, area, app, *id),
+        Overlay::Chaos => widgets::chaos::render(frame, area, app),
     }
     match app.phase() {
         Some(Phase::Failed(reason)) => message_box(

@@ -54,6 +54,7 @@ pub fn config(target: BrokerTarget, time_scale: f64) -> PipelineConfig {
             names: IndexNames::default(),
         },
         notify: None,
+        tls: None,
     }
 }
 
@@ -92,6 +93,38 @@ pub fn endpoint(pipeline: &Pipeline) -> String {
     format!("http://{}", pipeline.grpc_addr().expect("server runs"))
 }
 
+/// Waits until every acknowledged order (by id) has finished.
+pub async fn assert_every_acknowledged_order_finishes(pipeline: &Pipeline, limit: Duration) {
+    assert!(
+        eventually(limit, || pipeline.unfinished_acknowledged() == 0).await,
+        "{} acknowledged orders never finished",
+        pipeline.unfinished_acknowledged()
+    );
+}
+
+/// `orders` orders from `clients` simulated clients, as fast as they go.
+pub async fn send_orders_and_wait(
+    pipeline: &Pipeline,
+    server: impl Into<orderdeck::grpc::Dial>,
+    clients: usize,
+    orders: u64,
+) -> orderdeck::clients::ClientsOutcome {
+    orderdeck::clients::run_clients(
+        server,
+        seed_orders(),
+        orderdeck::clients::ClientPlan {
+            clients,
+            rate: None,
+            clock: SimClock::new(TimeScale::ORIGINAL),
+            orders: Some(orders),
+        },
+        Arc::clone(pipeline.metrics()),
+        tokio_util::sync::CancellationToken::new(),
+    )
+    .await
+    .expect("clients connect")
+}
+
 /// Polls `condition` every 20 ms until it holds or `limit` passes.
 pub async fn eventually(limit: Duration, mut condition: impl FnMut() -> bool) -> bool {
     let deadline = tokio::time::Instant::now() + limit;
@@ -116,4 +149,37 @@ pub fn drain_transitions(
             Err(e) => panic!("transition feed failed: {e}"),
         }
     }
+}
+
+/// Writes `count` accepted orders (the seed rows, cycled) straight into the
+/// orders topic, as a server would have; returns their ids.
+pub async fn produce_orders(bootstrap: &str, count: usize) -> Vec<OrderId> {
+    use rdkafka::producer::{FutureProducer, FutureRecord};
+    let producer: FutureProducer = rdkafka::ClientConfig::new()
+        .set("bootstrap.servers", bootstrap)
+        .set("enable.idempotence", "true")
+        .create()
+        .unwrap();
+    let orders = seed_orders();
+    let deliveries: Vec<_> = (0..count)
+        .map(|n| {
+            let record = orderdeck::order::OrderRecord {
+                order: orders[n % orders.len()].clone(),
+                order_id: OrderId::new_random(),
+                timestamp_envio: orderdeck::clock::unix_seconds_now(),
+            };
+            let key = record.order_id.to_string();
+            let value = serde_json::to_vec(&record).unwrap();
+            let delivery = producer
+                .send_result(FutureRecord::to("orders").key(&key).payload(&value))
+                .expect("queued");
+            (record.order_id, delivery)
+        })
+        .collect();
+    let mut ids = Vec::with_capacity(count);
+    for (id, delivery) in deliveries {
+        delivery.await.unwrap().expect("delivered");
+        ids.push(id);
+    }
+    ids
 }

@@ -3,7 +3,7 @@
 use ratatui::{
     layout::{Constraint, Rect},
     style::{Color, Modifier, Style},
-    text::Line,
+    text::{Line, Span},
     widgets::{Cell, Row, Table},
     Frame,
 };
@@ -11,6 +11,7 @@ use ratatui::{
 use super::panel;
 use crate::{
     order::State,
+    session::SessionStatus,
     tui::{
         app::App,
         format::{per_second, state_color},
@@ -62,10 +63,7 @@ pub fn render(frame: &mut Frame, area: Rect, app: &App) {
             _ => String::new(),
         }));
     }
-    let extras = format!(
-        " rejected {} · failed {} · in flight {} · unfinished {} · redelivered {} ",
-        c.rejected, c.failed, status.in_flight, status.unfinished, c.redelivered
-    );
+    let extras = reconciliation(status, area.width.saturating_sub(2) as usize);
     let bold = Style::new().add_modifier(Modifier::BOLD);
     let table = Table::new(
         [
@@ -76,6 +74,44 @@ pub fn render(frame: &mut Frame, area: Rect, app: &App) {
         [Constraint::Ratio(1, 8); 8],
     )
     .column_spacing(1)
-    .block(panel("Pipeline", false).title_bottom(Line::from(extras).right_aligned()));
+    .block(panel("Pipeline", false).title_bottom(extras.right_aligned()));
     frame.render_widget(table, area);
+}
+
+/// `acked = finished + waiting · lost 0` and the other counts, dropping the
+/// least important parts first so the line fits `room` columns.
+fn reconciliation(status: &SessionStatus, room: usize) -> Line<'static> {
+    let ledger = status.reconciliation;
+    let c = status.metrics.counts;
+    let (risk, risk_color) = match ledger.overdue {
+        0 => ("lost 0".to_owned(), Color::Green),
+        n => (format!("{n} overdue"), Color::Red),
+    };
+    let balance = format!(
+        " acked {} = finished {} + waiting {}",
+        ledger.acknowledged, ledger.finished, ledger.waiting
+    );
+    let oldest = ledger.oldest_waiting.map_or(String::new(), |age| {
+        format!(" (oldest {:.1} s)", age.as_secs_f64())
+    });
+    let others = format!(
+        " · rejected {} · failed {} · redelivered {} ",
+        c.rejected, c.failed, c.redelivered
+    );
+    let width = |parts: &[&str]| parts.iter().map(|p| p.chars().count()).sum::<usize>() + 3;
+    let (oldest, others) = if width(&[&balance, &oldest, &risk, &others]) <= room {
+        (oldest, others)
+    } else if width(&[&balance, &oldest, &risk]) <= room {
+        (oldest, " ".to_owned())
+    } else {
+        (String::new(), " ".to_owned())
+    };
+    Line::from(vec![
+        Span::raw(format!("{balance}{oldest} · ")),
+        Span::styled(
+            risk,
+            Style::new().fg(risk_color).add_modifier(Modifier::BOLD),
+        ),
+        Span::raw(others),
+    ])
 }

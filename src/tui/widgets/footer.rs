@@ -13,6 +13,7 @@ use crate::tui::app::{App, Overlay, Screen};
 pub fn render(frame: &mut Frame, area: Rect, app: &App) {
     let keys: &[(&str, &str)] = match (app.screen, &app.overlay) {
         (_, Overlay::Help | Overlay::Detail(_)) => &[("Esc", "close"), ("Ctrl-C", "quit")],
+        (_, Overlay::Chaos) => &[("d u e l n m k", "inject"), ("Esc", "close")],
         (Screen::Start, _) => &[
             ("↑↓", "choose"),
             ("Enter", "start"),
@@ -28,6 +29,7 @@ pub fn render(frame: &mut Frame, area: Rect, app: &App) {
             ("1 2 3", "load"),
             ("+-", "clients"),
             ("cC", "consumers"),
+            ("x", "chaos"),
             ("/", "filter"),
             ("⏎", "detail"),
             ("Tab", "focus"),

@@ -43,6 +43,12 @@ pub fn render(frame: &mut Frame, area: Rect, app: &App) {
         }
         (_, BrokerHealth::Down(_)) => Span::styled("✗ down", Style::new().fg(Color::Red)),
     });
+    if status.chaos.degraded() {
+        spans.push(Span::styled(
+            format!(" ⚡ {}", status.chaos.in_force().join(", ")),
+            Style::new().fg(Color::Red).add_modifier(Modifier::BOLD),
+        ));
+    }
     spans.push(separator());
     spans.push(Span::raw(if wide {
         format!("load {}", status.load)

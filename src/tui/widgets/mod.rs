@@ -1,6 +1,7 @@
 //! One file per panel. Each draws from `App` and has no side effects.
 
 pub mod board;
+pub mod chaos;
 pub mod detail;
 pub mod footer;
 pub mod header;

@@ -1,0 +1,60 @@
+//! `orderdeck bench`: runs the scenarios and prints the table, JSON or Markdown.
+
+use std::time::Duration;
+
+use crate::{
+    bench::{self, output, BenchPlan, Scenario},
+    cli::{BenchArgs, CommonArgs},
+    clients::load_orders,
+    AppError,
+};
+
+pub async fn bench(args: &CommonArgs, bench_args: &BenchArgs) -> Result<(), AppError> {
+    let csv = load_orders(&args.csv, args.on_bad_row)?;
+    let seconds = |s: f64, flag: &str| {
+        Duration::try_from_secs_f64(s)
+            .ok()
+            .filter(|d| !d.is_zero())
+            .ok_or_else(|| AppError::Usage(format!("{flag} must be a positive number of seconds")))
+    };
+    if bench_args.fixed_rate.is_nan() || bench_args.fixed_rate <= 0.0 {
+        return Err(AppError::Usage("--fixed-rate must be positive".to_owned()));
+    }
+    let plan = BenchPlan {
+        scenarios: if bench_args.scenarios.is_empty() {
+            Scenario::ALL.to_vec()
+        } else {
+            bench_args.scenarios.clone()
+        },
+        callers: bench_args.callers.max(1),
+        max_orders: bench_args.max_orders,
+        max_time: seconds(bench_args.max_seconds, "--max-seconds")?,
+        rate: bench_args.fixed_rate,
+        rate_time: seconds(bench_args.fixed_seconds, "--fixed-seconds")?,
+        soak: bench_args.soak,
+        es: args.es.clone(),
+        kafka_settings: args
+            .kafka_settings
+            .iter()
+            .map(|s| (s.key.clone(), s.value.clone()))
+            .collect(),
+        orders: csv.orders.into(),
+    };
+    let report = bench::run(&plan, |step| eprintln!("bench: {step} …")).await?;
+    let printed = if bench_args.json {
+        serde_json::to_string_pretty(&report).expect("the report serializes")
+    } else if bench_args.markdown {
+        output::markdown(&report)
+    } else {
+        output::table(&report)
+    };
+    println!("{printed}");
+    if let Some(path) = &args.report {
+        let json = serde_json::to_string_pretty(&report).expect("the report serializes");
+        std::fs::write(path, json).map_err(|source| AppError::Report {
+            path: path.display().to_string(),
+            source,
+        })?;
+    }
+    Ok(())
+}

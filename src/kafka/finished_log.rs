@@ -1,0 +1,272 @@
+//! The events topic as the durable record of which orders finished.
+//!
+//! Offsets are committed a little after orders finish, so a process that
+//! dies hands its successor some orders that already finished. Before a
+//! member runs records from a newly assigned partition, it reads the Finished
+//! events produced since the first of those records was written; the
+//! registry then skips those orders instead of finishing them twice. The
+//! read is incremental: members share one position in the events topic.
+
+use std::{collections::BTreeMap, sync::Arc, time::Duration};
+
+use rdkafka::{
+    consumer::{BaseConsumer, Consumer},
+    error::{KafkaError, KafkaResult},
+    message::Message,
+    Offset, TopicPartitionList,
+};
+use tokio::sync::Mutex;
+
+use super::KafkaConnection;
+use crate::order::{OrderId, State, Transition};
+
+/// How far before a record's timestamp its order's events may be stamped:
+/// producers on other machines may run slightly behind this one's clock.
+pub const CLOCK_SKEW: Duration = Duration::from_secs(5);
+
+/// Gives up on a catch-up read after this long (processing then proceeds
+/// at-least-once, as without the log).
+const READ_LIMIT: Duration = Duration::from_secs(30);
+
+/// Where the shared read of the events topic has got to.
+struct Position {
+    /// Every Finished event stamped at or after this was read.
+    since_ms: i64,
+    /// The next offset to read, per events partition.
+    next: BTreeMap<i32, i64>,
+}
+
+pub struct FinishedLog {
+    connection: KafkaConnection,
+    /// One read at a time: members share the position and the reader.
+    state: Mutex<ReadState>,
+}
+
+#[derive(Default)]
+struct ReadState {
+    position: Option<Position>,
+    /// Kept between reads: connecting costs more than reading.
+    reader: Option<Arc<BaseConsumer>>,
+}
+
+impl FinishedLog {
+    pub fn new(connection: KafkaConnection) -> Self {
+        Self {
+            connection,
+            state: Mutex::new(ReadState::default()),
+        }
+    }
+
+    /// Orders with a Finished event stamped at or after `since_ms` that the
+    /// shared position had not read yet.
+    pub async fn finished_since(&self, since_ms: i64) -> KafkaResult<Vec<OrderId>> {
+        let mut state = self.state.lock().await;
+        let reader = match &state.reader {
+            Some(reader) => Arc::clone(reader),
+            None => {
+                let reader = Arc::new(reader(&self.connection)?);
+                state.reader = Some(Arc::clone(&reader));
+                reader
+            }
+        };
+        let start = match state.position.as_ref() {
+            Some(read) if read.since_ms <= since_ms => Start::Offsets(read.next.clone()),
+            _ => Start::Time(since_ms),
+        };
+        let topic = self.connection.options.events_topic.clone();
+        let (finished, next) = tokio::task::spawn_blocking(move || {
+            let read = read(&reader, &topic, start);
+            // An idle reader must not keep fetching (and buffering) events.
+            reader.unassign()?;
+            read
+        })
+        .await
+        .map_err(|_| KafkaError::Canceled)??;
+        let since_ms = state
+            .position
+            .as_ref()
+            .map_or(since_ms, |read| read.since_ms.min(since_ms));
+        state.position = Some(Position { since_ms, next });
+        Ok(finished)
+    }
+}
+
+fn reader(connection: &KafkaConnection) -> KafkaResult<BaseConsumer> {
+    connection
+        .client_config()
+        .set(
+            "group.id",
+            format!("{}-finished-log", connection.options.group),
+        )
+        .set("enable.auto.commit", "false")
+        .set("enable.auto.offset.store", "false")
+        // Each timestamp probe is one fetch: answer it at once.
+        .set("fetch.wait.max.ms", "5")
+        .create()
+}
+
+enum Start {
+    Time(i64),
+    Offsets(BTreeMap<i32, i64>),
+}
+
+fn read(
+    consumer: &BaseConsumer,
+    topic: &str,
+    start: Start,
+) -> KafkaResult<(Vec<OrderId>, BTreeMap<i32, i64>)> {
+    let metadata = consumer.fetch_metadata(Some(topic), READ_LIMIT)?;
+    let partitions: Vec<i32> = metadata
+        .topics()
+        .iter()
+        .flat_map(|t| t.partitions().iter().map(|p| p.id()))
+        .collect();
+
+    let mut watermarks = BTreeMap::new();
+    for &partition in &partitions {
+        watermarks.insert(
+            partition,
+            consumer.fetch_watermarks(topic, partition, READ_LIMIT)?,
+        );
+    }
+    let from = match start {
+        Start::Offsets(next) => next,
+        Start::Time(since_ms) => first_offsets_since(consumer, topic, &watermarks, since_ms)?,
+    };
+
+    let mut next = BTreeMap::new();
+    let mut assignment = TopicPartitionList::new();
+    for (&partition, &(low, high)) in &watermarks {
+        let first = from.get(&partition).copied().unwrap_or(high).max(low);
+        next.insert(partition, high);
+        if first < high {
+            assignment.add_partition_offset(topic, partition, Offset::Offset(first))?;
+        }
+    }
+    let mut unread: BTreeMap<i32, i64> = next
+        .iter()
+        .filter(|(p, _)| assignment.find_partition(topic, **p).is_some())
+        .map(|(p, high)| (*p, *high))
+        .collect();
+    if unread.is_empty() {
+        return Ok((Vec::new(), next));
+    }
+    consumer.assign(&assignment)?;
+
+    let mut finished = Vec::new();
+    let deadline = std::time::Instant::now() + READ_LIMIT;
+    while !unread.is_empty() {
+        let remaining = deadline.saturating_duration_since(std::time::Instant::now());
+        if remaining.is_zero() {
+            return Err(KafkaError::MessageConsumption(
+                rdkafka::types::RDKafkaErrorCode::OperationTimedOut,
+            ));
+        }
+        let Some(message) = consumer.poll(remaining.min(Duration::from_millis(200))) else {
+            continue;
+        };
+        let message = message?;
+        let finished_here = message
+            .payload()
+            .and_then(|payload| serde_json::from_slice::<Transition>(payload).ok())
+            .filter(|transition| transition.to == State::Finished);
+        if let Some(transition) = finished_here {
+            finished.push(transition.order_id);
+        }
+        if unread
+            .get(&message.partition())
+            .is_some_and(|high| message.offset() + 1 >= *high)
+        {
+            unread.remove(&message.partition());
+        }
+    }
+    Ok((finished, next))
+}
+
+/// The first offset of each partition stamped at or after `since_ms`. Asks
+/// the broker, and checks its answer: a broker that cannot look up by time
+/// (librdkafka's mock cluster) says "none" even when there are some, and is
+/// then searched by reading timestamps.
+fn first_offsets_since(
+    consumer: &BaseConsumer,
+    topic: &str,
+    watermarks: &BTreeMap<i32, (i64, i64)>,
+    since_ms: i64,
+) -> KafkaResult<BTreeMap<i32, i64>> {
+    let mut wanted = TopicPartitionList::new();
+    for &partition in watermarks.keys() {
+        wanted.add_partition_offset(topic, partition, Offset::Offset(since_ms))?;
+    }
+    let answered = consumer.offsets_for_times(wanted, READ_LIMIT)?;
+    let mut first = BTreeMap::new();
+    for (&partition, &(low, high)) in watermarks {
+        let found = answered
+            .find_partition(topic, partition)
+            .and_then(|element| match element.offset() {
+                Offset::Offset(offset) => Some(offset),
+                _ => None,
+            });
+        let offset = match found {
+            Some(offset) => offset,
+            None if low == high => high,
+            None => {
+                let last = timestamp_at(consumer, topic, partition, high - 1)?;
+                if last < since_ms {
+                    high
+                } else {
+                    search_by_timestamp(consumer, topic, partition, low, high - 1, since_ms)?
+                }
+            }
+        };
+        first.insert(partition, offset);
+    }
+    Ok(first)
+}
+
+/// Binary search for the first offset in `low..=high` stamped at or after
+/// `since_ms`, given that `high` is.
+fn search_by_timestamp(
+    consumer: &BaseConsumer,
+    topic: &str,
+    partition: i32,
+    mut low: i64,
+    mut high: i64,
+    since_ms: i64,
+) -> KafkaResult<i64> {
+    while low < high {
+        let middle = low + (high - low) / 2;
+        if timestamp_at(consumer, topic, partition, middle)? < since_ms {
+            low = middle + 1;
+        } else {
+            high = middle;
+        }
+    }
+    Ok(low)
+}
+
+/// The timestamp of the record at `offset` (or the next one present).
+fn timestamp_at(
+    consumer: &BaseConsumer,
+    topic: &str,
+    partition: i32,
+    offset: i64,
+) -> KafkaResult<i64> {
+    let mut at = TopicPartitionList::new();
+    at.add_partition_offset(topic, partition, Offset::Offset(offset))?;
+    consumer.assign(&at)?;
+    let deadline = std::time::Instant::now() + READ_LIMIT;
+    loop {
+        let remaining = deadline.saturating_duration_since(std::time::Instant::now());
+        if remaining.is_zero() {
+            return Err(KafkaError::MessageConsumption(
+                rdkafka::types::RDKafkaErrorCode::OperationTimedOut,
+            ));
+        }
+        if let Some(message) = consumer.poll(remaining.min(Duration::from_millis(200))) {
+            let message = message?;
+            if message.partition() == partition && message.offset() >= offset {
+                return Ok(message.timestamp().to_millis().unwrap_or(i64::MAX));
+            }
+        }
+    }
+}

@@ -1,0 +1,99 @@
+//! Faults injected on purpose, to watch the pipeline lose nothing.
+
+use std::time::Duration;
+
+use crate::kafka::embedded::Fault;
+
+/// What can be broken while the pipeline runs.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Chaos {
+    BrokersDown,
+    BrokersUp,
+    /// The next produce requests fail with retriable errors.
+    ProduceErrors(usize),
+    /// Added to every broker round trip; zero removes it.
+    RoundTripTime(Duration),
+    /// Every orders partition changes leader.
+    MoveLeaders,
+    /// One consumer member dies with its orders in flight; a new one joins.
+    KillConsumer,
+}
+
+impl Chaos {
+    /// The broker fault this is, for the orders topic; None for a consumer kill.
+    pub fn broker_fault(&self, topic: &str, partitions: i32) -> Option<Fault> {
+        Some(match self {
+            Chaos::BrokersDown => Fault::BrokersDown,
+            Chaos::BrokersUp => Fault::BrokersUp,
+            Chaos::ProduceErrors(count) => Fault::ProduceErrors { count: *count },
+            Chaos::RoundTripTime(rtt) => Fault::RoundTripTime(*rtt),
+            Chaos::MoveLeaders => Fault::MoveLeaders {
+                topic: topic.to_owned(),
+                partitions,
+            },
+            Chaos::KillConsumer => return None,
+        })
+    }
+}
+
+impl std::fmt::Display for Chaos {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Chaos::KillConsumer => write!(f, "consumer killed"),
+            Chaos::MoveLeaders => write!(f, "partition leaders moved"),
+            other => match other.broker_fault("", 0) {
+                Some(fault) => fault.fmt(f),
+                None => Ok(()),
+            },
+        }
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ChaosError {
+    #[error("broker faults need the embedded broker (run without --brokers)")]
+    NeedsEmbeddedBroker,
+    #[error("no consumer is running")]
+    NoConsumers,
+    #[error("the broker refused the fault: {0}")]
+    Kafka(String),
+}
+
+/// The faults in force now, and a count of everything injected.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct ChaosLog {
+    pub brokers_down: bool,
+    pub round_trip: Duration,
+    pub injected: u64,
+    pub last: Option<Chaos>,
+}
+
+impl ChaosLog {
+    pub fn record(&mut self, chaos: Chaos) {
+        match chaos {
+            Chaos::BrokersDown => self.brokers_down = true,
+            Chaos::BrokersUp => self.brokers_down = false,
+            Chaos::RoundTripTime(rtt) => self.round_trip = rtt,
+            _ => {}
+        }
+        self.injected += 1;
+        self.last = Some(chaos);
+    }
+
+    /// The lasting faults in force, as the screen names them.
+    pub fn in_force(&self) -> Vec<String> {
+        let mut faults = Vec::new();
+        if self.brokers_down {
+            faults.push("brokers down".to_owned());
+        }
+        if !self.round_trip.is_zero() {
+            faults.push(format!("+{} ms round trip", self.round_trip.as_millis()));
+        }
+        faults
+    }
+
+    /// True while a lasting fault (brokers down, added latency) is in force.
+    pub fn degraded(&self) -> bool {
+        self.brokers_down || !self.round_trip.is_zero()
+    }
+}
