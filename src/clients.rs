@@ -251,8 +251,20 @@ pub struct ClientsOutcome {
 
 const KEPT_ERRORS: usize = 10;
 
-/// Attempts for an order that meets UNAVAILABLE or RESOURCE_EXHAUSTED.
-const ATTEMPTS: u32 = 5;
+/// Attempts for an order that meets a transient failure.
+const ATTEMPTS: u32 = 8;
+
+/// Worth another try: Kafka or the server is busy or away, or the call never
+/// got through (a connection refused or reset under a burst of connects).
+/// Safe to repeat, because the client names the order: a second copy is the
+/// same order, which the consumers run once.
+fn is_transient(status: &tonic::Status) -> bool {
+    match status.code() {
+        Code::Unavailable | Code::ResourceExhausted | Code::Cancelled => true,
+        Code::Unknown => status.message().contains("transport error"),
+        _ => false,
+    }
+}
 
 struct RunningClient {
     stop: CancellationToken,
@@ -398,7 +410,7 @@ impl SimulatedClient {
             order: Some(v1::Order::from(order)),
             order_id: OrderId::new_random().to_string(),
         };
-        let mut backoff = Duration::from_millis(20);
+        let mut backoff = Duration::from_millis(50);
         for attempt in 1..=ATTEMPTS {
             let started = Instant::now();
             let reply = self.grpc.place_order(request.clone()).await;
@@ -407,10 +419,7 @@ impl SimulatedClient {
                     self.metrics.record(Latency::Send, started.elapsed());
                     return Ok(());
                 }
-                Err(status)
-                    if matches!(status.code(), Code::Unavailable | Code::ResourceExhausted)
-                        && attempt < ATTEMPTS =>
-                {
+                Err(status) if is_transient(&status) && attempt < ATTEMPTS => {
                     tokio::time::sleep(backoff).await;
                     backoff = (backoff * 2).min(Duration::from_secs(2));
                 }

@@ -545,6 +545,12 @@ async fn settle(shared: &GroupShared, record: &OrderRecord) {
                 if !counted {
                     shared.metrics.incr(Counter::Redelivered);
                 }
+                // Known finished from the events topic, though this process
+                // acknowledged it and its run here was cut short after the
+                // Finished event: its finish is this process's to count.
+                if shared.flow.ledger.finished_if_awaited(record.order_id) {
+                    shared.metrics.incr(Counter::Finished);
+                }
                 return;
             }
             Claim::InFlight(mut running) => {

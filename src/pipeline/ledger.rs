@@ -88,6 +88,19 @@ impl AckLedger {
         }
     }
 
+    /// Records the finish of an order this process acknowledged but whose
+    /// run was cut short after its Finished event was written (a consumer
+    /// killed at that moment): returns whether it was waiting here.
+    pub fn finished_if_awaited(&self, id: OrderId) -> bool {
+        let mut inner = self.lock();
+        if inner.awaiting_finish.remove(&id).is_none() {
+            return false;
+        }
+        inner.finished += 1;
+        inner.drop_finished_from_front();
+        true
+    }
+
     /// Acknowledged orders that have not finished yet.
     pub fn unfinished(&self) -> usize {
         self.lock().awaiting_finish.len()
@@ -163,6 +176,18 @@ mod tests {
         let tally = ledger.tally(Duration::from_millis(20));
         assert!(tally.oldest_waiting.unwrap() < Duration::from_millis(30));
         assert_eq!(tally.overdue, 0);
+    }
+
+    #[test]
+    fn a_finish_learned_later_counts_only_for_orders_waiting_here() {
+        let ledger = AckLedger::new(Duration::from_secs(60));
+        let (mine, elsewhere) = (OrderId::new_random(), OrderId::new_random());
+        ledger.acknowledged(mine);
+        assert!(ledger.finished_if_awaited(mine));
+        assert!(!ledger.finished_if_awaited(mine), "counted once");
+        assert!(!ledger.finished_if_awaited(elsewhere));
+        assert_eq!(ledger.unfinished(), 0);
+        assert_eq!(ledger.tally(Duration::MAX).finished, 1);
     }
 
     #[test]
