@@ -164,11 +164,11 @@ impl Histograms {
 /// Microseconds from 1 µs to one hour at 3 significant digits: fixed memory.
 const HISTOGRAM_MAX_MICROS: u64 = 3_600_000_000;
 
-fn new_histogram() -> Histogram<u64> {
+pub(crate) fn new_histogram() -> Histogram<u64> {
     Histogram::new_with_bounds(1, HISTOGRAM_MAX_MICROS, 3).expect("valid histogram bounds")
 }
 
-fn summarize(histogram: &Histogram<u64>) -> LatencySummary {
+pub(crate) fn summarize(histogram: &Histogram<u64>) -> LatencySummary {
     if histogram.is_empty() {
         return LatencySummary::default();
     }

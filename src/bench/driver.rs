@@ -18,7 +18,7 @@ use tokio::{
     task::JoinSet,
 };
 
-use crate::metrics::LatencySummary;
+use crate::metrics::{self, LatencySummary};
 
 /// When an order counts as done.
 pub enum Done {
@@ -81,9 +81,7 @@ struct Tally {
 impl Tally {
     fn new() -> Self {
         Self {
-            latencies: Mutex::new(
-                Histogram::new_with_bounds(1, 3_600_000_000, 3).expect("valid histogram bounds"),
-            ),
+            latencies: Mutex::new(metrics::new_histogram()),
             completed: AtomicU64::new(0),
             errors: AtomicU64::new(0),
             first_error: Mutex::new(None),
@@ -108,8 +106,6 @@ impl Tally {
     }
 
     fn outcome(&self, started: Instant) -> Outcome {
-        let histogram = lock(&self.latencies);
-        let ms = |q: f64| histogram.value_at_quantile(q) as f64 / 1e3;
         Outcome {
             completed: self.completed.load(Ordering::Relaxed),
             errors: self.errors.load(Ordering::Relaxed),
@@ -117,13 +113,7 @@ impl Tally {
             elapsed: lock(&self.last_completion).map_or(Duration::ZERO, |last| {
                 last.saturating_duration_since(started)
             }),
-            latency: LatencySummary {
-                count: histogram.len(),
-                p50: ms(0.5),
-                p90: ms(0.9),
-                p99: ms(0.99),
-                max: histogram.max() as f64 / 1e3,
-            },
+            latency: metrics::summarize(&lock(&self.latencies)),
         }
     }
 }
