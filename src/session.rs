@@ -84,7 +84,6 @@ pub struct SessionStatus {
     pub consumers_paused: bool,
     pub metrics: MetricsSnapshot,
     pub in_flight: usize,
-    pub unfinished: usize,
     pub last_sample: Option<Sample>,
     pub partitions: Vec<PartitionLag>,
     pub members: Vec<MemberLoad>,
@@ -112,7 +111,6 @@ impl SessionStatus {
             consumers_paused: false,
             metrics: MetricsSnapshot::default(),
             in_flight: 0,
-            unfinished: 0,
             last_sample: None,
             partitions: Vec::new(),
             members: Vec::new(),
@@ -406,7 +404,6 @@ impl Live {
         status.consumers = self.pipeline.consumer_count();
         status.consumers_paused = self.pipeline.consumers_paused();
         status.in_flight = self.pipeline.in_flight();
-        status.unfinished = self.pipeline.unfinished_acknowledged();
         let overdue_after = self.overdue_after();
         let status = &mut self.status;
         status.reconciliation = self.pipeline.ledger().tally(overdue_after);

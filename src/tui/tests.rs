@@ -83,7 +83,6 @@ fn status() -> SessionStatus {
         ],
     };
     status.in_flight = 40;
-    status.unfinished = 50;
     status.reconciliation = LedgerTally {
         acknowledged: 1_200,
         finished: 1_150,
