@@ -71,9 +71,7 @@ impl AckLedger {
 
     pub fn finished(&self, id: OrderId) {
         let mut inner = self.lock();
-        if inner.awaiting_finish.remove(&id).is_some() {
-            inner.finished += 1;
-            inner.drop_finished_from_front();
+        if inner.take_awaited(id) {
             return;
         }
         let now = Instant::now();
@@ -92,13 +90,7 @@ impl AckLedger {
     /// run was cut short after its Finished event was written (a consumer
     /// killed at that moment): returns whether it was waiting here.
     pub fn finished_if_awaited(&self, id: OrderId) -> bool {
-        let mut inner = self.lock();
-        if inner.awaiting_finish.remove(&id).is_none() {
-            return false;
-        }
-        inner.finished += 1;
-        inner.drop_finished_from_front();
-        true
+        self.lock().take_awaited(id)
     }
 
     /// Acknowledged orders that have not finished yet.
@@ -128,6 +120,16 @@ impl AckLedger {
 }
 
 impl Inner {
+    /// Counts `id` finished if it was waiting; returns whether it was.
+    fn take_awaited(&mut self, id: OrderId) -> bool {
+        if self.awaiting_finish.remove(&id).is_none() {
+            return false;
+        }
+        self.finished += 1;
+        self.drop_finished_from_front();
+        true
+    }
+
     fn drop_finished_from_front(&mut self) {
         while let Some((at, id)) = self.ack_order.front() {
             if self.awaiting_finish.get(id) == Some(at) {
