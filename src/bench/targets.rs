@@ -17,13 +17,16 @@ use tonic::{transport::Channel, Request, Response, Status};
 
 use super::driver::{Done, Target};
 use crate::{
-    grpc::pb::{
-        orders::{
-            order_service_client::OrderServiceClient,
-            order_service_server::{OrderService, OrderServiceServer},
-            MessageRequest, MessageResponse,
+    grpc::{
+        pb::{
+            orders::{
+                order_service_client::OrderServiceClient,
+                order_service_server::{OrderService, OrderServiceServer},
+                MessageRequest, MessageResponse,
+            },
+            v1::{self, orders_client::OrdersClient, PlaceOrderRequest},
         },
-        v1::{self, orders_client::OrdersClient, PlaceOrderRequest},
+        Dial,
     },
     order::{Order, OrderId, OrderRecord, State, Transition},
 };
@@ -32,9 +35,13 @@ use crate::{
 const CHANNELS: usize = 8;
 
 fn lazy_channel(url: &str) -> Result<Channel, String> {
-    Ok(tonic::transport::Endpoint::from_shared(url.to_owned())
-        .map_err(|e| e.to_string())?
-        .connect_lazy())
+    Ok(endpoint(url)?.connect_lazy())
+}
+
+fn endpoint(url: &str) -> Result<tonic::transport::Endpoint, String> {
+    Dial::from(url.to_owned())
+        .endpoint()
+        .map_err(|e| e.to_string())
 }
 
 fn status_text(status: Status) -> String {
@@ -158,8 +165,7 @@ impl Legacy {
 impl Target for Legacy {
     async fn send(&self, n: u64, slot: usize) -> Result<Done, String> {
         let mut client = if self.channel_per_request {
-            let channel = tonic::transport::Endpoint::from_shared(self.url.clone())
-                .map_err(|e| e.to_string())?
+            let channel = endpoint(&self.url)?
                 .connect()
                 .await
                 .map_err(|e| format!("connect: {e}"))?;
