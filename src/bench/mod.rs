@@ -27,7 +27,8 @@ use crate::{
     clock::{DelayRange, SimClock, TimeScale},
     grpc::ServerLimits,
     kafka::{
-        producer::durable_config, BrokerTarget, EmbeddedBroker, KafkaConnection, KafkaOptions,
+        consumer::MOCK_FETCH_WAIT, producer::durable_config, BrokerTarget, EmbeddedBroker,
+        KafkaConnection, KafkaOptions,
     },
     metrics::{Counter, LatencySummary},
     order::Order,
@@ -311,9 +312,10 @@ const PARTITIONS: i32 = 6;
 const WARM_UP_ORDERS: u64 = 200;
 
 fn kafka_options(plan: &BenchPlan, bootstrap: &str, topic: &str) -> KafkaOptions {
-    // As on the embedded default: the mock cluster holds every fetch for the
-    // full wait otherwise. The user's -X settings come after, and win.
-    let mut extra = vec![("fetch.wait.max.ms".to_owned(), "5".to_owned())];
+    // The broker is the mock cluster reached as "external": give its
+    // consumers the embedded default. The user's -X settings come after, and win.
+    let (key, value) = MOCK_FETCH_WAIT;
+    let mut extra = vec![(key.to_owned(), value.to_owned())];
     extra.extend(plan.kafka_settings.iter().cloned());
     KafkaOptions {
         target: BrokerTarget::External(bootstrap.to_owned()),

@@ -344,15 +344,18 @@ fn member_config(connection: &KafkaConnection) -> ClientConfig {
             config.set(key, value);
         }
     }
-    // The mock cluster answers a fetch only after the full wait, even when
-    // records are ready; real brokers answer as soon as data arrives.
     if connection.options.target == super::BrokerTarget::Embedded
-        && config.get("fetch.wait.max.ms").is_none()
+        && config.get(MOCK_FETCH_WAIT.0).is_none()
     {
-        config.set("fetch.wait.max.ms", "5");
+        config.set(MOCK_FETCH_WAIT.0, MOCK_FETCH_WAIT.1);
     }
     config
 }
+
+/// For consumers of librdkafka's mock cluster: it answers a fetch only after
+/// the full wait, even when records are ready (real brokers answer as soon
+/// as data arrives), so the wait is kept short.
+pub const MOCK_FETCH_WAIT: (&str, &str) = ("fetch.wait.max.ms", "5");
 
 type Finished = (i32, i64);
 
