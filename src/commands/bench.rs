@@ -51,10 +51,7 @@ pub async fn bench(args: &CommonArgs, bench_args: &BenchArgs) -> Result<(), AppE
     println!("{printed}");
     if let Some(path) = &args.report {
         let json = serde_json::to_string_pretty(&report).expect("the report serializes");
-        std::fs::write(path, json).map_err(|source| AppError::Report {
-            path: path.display().to_string(),
-            source,
-        })?;
+        super::write_report(path, &json)?;
     }
     Ok(())
 }

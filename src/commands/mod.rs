@@ -49,10 +49,7 @@ pub async fn finish(
         },
     );
     if let Some(path) = &args.report {
-        std::fs::write(path, report.to_json()).map_err(|source| AppError::Report {
-            path: path.display().to_string(),
-            source,
-        })?;
+        write_report(path, &report.to_json())?;
     }
     println!("{}", report.summary());
     for problem in &report.problems {
@@ -101,4 +98,12 @@ pub fn conclude(report: &Report, args: &CommonArgs) -> Result<(), AppError> {
         )));
     }
     Ok(())
+}
+
+/// Writes a report where `--report` asked for it.
+pub fn write_report(path: &std::path::Path, json: &str) -> Result<(), AppError> {
+    std::fs::write(path, json).map_err(|source| AppError::Report {
+        path: path.display().to_string(),
+        source,
+    })
 }
