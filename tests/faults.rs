@@ -85,13 +85,7 @@ async fn assert_nothing_lost(
     assert_eq!(counts.consumed, ORDERS, "{counts:?}");
     assert_eq!(counts.finished, ORDERS, "{counts:?}");
     assert_eq!(by_order.len() as u64, ORDERS);
-    for (id, transitions) in &by_order {
-        let finishes = transitions
-            .iter()
-            .filter(|t| t.to == State::Finished)
-            .count();
-        assert_eq!(finishes, 1, "order {id} finished {finishes} times");
-    }
+    assert_each_finished_once(&by_order);
     let sink = shutdown.sink;
     assert_eq!(sink.produced, sink.indexed + sink.spooled, "{sink:?}");
     assert_eq!(sink.failed, 0, "{sink:?}");

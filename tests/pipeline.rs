@@ -156,14 +156,7 @@ async fn killed_consumers_are_replaced_and_no_order_is_lost_or_finished_twice() 
         "abandoned orders come back: {counts:?}"
     );
     assert_eq!(by_order.len(), 1000);
-    for (id, transitions) in &by_order {
-        let finishes = transitions
-            .iter()
-            .filter(|t| t.to == State::Finished)
-            .count();
-        assert_eq!(finishes, 1, "order {id} finished {finishes} times");
-        assert_eq!(transitions.last().unwrap().to, State::Finished);
-    }
+    assert_each_finished_once(&by_order);
     // At-least-once with nothing left behind: the group committed every record.
     for (partition, (committed, end)) in committed_and_ends(&bootstrap, "orderdeck-test")
         .iter()
@@ -180,9 +173,7 @@ async fn killed_consumers_are_replaced_and_no_order_is_lost_or_finished_twice() 
 async fn a_thousand_concurrent_clients_complete_without_errors() {
     orderdeck::raise_open_file_limit();
     let pipeline = start(config(BrokerTarget::Embedded, 0.0)).await;
-    let outcome = send_orders_and_wait(&pipeline, endpoint(&pipeline), 1000, 3000).await;
-    assert!(outcome.errors.is_empty(), "{:?}", outcome.errors);
-    assert_every_acknowledged_order_finishes(&pipeline, Duration::from_secs(60)).await;
+    send_orders_until_finished(&pipeline, endpoint(&pipeline), 1000, 3000).await;
     let counts = pipeline.snapshot().counts;
     pipeline.shutdown().await;
     assert_eq!(counts.sent, 3000);

@@ -102,14 +102,15 @@ pub async fn assert_every_acknowledged_order_finishes(pipeline: &Pipeline, limit
     );
 }
 
-/// `orders` orders from `clients` simulated clients, as fast as they go.
-pub async fn send_orders_and_wait(
+/// `orders` orders from `clients` simulated clients, as fast as they go;
+/// asserts none gave up and every one finished.
+pub async fn send_orders_until_finished(
     pipeline: &Pipeline,
     server: impl Into<orderdeck::grpc::Dial>,
     clients: usize,
     orders: u64,
-) -> orderdeck::clients::ClientsOutcome {
-    orderdeck::clients::run_clients(
+) {
+    let outcome = orderdeck::clients::run_clients(
         server,
         seed_orders(),
         orderdeck::clients::ClientPlan {
@@ -122,7 +123,10 @@ pub async fn send_orders_and_wait(
         tokio_util::sync::CancellationToken::new(),
     )
     .await
-    .expect("clients connect")
+    .expect("clients connect");
+    assert!(outcome.errors.is_empty(), "{:?}", outcome.errors);
+    assert_every_acknowledged_order_finishes(pipeline, Duration::from_secs(60)).await;
+    assert_eq!(pipeline.snapshot().counts.finished, orders);
 }
 
 /// Polls `condition` every 20 ms until it holds or `limit` passes.
@@ -135,6 +139,22 @@ pub async fn eventually(limit: Duration, mut condition: impl FnMut() -> bool) ->
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     condition()
+}
+
+/// Each order's transitions end in its one Finished.
+pub fn assert_each_finished_once(by_order: &HashMap<OrderId, Vec<Transition>>) {
+    for (id, transitions) in by_order {
+        let finishes = transitions
+            .iter()
+            .filter(|t| t.to == orderdeck::order::State::Finished)
+            .count();
+        assert_eq!(finishes, 1, "order {id} finished {finishes} times");
+        assert_eq!(
+            transitions.last().map(|t| t.to),
+            Some(orderdeck::order::State::Finished),
+            "order {id} did not end Finished"
+        );
+    }
 }
 
 /// Every transition received so far, grouped by order, in arrival order.
