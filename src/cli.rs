@@ -1,6 +1,6 @@
 //! The command line (clap derive). Every subcommand shares the same flags.
 
-use std::{net::SocketAddr, path::PathBuf};
+use std::{net::SocketAddr, path::PathBuf, time::Duration};
 
 use clap::{Args, Parser, Subcommand};
 
@@ -51,22 +51,22 @@ pub struct BenchArgs {
     #[arg(long, value_enum, value_delimiter = ',')]
     pub scenarios: Vec<crate::bench::Scenario>,
     /// Concurrent callers in the throughput phase.
-    #[arg(long, default_value_t = 32)]
+    #[arg(long, default_value_t = 32, value_parser = whole_in(1, 4096))]
     pub callers: usize,
     /// The throughput phase stops after this many orders...
-    #[arg(long, default_value_t = 20_000)]
+    #[arg(long, default_value_t = 20_000, value_parser = clap::value_parser!(u64).range(1..=1_000_000_000))]
     pub max_orders: u64,
     /// ...or after this many seconds.
-    #[arg(long, default_value_t = 10.0)]
-    pub max_seconds: f64,
+    #[arg(long, default_value = "10", value_parser = seconds_in(0.001, 86_400.0))]
+    pub max_seconds: Seconds,
     /// Orders per second in the latency phase.
-    #[arg(long, default_value_t = 1000.0)]
+    #[arg(long, default_value_t = 1000.0, value_parser = number_in(0.001, 1_000_000.0))]
     pub fixed_rate: f64,
     /// Length of the latency phase, in seconds.
-    #[arg(long, default_value_t = 10.0)]
-    pub fixed_seconds: f64,
+    #[arg(long, default_value = "10", value_parser = seconds_in(0.001, 86_400.0))]
+    pub fixed_seconds: Seconds,
     /// Also run this many orders end to end (sink on) and watch memory.
-    #[arg(long)]
+    #[arg(long, value_parser = clap::value_parser!(u64).range(1..=1_000_000_000))]
     pub soak: Option<u64>,
     /// Print JSON instead of the table.
     #[arg(long, conflicts_with = "markdown")]
@@ -113,14 +113,14 @@ pub struct CommonArgs {
     #[arg(long, global = true, value_enum)]
     pub load: Option<LoadLevel>,
     /// Simulated clients (overrides the load level's).
-    #[arg(long, global = true)]
+    #[arg(long, global = true, value_parser = whole_in(1, 10_000))]
     pub clients: Option<usize>,
     /// Target orders per second over all clients, 0 = unlimited (overrides the load level's).
-    #[arg(long, global = true)]
+    #[arg(long, global = true, value_parser = number_in(0.0, 1_000_000.0))]
     pub rate: Option<f64>,
     /// Orders to send (run) or to finish before stopping (serve, worker).
     /// Default for run: one pass over the CSV.
-    #[arg(long, global = true)]
+    #[arg(long, global = true, value_parser = clap::value_parser!(u64).range(1..=1_000_000_000))]
     pub orders: Option<u64>,
     /// Multiplies every simulated delay: 1 = the original's timings, 0 = none.
     #[arg(long, global = true, default_value = "1")]
@@ -139,24 +139,24 @@ pub struct CommonArgs {
     #[arg(long, global = true)]
     pub events_topic: Option<String>,
     /// Partitions for topics orderdeck creates.
-    #[arg(long, global = true, default_value_t = 6)]
+    #[arg(long, global = true, default_value_t = 6, value_parser = clap::value_parser!(i32).range(1..=10_000))]
     pub partitions: i32,
     /// Replication factor for topics orderdeck creates.
-    #[arg(long, global = true, default_value_t = 1)]
+    #[arg(long, global = true, default_value_t = 1, value_parser = clap::value_parser!(i32).range(1..=32))]
     pub replication: i32,
     /// Consumer group id.
     #[arg(long, global = true, default_value = "orderdeck")]
     pub group: String,
     /// Consumer tasks in the group (in this process).
-    #[arg(long, global = true, default_value_t = 3)]
+    #[arg(long, global = true, default_value_t = 3, value_parser = whole_in(0, 256))]
     pub consumers: usize,
     /// Orders one consumer task runs at once before it stops fetching.
-    #[arg(long, global = true, default_value_t = 10_000)]
+    #[arg(long, global = true, default_value_t = 10_000, value_parser = whole_in(1, 1_000_000))]
     pub max_in_flight_per_consumer: usize,
     /// Seconds the producer keeps trying to deliver an order before the
     /// server answers UNAVAILABLE.
-    #[arg(long, global = true, default_value_t = 10.0)]
-    pub delivery_timeout: f64,
+    #[arg(long, global = true, default_value = "10", value_parser = seconds_in(0.001, 3_600.0))]
+    pub delivery_timeout: Seconds,
 
     /// Orders file (the original's CSV format).
     #[arg(long, global = true, default_value = "orders.csv")]
@@ -169,15 +169,15 @@ pub struct CommonArgs {
     #[arg(long, global = true)]
     pub listen: Option<SocketAddr>,
     /// Orders the server hands to Kafka at once before answering RESOURCE_EXHAUSTED.
-    #[arg(long, global = true, default_value_t = 10_000)]
+    #[arg(long, global = true, default_value_t = 10_000, value_parser = whole_in(1, 1_000_000))]
     pub max_in_flight: usize,
     /// Largest order JSON accepted, in bytes.
-    #[arg(long, global = true, default_value_t = 16 * 1024)]
+    #[arg(long, global = true, default_value_t = 16 * 1024, value_parser = whole_in(64, 64 << 20))]
     pub max_message_bytes: usize,
 
     /// Transitions buffered for each live watcher (the screen, WatchTransitions);
     /// one that falls further behind skips ahead (and is told so).
-    #[arg(long, global = true, default_value_t = 4096)]
+    #[arg(long, global = true, default_value_t = 4096, value_parser = whole_in(16, 1 << 20))]
     pub event_buffer: usize,
 
     /// Serve gRPC over TLS with this certificate (PEM; with --tls-key).
@@ -232,7 +232,7 @@ pub struct CommonArgs {
     )]
     pub notify_from: String,
     /// E-mails per second at most.
-    #[arg(long, global = true, default_value_t = 20.0)]
+    #[arg(long, global = true, default_value_t = 20.0, value_parser = number_in(0.01, 10_000.0))]
     pub notify_rate: f64,
     /// Where the spool lives (NDJSON in Elasticsearch's bulk format).
     #[arg(long, global = true, default_value = "orderdeck-data")]
@@ -242,11 +242,53 @@ pub struct CommonArgs {
     #[arg(long, global = true)]
     pub report: Option<PathBuf>,
     /// Give up after this many seconds (exit code 3) instead of waiting for every order.
-    #[arg(long, global = true)]
-    pub timeout: Option<f64>,
+    #[arg(long, global = true, value_parser = seconds_in(0.001, 30.0 * 86_400.0))]
+    pub timeout: Option<Seconds>,
+    /// On the embedded broker, how long a stop waits for the acknowledged
+    /// orders it holds to finish; past it they are abandoned (and lost).
+    #[arg(long, global = true, default_value = "120", value_parser = seconds_in(0.0, 86_400.0))]
+    pub drain_timeout: Seconds,
     /// Log file (the screen belongs to the UI and the progress bar).
     #[arg(long, global = true, default_value = "orderdeck.log")]
     pub log_file: PathBuf,
+}
+
+/// A span of seconds from the command line.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct Seconds(pub Duration);
+
+impl std::fmt::Display for Seconds {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{} s", self.0.as_secs_f64())
+    }
+}
+
+/// A parser for a number of seconds within `min..=max`.
+fn seconds_in(min: f64, max: f64) -> impl Fn(&str) -> Result<Seconds, String> + Clone {
+    move |text| {
+        let seconds = number_in(min, max)(text)?;
+        Ok(Seconds(Duration::from_secs_f64(seconds)))
+    }
+}
+
+/// A parser for a finite number within `min..=max`.
+fn number_in(min: f64, max: f64) -> impl Fn(&str) -> Result<f64, String> + Clone {
+    move |text| match text.trim().parse::<f64>() {
+        Ok(value) if (min..=max).contains(&value) => Ok(value),
+        _ => Err(format!(
+            "expected a number from {min} to {max}, got {text:?}"
+        )),
+    }
+}
+
+/// A parser for a whole number within `min..=max`.
+fn whole_in(min: usize, max: usize) -> impl Fn(&str) -> Result<usize, String> + Clone {
+    move |text| match text.trim().parse::<usize>() {
+        Ok(value) if (min..=max).contains(&value) => Ok(value),
+        _ => Err(format!(
+            "expected a whole number from {min} to {max}, got {text:?}"
+        )),
+    }
 }
 
 #[cfg(test)]
@@ -279,10 +321,40 @@ mod tests {
     fn bad_values_are_explained() {
         let err = Cli::try_parse_from(["orderdeck", "run", "--time-scale=-2"]).unwrap_err();
         assert!(
-            err.to_string().contains("time scale must be a number >= 0"),
+            err.to_string()
+                .contains("time scale must be a number from 0 to 1000"),
             "{err}"
         );
         let err = Cli::try_parse_from(["orderdeck", "run", "-X", "nonsense"]).unwrap_err();
         assert!(err.to_string().contains("expected key=value"), "{err}");
+    }
+
+    #[test]
+    fn numbers_out_of_range_are_usage_errors_naming_the_range() {
+        for (flag, value, range) in [
+            ("--delivery-timeout", "-1", "from 0.001 to 3600"),
+            ("--delivery-timeout", "NaN", "from 0.001 to 3600"),
+            ("--delivery-timeout", "0", "from 0.001 to 3600"),
+            ("--timeout", "-1", "from 0.001 to"),
+            ("--notify-rate", "inf", "from 0.01 to 10000"),
+            ("--time-scale", "1e19", "from 0 to 1000"),
+            ("--clients", "0", "from 1 to 10000"),
+            ("--rate", "-5", "from 0 to 1000000"),
+            ("--partitions", "0", "1..=10000"),
+            ("--max-in-flight", "0", "from 1 to 1000000"),
+            ("--drain-timeout", "-3", "from 0 to 86400"),
+        ] {
+            let given = format!("{flag}={value}");
+            let err = Cli::try_parse_from(["orderdeck", "run", &given]).unwrap_err();
+            assert_eq!(
+                err.kind(),
+                clap::error::ErrorKind::ValueValidation,
+                "{flag}"
+            );
+            assert_eq!(err.exit_code(), 2, "{flag}");
+            assert!(err.to_string().contains(range), "{flag}: {err}");
+        }
+        let ok = Cli::try_parse_from(["orderdeck", "run", "--delivery-timeout", "2.5"]).unwrap();
+        assert_eq!(ok.common.delivery_timeout.0, Duration::from_millis(2500));
     }
 }

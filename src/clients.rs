@@ -15,7 +15,7 @@ use tonic::{
 };
 
 use crate::{
-    clock::SimClock,
+    clock::{Backoff, SimClock},
     grpc::{
         pb::v1::{self, orders_client::OrdersClient, PlaceOrderRequest},
         Dial,
@@ -253,6 +253,11 @@ const KEPT_ERRORS: usize = 10;
 
 /// Attempts for an order that meets a transient failure.
 const ATTEMPTS: u32 = 8;
+/// Waits between those attempts.
+const RETRY: Backoff = Backoff {
+    first: Duration::from_millis(50),
+    max: Duration::from_secs(2),
+};
 
 /// Worth another try: Kafka or the server is busy or away, or the call never
 /// got through (a connection refused or reset under a burst of connects).
@@ -410,7 +415,7 @@ impl SimulatedClient {
             order: Some(v1::Order::from(order)),
             order_id: OrderId::new_random().to_string(),
         };
-        let mut backoff = Duration::from_millis(50);
+        let mut backoff = RETRY.first;
         for attempt in 1..=ATTEMPTS {
             let started = Instant::now();
             let reply = self.grpc.place_order(request.clone()).await;
@@ -421,7 +426,7 @@ impl SimulatedClient {
                 }
                 Err(status) if is_transient(&status) && attempt < ATTEMPTS => {
                     tokio::time::sleep(backoff).await;
-                    backoff = (backoff * 2).min(Duration::from_secs(2));
+                    backoff = RETRY.next(backoff);
                 }
                 Err(status) => {
                     // The server counts its own rejections; a give-up is ours.

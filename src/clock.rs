@@ -11,12 +11,16 @@ pub struct TimeScale(f64);
 impl TimeScale {
     pub const ORIGINAL: TimeScale = TimeScale(1.0);
 
+    /// The largest scale accepted: a thousand times the original's delays.
+    pub const MAX: f64 = 1000.0;
+
     pub fn new(factor: f64) -> Result<Self, String> {
-        if factor.is_finite() && factor >= 0.0 {
+        if (0.0..=Self::MAX).contains(&factor) {
             Ok(Self(factor))
         } else {
             Err(format!(
-                "time scale must be a number >= 0 (1 = original timings, 0 = no delays), got {factor}"
+                "time scale must be a number from 0 to {} (1 = original timings, 0 = no delays), got {factor}",
+                Self::MAX
             ))
         }
     }
@@ -95,7 +99,23 @@ impl SimClock {
     }
 
     pub fn scaled(&self, simulated: Duration) -> Duration {
-        simulated.mul_f64(self.scale.factor())
+        // Saturates rather than panics on an absurd product.
+        Duration::try_from_secs_f64(simulated.as_secs_f64() * self.scale.factor())
+            .unwrap_or(Duration::MAX)
+    }
+}
+
+/// Exponential backoff: waits double from `first` up to `max`.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct Backoff {
+    pub first: Duration,
+    pub max: Duration,
+}
+
+impl Backoff {
+    /// The wait after `current`.
+    pub fn next(&self, current: Duration) -> Duration {
+        current.saturating_mul(2).min(self.max)
     }
 }
 
@@ -123,9 +143,11 @@ mod tests {
     use super::*;
 
     #[test]
-    fn scale_rejects_negative_and_nan() {
+    fn scale_rejects_negative_nan_and_absurd() {
         assert!(TimeScale::new(-1.0).is_err());
         assert!(TimeScale::new(f64::NAN).is_err());
+        assert!(TimeScale::new(1e19).is_err());
+        assert!(TimeScale::new(f64::INFINITY).is_err());
         assert!("abc".parse::<TimeScale>().is_err());
         assert_eq!("0.5".parse::<TimeScale>().unwrap().factor(), 0.5);
     }

@@ -123,7 +123,7 @@ pub fn pipeline_config(args: &CommonArgs, listen: Option<SocketAddr>) -> Pipelin
                 .iter()
                 .map(|s| (s.key.clone(), s.value.clone()))
                 .collect(),
-            delivery_timeout: Duration::from_secs_f64(args.delivery_timeout),
+            delivery_timeout: args.delivery_timeout.0,
         },
         embedded_brokers: 3,
         listen,

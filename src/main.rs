@@ -19,6 +19,11 @@ fn main() -> ExitCode {
             return ExitCode::from(1);
         }
     };
+    let report_panic = std::panic::take_hook();
+    std::panic::set_hook(Box::new(move |info| {
+        tracing::error!(%info, "panic");
+        report_panic(info);
+    }));
     if let Some(limit) = orderdeck::raise_open_file_limit().filter(|l| *l < 4096) {
         tracing::warn!(
             limit,

@@ -37,10 +37,18 @@ pub enum Counter {
     InvalidRecords,
     /// Transitions that could not be queued for the events topic.
     EventsDropped,
+    /// Finished events published again after a failed delivery (the
+    /// order's offset waits for one to land).
+    FinishedRetries,
+    /// Order runs that panicked; each such order is run again.
+    Panics,
+    /// Runs stopped before Finished because their partition moved to
+    /// another member, which runs them instead.
+    HandedOver,
 }
 
 impl Counter {
-    const COUNT: usize = 10;
+    const COUNT: usize = 13;
 }
 
 /// Latency percentiles of one metric kind, in milliseconds.
@@ -65,6 +73,9 @@ pub struct OrderCounts {
     pub transitions: u64,
     pub invalid_records: u64,
     pub events_dropped: u64,
+    pub finished_retries: u64,
+    pub panics: u64,
+    pub handed_over: u64,
 }
 
 /// A consistent-enough view of all metrics at one moment.
@@ -282,6 +293,9 @@ impl Metrics {
                 transitions: c(Counter::Transitions),
                 invalid_records: c(Counter::InvalidRecords),
                 events_dropped: c(Counter::EventsDropped),
+                finished_retries: c(Counter::FinishedRetries),
+                panics: c(Counter::Panics),
+                handed_over: c(Counter::HandedOver),
             },
             in_state: std::array::from_fn(|i| {
                 self.in_state[i].load(Ordering::Relaxed).max(0) as u64

@@ -230,6 +230,10 @@ pub struct Transition {
     /// show it without another lookup.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub order: Option<Order>,
+    /// The process that drove it (`host:pid`), so any reader of the events
+    /// topic knows where each order ran.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub by: Option<String>,
 }
 
 impl Transition {
@@ -249,6 +253,7 @@ impl Transition {
             product: record.order.nombre_producto.clone(),
             region: record.order.region.clone(),
             order: from.is_none().then(|| record.order.clone()),
+            by: None,
         }
     }
 }

@@ -7,6 +7,7 @@ use serde::Serialize;
 use crate::{
     metrics::{per_second, LatencySummary, MetricsSnapshot},
     order::State,
+    pipeline::Unfinished,
     sinks::notify::NotifyCounts,
     sinks::SinkStatus,
 };
@@ -25,8 +26,12 @@ pub struct Report {
     pub sink: SinkTotals,
     /// E-mails on transitions (all zero unless --notify-smtp).
     pub notifications: NotifyCounts,
-    /// True when every acknowledged order finished (checked by order id).
+    /// True when no acknowledged order was lost and nothing went wrong:
+    /// each finished (here or in another process of the group, checked by
+    /// order id) or, on an external broker, waits in Kafka for the group.
     pub complete: bool,
+    /// Stopped on request (a signal, a key) before reaching its goal.
+    pub interrupted: bool,
     /// Why the run is not complete, or what went wrong along the way.
     pub problems: Vec<String>,
 }
@@ -62,10 +67,24 @@ pub struct OrderTotals {
     pub rejected: u64,
     pub failed: u64,
     pub consumed: u64,
+    /// Orders this process ran to Finished.
     pub finished: u64,
+    /// Orders this process acknowledged that another process of the group
+    /// finished (learned from the events topic).
+    pub finished_elsewhere: u64,
     pub redelivered: u64,
-    /// Acknowledged orders that did not finish.
+    /// Acknowledged orders that did not finish: lost + left_in_kafka.
     pub unfinished: u64,
+    /// Gone with the embedded broker (abandoned at a stop).
+    pub lost: u64,
+    /// In an external Kafka, uncommitted: the group's next member runs them.
+    pub left_in_kafka: u64,
+    /// Runs stopped when their partition moved; the new owner ran them.
+    pub handed_over: u64,
+    /// Runs that panicked (each order was run again).
+    pub panics: u64,
+    /// Finished events published again after a failed delivery.
+    pub finished_retries: u64,
 }
 
 #[derive(Debug, Serialize)]
@@ -117,7 +136,9 @@ pub struct RunContext {
     pub broker: String,
     pub load: String,
     pub time_scale: f64,
-    pub unfinished: u64,
+    pub unfinished: Unfinished,
+    pub finished_elsewhere: u64,
+    pub interrupted: bool,
     pub sink: SinkStatus,
     pub notifications: NotifyCounts,
     pub problems: Vec<String>,
@@ -147,8 +168,14 @@ impl Report {
                 failed: c.failed,
                 consumed: c.consumed,
                 finished: c.finished,
+                finished_elsewhere: context.finished_elsewhere,
                 redelivered: c.redelivered,
-                unfinished: context.unfinished,
+                unfinished: context.unfinished.lost + context.unfinished.left_in_kafka,
+                lost: context.unfinished.lost,
+                left_in_kafka: context.unfinished.left_in_kafka,
+                handed_over: c.handed_over,
+                panics: c.panics,
+                finished_retries: c.finished_retries,
             },
             latency_ms: Latencies {
                 send: snapshot.send.into(),
@@ -166,7 +193,8 @@ impl Report {
             time_scale: context.time_scale,
             sink: context.sink.into(),
             notifications: context.notifications,
-            complete: context.unfinished == 0 && context.problems.is_empty(),
+            complete: context.unfinished.lost == 0 && context.problems.is_empty(),
+            interrupted: context.interrupted,
             problems: context.problems,
         }
     }
@@ -180,11 +208,11 @@ impl Report {
         let o = &self.orders;
         let l = &self.latency_ms;
         format!(
-            "orders: sent {} · acknowledged {} · rejected {} · failed {} · consumed {} · finished {} · redelivered {} · unfinished {}\n\
+            "orders: sent {} · acknowledged {} · rejected {} · failed {} · consumed {} · finished {} (+{} elsewhere) · redelivered {} · unfinished {}\n\
              throughput: {:.0} orders/s finished over {:.1} s (broker: {})\n\
              latency ms: send p50 {:.2} p99 {:.2} · end-to-end p50 {:.2} p99 {:.2} · completion p50 {:.2} p99 {:.2}\n\
              documents: produced {} · indexed {} · spooled {} · failed {} ({})",
-            o.sent, o.acknowledged, o.rejected, o.failed, o.consumed, o.finished, o.redelivered, o.unfinished,
+            o.sent, o.acknowledged, o.rejected, o.failed, o.consumed, o.finished, o.finished_elsewhere, o.redelivered, o.unfinished,
             self.throughput.orders_per_s, self.elapsed_s, self.broker,
             l.send.p50, l.send.p99, l.end_to_end.p50, l.end_to_end.p99, l.completion.p50, l.completion.p99,
             self.sink.produced, self.sink.indexed, self.sink.spooled, self.sink.failed, self.sink.target,

@@ -14,6 +14,7 @@ use crate::{
     clients::{ClientPool, Pacer},
     clock::{unix_millis_now, DelayRange, SimClock},
     config::{LoadLevel, LoadPreset},
+    kafka::consumer::StopMode,
     kafka::{
         consumer::{MemberLoad, PartitionLag},
         BrokerHealth,
@@ -23,7 +24,7 @@ use crate::{
     pipeline::{
         chaos::{Chaos, ChaosLog},
         ledger::LedgerTally,
-        Pipeline, PipelineConfig,
+        DrainEnd, Pipeline, PipelineConfig, Unfinished,
     },
     sinks::{elastic::ElasticConfig, kibana::import_saved_objects, SinkStatus},
 };
@@ -45,13 +46,21 @@ pub enum Command {
     Inject(Chaos),
     /// Stop clients, drain in-flight orders, commit, flush.
     Shutdown,
+    /// During a shutdown: stop waiting for orders (on the embedded broker,
+    /// they are lost).
+    Abandon,
 }
 
 #[derive(Clone, Debug, PartialEq)]
 pub enum Phase {
     Starting,
     Running,
-    /// Draining: clients stopped, in-flight orders finishing.
+    /// Clients stopped; the acknowledged orders that only the embedded
+    /// broker holds are finishing.
+    Draining {
+        waiting: u64,
+    },
+    /// Orders in flight finishing, offsets committed, the producer flushed.
     Stopping,
     Stopped,
     Failed(String),
@@ -94,6 +103,8 @@ pub struct SessionStatus {
     pub reconciliation: LedgerTally,
     /// The latest thing worth telling the user (an error, a change).
     pub notice: Option<String>,
+    /// Once stopped: acknowledged orders that did not finish, and where.
+    pub unfinished: Unfinished,
 }
 
 impl SessionStatus {
@@ -118,6 +129,7 @@ impl SessionStatus {
             chaos: ChaosLog::default(),
             reconciliation: LedgerTally::default(),
             notice: None,
+            unfinished: Unfinished::default(),
         }
     }
 }
@@ -130,6 +142,8 @@ pub struct SessionSettings {
     pub clock: SimClock,
     /// Where `e` imports the dashboard, with the credentials to use.
     pub kibana: Option<(String, ElasticConfig)>,
+    /// How long a quit waits for acknowledged orders on the embedded broker.
+    pub drain_limit: Duration,
 }
 
 pub struct SessionHandle {
@@ -246,18 +260,51 @@ async fn run(
         publish.send_replace(live.status.clone());
     }
 
-    live.status.phase = Phase::Stopping;
     live.pool.stop_all();
     stop_clients.cancel();
-    publish.send_replace(live.status.clone());
     let Live {
-        pipeline,
+        mut pipeline,
         mut status,
         ..
     } = live;
+    // A second quit abandons whatever is still being waited for.
+    let abandon = CancellationToken::new();
+    let abandon_on_command = abandon.clone();
+    tokio::spawn(async move {
+        while let Some(command) = inbox.recv().await {
+            if command == Command::Abandon {
+                abandon_on_command.cancel();
+                return;
+            }
+        }
+    });
     let metrics = Arc::clone(pipeline.metrics());
-    pipeline.shutdown().await;
+    let drained = pipeline
+        .drain_acknowledged(settings.drain_limit, &abandon, |waiting| {
+            status.phase = Phase::Draining {
+                waiting: waiting as u64,
+            };
+            status.clients_running = false;
+            status.metrics = metrics.snapshot();
+            publish.send_replace(status.clone());
+        })
+        .await;
+    let mode = match drained {
+        DrainEnd::Complete => StopMode::Drain,
+        DrainEnd::Abandoned | DrainEnd::TimedOut => StopMode::Abort,
+    };
+    status.phase = Phase::Stopping;
+    publish.send_replace(status.clone());
+    let ledger = pipeline.ledger();
+    status.unfinished = tokio::select! {
+        stopped = pipeline.shutdown_with(mode) => stopped.unfinished,
+        _ = abandon.cancelled(), if mode == StopMode::Drain => Unfinished {
+            lost: ledger.unfinished() as u64,
+            left_in_kafka: 0,
+        },
+    };
     status.metrics = metrics.snapshot();
+    status.reconciliation = ledger.tally(Duration::MAX);
     status.in_flight = 0;
     status.clients_running = false;
     status.phase = Phase::Stopped;
@@ -353,7 +400,7 @@ impl Live {
                     Err(error) => format!("chaos refused: {error}"),
                 });
             }
-            Command::Shutdown => {}
+            Command::Shutdown | Command::Abandon => {}
         }
     }
 

@@ -268,17 +268,18 @@ fn a_worker_joins_the_group_and_finishes_what_is_in_the_topic() {
     assert_eq!(report["orders"]["finished"], 50);
 }
 
-#[test]
-fn ctrl_c_drains_in_flight_orders_and_still_reports() {
+/// `run` at medium load stopped by `signal` while orders are mid-state on
+/// the embedded broker: every acknowledged order is finished before exit.
+fn a_signal_drains_every_acknowledged_order(signal: &str) {
     let dir = Workdir::new();
-    // Original timings: orders are mid-machine when the signal comes.
+    // Medium load at the original timings: 100 orders/s, each ≈4 s long.
     let child = dir
         .command(&[
             "run",
             "--load",
-            "low",
+            "medium",
             "--orders",
-            "100",
+            "2000",
             "--report",
             "report.json",
         ])
@@ -299,22 +300,101 @@ fn ctrl_c_drains_in_flight_orders_and_still_reports() {
         std::thread::sleep(Duration::from_millis(100));
     }
     std::thread::sleep(Duration::from_secs(2));
-    let killed = Command::new("kill")
-        .args(["-INT", &child.id().to_string()])
+    let sent = Command::new("kill")
+        .args([signal, &child.id().to_string()])
         .status()
         .unwrap();
-    assert!(killed.success());
+    assert!(sent.success());
     let output = child.wait_with_output().unwrap();
+    assert_exit(&output, 0);
+    let report = dir.report();
+    let orders = &report["orders"];
+    let acknowledged = orders["acknowledged"].as_u64().unwrap();
+    assert!(acknowledged > 50, "{orders}");
+    assert!(acknowledged < 2000, "stopped early: {orders}");
+    assert_eq!(orders["unfinished"], 0, "{orders}");
+    assert_eq!(orders["lost"], 0, "{orders}");
+    assert_eq!(orders["finished"], acknowledged, "{orders}");
+    assert_eq!(report["interrupted"], true);
+    assert_eq!(report["complete"], true, "{report}");
+    assert!(
+        text(&output.stderr).contains("draining:"),
+        "the drain is shown: {}",
+        text(&output.stderr)
+    );
+}
+
+#[test]
+fn sigint_drains_every_acknowledged_order() {
+    a_signal_drains_every_acknowledged_order("-INT");
+}
+
+#[test]
+fn sigterm_drains_every_acknowledged_order() {
+    a_signal_drains_every_acknowledged_order("-TERM");
+}
+
+/// A second signal abandons the drain at once: the report and the exit
+/// code say how many acknowledged orders were lost with the embedded broker.
+#[test]
+fn a_second_signal_abandons_and_says_what_was_lost() {
+    let dir = Workdir::new();
+    // Low load at the original timings: each order takes 4–12 s.
+    let child = dir
+        .command(&[
+            "run",
+            "--load",
+            "low",
+            "--orders",
+            "500",
+            "--report",
+            "report.json",
+        ])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    while !std::fs::read_to_string(dir.path("orderdeck.log"))
+        .unwrap_or_default()
+        .contains("simulated clients started")
+    {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the clients never started"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    std::thread::sleep(Duration::from_secs(2));
+    let kill = |signal: &str| {
+        assert!(Command::new("kill")
+            .args([signal, &child.id().to_string()])
+            .status()
+            .unwrap()
+            .success())
+    };
+    kill("-TERM");
+    std::thread::sleep(Duration::from_millis(500));
+    kill("-INT");
+    let started = std::time::Instant::now();
+    let output = child.wait_with_output().unwrap();
+    assert!(
+        started.elapsed() < Duration::from_secs(10),
+        "exited at once"
+    );
     assert_exit(&output, 3);
     let report = dir.report();
     let orders = &report["orders"];
-    assert!(orders["acknowledged"].as_u64().unwrap() > 0, "{orders}");
-    assert!(
-        orders["acknowledged"].as_u64().unwrap() < 100,
-        "stopped early: {orders}"
+    let lost = orders["lost"].as_u64().unwrap();
+    assert!(lost > 0, "orders were mid-state: {orders}");
+    assert_eq!(
+        orders["finished"].as_u64().unwrap() + lost,
+        orders["acknowledged"].as_u64().unwrap(),
+        "{orders}"
     );
-    // Every order a consumer had started was drained to Finished.
-    assert_eq!(orders["consumed"], orders["finished"], "{orders}");
-    let problems = report["problems"].to_string();
-    assert!(problems.contains("interrupted"), "{problems}");
+    assert_eq!(report["complete"], false);
+    assert!(
+        report["problems"].to_string().contains("abandoned"),
+        "{report}"
+    );
 }

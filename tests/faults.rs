@@ -13,7 +13,6 @@ use orderdeck::{
     grpc::pb::v1::{orders_client::OrdersClient, PlaceOrderRequest},
     kafka::BrokerTarget,
     metrics::{Counter, OrderCounts},
-    order::State,
     pipeline::{chaos::Chaos, Pipeline, PipelineConfig},
 };
 use tokio::task::JoinHandle;
@@ -254,58 +253,8 @@ async fn broker_faults_need_the_embedded_broker() {
     pipeline.shutdown().await;
 }
 
-/// Every transition on the events topic, as (order, state) pairs.
-fn events_on_record(bootstrap: &str) -> Vec<(orderdeck::order::OrderId, State)> {
-    use rdkafka::{
-        consumer::{BaseConsumer, Consumer},
-        Message, Offset, TopicPartitionList,
-    };
-    let consumer: BaseConsumer = rdkafka::ClientConfig::new()
-        .set("bootstrap.servers", bootstrap)
-        .set("group.id", "faults-test-reader")
-        .set("enable.auto.commit", "false")
-        .create()
-        .unwrap();
-    let mut assignment = TopicPartitionList::new();
-    let mut unread = HashMap::new();
-    for partition in 0..PARTITIONS {
-        let (_, high) = consumer
-            .fetch_watermarks("orders.events", partition, Duration::from_secs(10))
-            .unwrap();
-        if high > 0 {
-            assignment
-                .add_partition_offset("orders.events", partition, Offset::Beginning)
-                .unwrap();
-            unread.insert(partition, high);
-        }
-    }
-    consumer.assign(&assignment).unwrap();
-    let mut events = Vec::new();
-    let deadline = std::time::Instant::now() + Duration::from_secs(60);
-    while !unread.is_empty() {
-        assert!(std::time::Instant::now() < deadline, "events topic unread");
-        let Some(message) = consumer.poll(Duration::from_millis(200)) else {
-            continue;
-        };
-        let message = message.unwrap();
-        let transition: orderdeck::order::Transition =
-            serde_json::from_slice(message.payload().unwrap()).unwrap();
-        events.push((transition.order_id, transition.to));
-        if unread
-            .get(&message.partition())
-            .is_some_and(|high| message.offset() + 1 >= *high)
-        {
-            unread.remove(&message.partition());
-        }
-    }
-    events
-}
-
 fn finished_on_record(bootstrap: &str) -> usize {
-    events_on_record(bootstrap)
-        .iter()
-        .filter(|(_, state)| *state == State::Finished)
-        .count()
+    finishes_on_record(bootstrap).values().sum()
 }
 
 /// A worker killed outright (SIGKILL) with orders in flight and finished
@@ -380,12 +329,7 @@ fn a_killed_worker_process_is_replaced_without_loss_or_double_finishes() {
     let report: serde_json::Value =
         serde_json::from_str(&std::fs::read_to_string(dir.path("second.json")).unwrap()).unwrap();
 
-    let mut finishes: HashMap<_, usize> = HashMap::new();
-    for (id, state) in events_on_record(&bootstrap) {
-        if state == State::Finished {
-            *finishes.entry(id).or_default() += 1;
-        }
-    }
+    let finishes = finishes_on_record(&bootstrap);
     let lost = ids.iter().filter(|id| !finishes.contains_key(id)).count();
     let twice: Vec<_> = finishes.iter().filter(|(_, n)| **n > 1).collect();
     assert_eq!(lost, 0, "orders never finished");
@@ -428,6 +372,7 @@ async fn the_session_shows_a_fault_and_the_recovery_live() {
         orders: seed_orders(),
         clock: SimClock::new(TimeScale::new(0.0).unwrap()),
         kibana: None,
+        drain_limit: std::time::Duration::from_secs(60),
     });
     let status = handle.status.clone();
     until(&status, "orders finishing", |s| {

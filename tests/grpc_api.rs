@@ -336,3 +336,44 @@ async fn limits_are_enforced_on_the_typed_api_and_on_slow_watchers() {
     assert!(lost.message().contains("fell"), "{}", lost.message());
     pipeline.shutdown().await;
 }
+
+/// Open watchers (all orders, and one for an id that never comes) must not
+/// keep a stop waiting: they end with UNAVAILABLE within the deadline.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn shutdown_ends_open_watch_streams_and_does_not_hang() {
+    let pipeline = start(config(BrokerTarget::Embedded, 0.0)).await;
+    let mut typed = OrdersClient::new(channel(&pipeline).await);
+    let mut everything = typed
+        .watch_transitions(WatchRequest {
+            order_id: String::new(),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    let mut never = typed
+        .watch_transitions(WatchRequest {
+            order_id: uuid::Uuid::new_v4().to_string(),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    let started = tokio::time::Instant::now();
+    tokio::time::timeout(Duration::from_secs(15), pipeline.shutdown())
+        .await
+        .expect("shutdown finished with watchers open");
+    assert!(started.elapsed() < Duration::from_secs(10));
+    for stream in [&mut everything, &mut never] {
+        let ended = tokio::time::timeout(Duration::from_secs(5), async {
+            loop {
+                match stream.next().await {
+                    Some(Ok(_)) => continue,
+                    Some(Err(status)) => return Some(status.code()),
+                    None => return None,
+                }
+            }
+        })
+        .await
+        .expect("the stream ended");
+        assert_eq!(ended, Some(Code::Unavailable));
+    }
+}

@@ -181,3 +181,40 @@ async fn a_thousand_concurrent_clients_complete_without_errors() {
     assert_eq!(counts.finished, 3000);
     assert_eq!(counts.failed + counts.rejected, 0);
 }
+
+/// The chaos menu's panic: one order's run panics midway. It is logged,
+/// counted and run again; it finishes once and its partition keeps
+/// committing to the end.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_panicking_order_runs_again_finishes_once_and_commits_continue() {
+    let cluster = MockCluster::new(1).unwrap();
+    let bootstrap = cluster.bootstrap_servers();
+    for topic in ["orders", "orders.events"] {
+        cluster.create_topic(topic, PARTITIONS, 1).unwrap();
+    }
+    let mut pipeline = start(config(BrokerTarget::External(bootstrap.clone()), 0.01)).await;
+    let mut feed = pipeline.subscribe_transitions();
+    pipeline
+        .inject(orderdeck::pipeline::chaos::Chaos::PanicOrder)
+        .unwrap();
+    send_orders_until_finished(&pipeline, endpoint(&pipeline), 8, 400).await;
+    let mut by_order = HashMap::new();
+    drain_transitions(&mut feed, &mut by_order);
+    let counts = pipeline.snapshot().counts;
+    assert_eq!(counts.panics, 1, "{counts:?}");
+    assert_eq!(counts.finished, 400, "{counts:?}");
+    assert_eq!(by_order.len(), 400);
+    assert_each_finished_once(&by_order);
+    // Commits caught up to the end of every partition while still running.
+    assert!(
+        eventually(Duration::from_secs(10), || {
+            committed_and_ends(&bootstrap, "orderdeck-test")
+                .iter()
+                .all(|(committed, end)| committed == end)
+        })
+        .await,
+        "{:?}",
+        committed_and_ends(&bootstrap, "orderdeck-test")
+    );
+    pipeline.shutdown().await;
+}

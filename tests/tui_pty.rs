@@ -69,6 +69,150 @@ fn finished_count(screen: &str) -> Option<u64> {
         .ok()
 }
 
+/// The real binary in a pseudo-terminal, in a scratch directory holding
+/// the orders file.
+struct Session {
+    screen: Screen,
+    child: Box<dyn portable_pty::Child + Send + Sync>,
+    keys: Box<dyn Write + Send>,
+    /// Kept open while the child runs.
+    _master: Box<dyn portable_pty::MasterPty + Send>,
+    _dir: tempfile::TempDir,
+}
+
+impl Session {
+    fn launch(args: &[&str]) -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::copy(
+            Path::new(env!("CARGO_MANIFEST_DIR")).join("orders.csv"),
+            dir.path().join("orders.csv"),
+        )
+        .unwrap();
+        let pty = native_pty_system()
+            .openpty(PtySize {
+                rows: ROWS,
+                cols: COLS,
+                pixel_width: 0,
+                pixel_height: 0,
+            })
+            .unwrap();
+        let mut command = CommandBuilder::new(env!("CARGO_BIN_EXE_orderdeck"));
+        command.args(args);
+        command.cwd(dir.path());
+        command.env("TERM", "xterm-256color");
+        let child = pty.slave.spawn_command(command).unwrap();
+        drop(pty.slave);
+        let mut reader = pty.master.try_clone_reader().unwrap();
+        let keys = pty.master.take_writer().unwrap();
+        let (tx, output) = mpsc::channel();
+        std::thread::spawn(move || {
+            let mut buffer = [0u8; 8192];
+            while let Ok(n) = reader.read(&mut buffer) {
+                if n == 0 || tx.send(buffer[..n].to_vec()).is_err() {
+                    break;
+                }
+            }
+        });
+        Self {
+            screen: Screen {
+                parser: vt100::Parser::new(ROWS, COLS, 0),
+                output,
+            },
+            child,
+            keys,
+            _master: pty.master,
+            _dir: dir,
+        }
+    }
+
+    fn press(&mut self, key: &[u8]) {
+        self.keys.write_all(key).unwrap();
+        self.keys.flush().unwrap();
+    }
+
+    /// Waits for the program to exit; returns its exit code.
+    fn exit_code(&mut self, limit: Duration) -> u32 {
+        let deadline = Instant::now() + limit;
+        let status = loop {
+            if let Some(status) = self.child.try_wait().unwrap() {
+                break status;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "orderdeck did not exit:\n{}",
+                self.screen.text()
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        };
+        std::thread::sleep(Duration::from_millis(200));
+        self.screen.pump();
+        status.exit_code()
+    }
+
+    /// The terminal is as it was: main screen, cursor shown.
+    fn assert_terminal_restored(&self) {
+        let terminal = self.screen.parser.screen();
+        assert!(
+            !terminal.alternate_screen(),
+            "the alternate screen was left"
+        );
+        assert!(!terminal.hide_cursor(), "the cursor is visible again");
+    }
+}
+
+/// Pauses the consumers so orders pile up in the embedded broker, then quits.
+fn pause_and_quit() -> Session {
+    // Low load, 0.2–0.6 s per state: each order takes about 2 s.
+    let mut session = Session::launch(&["--time-scale", "0.2", "--load", "low"]);
+    session
+        .screen
+        .wait_for("orders to finish", Duration::from_secs(60), |s| {
+            finished_count(s).is_some_and(|n| n > 0)
+        });
+    session.press(b" ");
+    session
+        .screen
+        .wait_for("the consumers to pause", Duration::from_secs(10), |s| {
+            s.contains("consumers paused") || s.contains("consumers ‖")
+        });
+    std::thread::sleep(Duration::from_secs(2));
+    session.press(b"q");
+    session
+}
+
+#[test]
+fn quitting_with_paused_consumers_drains_every_acknowledged_order() {
+    let mut session = pause_and_quit();
+    let draining = session
+        .screen
+        .wait_for("the drain", Duration::from_secs(10), |s| {
+            s.contains("Draining")
+        });
+    assert!(draining.contains("q again to abandon"), "{draining}");
+    let code = session.exit_code(Duration::from_secs(60));
+    assert_eq!(code, 0, "{}", session.screen.text());
+    session.assert_terminal_restored();
+}
+
+#[test]
+fn a_second_q_abandons_the_drain_and_says_so() {
+    let mut session = pause_and_quit();
+    session
+        .screen
+        .wait_for("the drain", Duration::from_secs(10), |s| {
+            s.contains("Draining")
+        });
+    session.press(b"q");
+    let code = session.exit_code(Duration::from_secs(30));
+    let after = session.screen.text();
+    assert_eq!(code, 3, "{after}");
+    assert!(
+        after.contains("abandoned at quit"),
+        "the screen says what was lost: {after}"
+    );
+    session.assert_terminal_restored();
+}
+
 #[test]
 fn pick_a_load_watch_orders_finish_stop_and_quit() {
     let dir = tempfile::tempdir().unwrap();

@@ -1,7 +1,5 @@
 //! `orderdeck bench`: runs the scenarios and prints the table, JSON or Markdown.
 
-use std::time::Duration;
-
 use crate::{
     bench::{self, output, BenchPlan, Scenario},
     cli::{BenchArgs, CommonArgs},
@@ -11,26 +9,17 @@ use crate::{
 
 pub async fn bench(args: &CommonArgs, bench_args: &BenchArgs) -> Result<(), AppError> {
     let csv = load_orders(&args.csv, args.on_bad_row)?;
-    let seconds = |s: f64, flag: &str| {
-        Duration::try_from_secs_f64(s)
-            .ok()
-            .filter(|d| !d.is_zero())
-            .ok_or_else(|| AppError::Usage(format!("{flag} must be a positive number of seconds")))
-    };
-    if bench_args.fixed_rate.is_nan() || bench_args.fixed_rate <= 0.0 {
-        return Err(AppError::Usage("--fixed-rate must be positive".to_owned()));
-    }
     let plan = BenchPlan {
         scenarios: if bench_args.scenarios.is_empty() {
             Scenario::ALL.to_vec()
         } else {
             bench_args.scenarios.clone()
         },
-        callers: bench_args.callers.max(1),
+        callers: bench_args.callers,
         max_orders: bench_args.max_orders,
-        max_time: seconds(bench_args.max_seconds, "--max-seconds")?,
+        max_time: bench_args.max_seconds.0,
         rate: bench_args.fixed_rate,
-        rate_time: seconds(bench_args.fixed_seconds, "--fixed-seconds")?,
+        rate_time: bench_args.fixed_seconds.0,
         soak: bench_args.soak,
         es: args.es.clone(),
         kafka_settings: args

@@ -8,44 +8,106 @@ pub mod serve;
 
 use std::time::Duration;
 
+use tokio_util::sync::CancellationToken;
+
 use crate::{
     cli::CommonArgs,
-    pipeline::Pipeline,
+    kafka::consumer::StopMode,
+    pipeline::{DrainEnd, Pipeline, Shutdown, Unfinished},
     report::{Report, RunContext},
     AppError,
 };
 
-/// Stops the pipeline (draining in-flight orders), then reports.
+/// What a command adds to the report besides the pipeline's own figures.
+pub struct Closing {
+    pub elapsed: Duration,
+    pub problems: Vec<String>,
+    /// Stopped by a signal (or a key) rather than by reaching its goal.
+    pub interrupted: bool,
+    /// Orders left in an external Kafka count as a problem (for `run`,
+    /// whose job is to finish them; not for `serve`, whose group will).
+    pub left_in_kafka_is_a_problem: bool,
+}
+
+/// Stops the pipeline, then reports. On the embedded broker every
+/// acknowledged order is finished first (a second signal, or the drain
+/// deadline, abandons them and the report counts them lost).
 pub async fn finish(
-    pipeline: Pipeline,
+    mut pipeline: Pipeline,
     args: &CommonArgs,
-    elapsed: Duration,
-    mut problems: Vec<String>,
+    signals: &StopSignals,
+    mut closing: Closing,
 ) -> Result<Report, AppError> {
     let broker = pipeline.broker().describe();
     let metrics = std::sync::Arc::clone(pipeline.metrics());
     let ledger = pipeline.ledger();
-    let stopped = pipeline.shutdown().await;
-    // Read after the drain: orders in flight got to finish.
-    let unfinished = ledger.unfinished();
-    if unfinished > 0 {
-        problems.push(format!(
-            "{unfinished} acknowledged orders did not finish here (they are safe in Kafka and \
-             will be processed when a consumer of group {:?} next runs)",
-            args.group
+    let mut told = None::<std::time::Instant>;
+    let drained = pipeline
+        .drain_acknowledged(args.drain_timeout.0, &signals.abandon, |waiting| {
+            if waiting > 0 && told.is_none_or(|at| at.elapsed() >= Duration::from_secs(1)) {
+                told = Some(std::time::Instant::now());
+                eprintln!(
+                    "draining: {waiting} acknowledged orders exist only in the embedded broker; \
+                     finishing them (Ctrl-C again abandons them)"
+                );
+            }
+        })
+        .await;
+    let mode = match drained {
+        DrainEnd::Complete => StopMode::Drain,
+        DrainEnd::Abandoned => StopMode::Abort,
+        DrainEnd::TimedOut => {
+            closing.problems.push(format!(
+                "the drain deadline ({}) passed with orders unfinished",
+                args.drain_timeout
+            ));
+            StopMode::Abort
+        }
+    };
+    let sink_before = pipeline.sink_status();
+    let stopped = tokio::select! {
+        stopped = pipeline.shutdown_with(mode) => stopped,
+        // A second signal during the final drain: stop waiting.
+        _ = signals.abandon.cancelled(), if mode == StopMode::Drain => Shutdown {
+            sink: sink_before,
+            unfinished: Unfinished { lost: ledger.unfinished() as u64, left_in_kafka: 0 },
+            ..Shutdown::default()
+        },
+    };
+    let unfinished = stopped.unfinished;
+    if unfinished.lost > 0 {
+        closing.problems.push(format!(
+            "{} acknowledged orders were abandoned and are lost: only the embedded broker held \
+             them, and it stopped with this process",
+            unfinished.lost
         ));
     }
+    if unfinished.left_in_kafka > 0 {
+        let left = format!(
+            "{} acknowledged orders are left in Kafka for consumer group {:?}: its next member \
+             runs them",
+            unfinished.left_in_kafka, args.group
+        );
+        if closing.left_in_kafka_is_a_problem {
+            closing.problems.push(left);
+        } else {
+            eprintln!("note: {left}");
+        }
+    }
+    let tally = ledger.tally(Duration::MAX);
     let report = Report::new(
         &metrics.snapshot(),
         RunContext {
-            elapsed,
+            elapsed: closing.elapsed,
             broker,
             load: crate::config::load_level(args).to_string(),
             time_scale: args.time_scale.factor(),
-            unfinished: unfinished as u64,
+            unfinished,
+            finished_elsewhere: tally.finished_elsewhere,
+            interrupted: closing.interrupted,
             sink: stopped.sink,
             notifications: stopped.notifications,
-            problems,
+            problems: closing.problems,
         },
     );
     if let Some(path) = &args.report {
@@ -58,23 +120,49 @@ pub async fn finish(
     Ok(report)
 }
 
-/// A token cancelled by Ctrl-C (SIGINT). The handler is registered before
-/// this returns, so an interrupt during start-up is a graceful stop too.
-pub fn interrupted_by_ctrl_c() -> tokio_util::sync::CancellationToken {
+/// SIGINT and SIGTERM (as `docker stop`, systemd and Kubernetes send): the
+/// first asks for a graceful stop, the second to stop waiting at once.
+#[derive(Clone, Default)]
+pub struct StopSignals {
+    pub stop: CancellationToken,
+    pub abandon: CancellationToken,
+}
+
+/// Listens for SIGINT and SIGTERM. The handlers are registered before this
+/// returns, so a signal during start-up is a graceful stop too.
+pub fn stop_signals() -> StopSignals {
     use tokio::signal::unix::{signal, SignalKind};
-    let token = tokio_util::sync::CancellationToken::new();
-    match signal(SignalKind::interrupt()) {
-        Ok(mut interrupts) => {
-            let cancel = token.clone();
-            tokio::spawn(async move {
-                if interrupts.recv().await.is_some() {
-                    cancel.cancel();
-                }
-            });
+    let signals = StopSignals::default();
+    let (mut interrupts, mut terminations) = match (
+        signal(SignalKind::interrupt()),
+        signal(SignalKind::terminate()),
+    ) {
+        (Ok(interrupts), Ok(terminations)) => (interrupts, terminations),
+        (Err(error), _) | (_, Err(error)) => {
+            tracing::warn!(%error, "signals will end the process without draining");
+            return signals;
         }
-        Err(error) => tracing::warn!(%error, "Ctrl-C will end the process without draining"),
-    }
-    token
+    };
+    let heard = signals.clone();
+    tokio::spawn(async move {
+        for nth in 1.. {
+            tokio::select! {
+                Some(()) = interrupts.recv() => {}
+                Some(()) = terminations.recv() => {}
+                else => return,
+            }
+            if nth == 1 {
+                tracing::info!("stop requested: draining");
+                heard.stop.cancel();
+            } else {
+                tracing::warn!("second stop request: abandoning what is left");
+                heard.stop.cancel();
+                heard.abandon.cancel();
+                return;
+            }
+        }
+    });
+    signals
 }
 
 /// Maps an incomplete report to its exit status.

@@ -8,7 +8,7 @@ use std::{
 
 use tokio_util::sync::CancellationToken;
 
-use super::{conclude, finish, interrupted_by_ctrl_c, progress::Progress};
+use super::{conclude, finish, progress::Progress, stop_signals, Closing};
 use crate::{
     cli::CommonArgs,
     clients::{load_orders, run_clients, ClientPlan},
@@ -23,7 +23,7 @@ const GROUP_JOIN_TIMEOUT: Duration = Duration::from_secs(30);
 const TICK: Duration = Duration::from_millis(100);
 
 pub async fn run(args: &CommonArgs) -> Result<(), AppError> {
-    let ctrl_c = interrupted_by_ctrl_c();
+    let signals = stop_signals();
     let csv = load_orders(&args.csv, args.on_bad_row)?;
     for row in &csv.rejected {
         eprintln!("skipped row {row}");
@@ -57,16 +57,16 @@ pub async fn run(args: &CommonArgs) -> Result<(), AppError> {
         Arc::clone(&metrics),
         stop_clients.clone(),
     ));
-    let deadline = args.timeout.map(|s| started + Duration::from_secs_f64(s));
+    let deadline = args.timeout.map(|limit| started + limit.0);
     let progress = Progress::new(plan.orders);
     let mut clients_done = false;
     let mut interrupted = false;
     loop {
         tokio::select! {
-            _ = ctrl_c.cancelled(), if !interrupted => {
+            _ = signals.stop.cancelled(), if !interrupted => {
                 interrupted = true;
                 stop_clients.cancel();
-                problems.push("interrupted: clients stopped, in-flight orders drained".to_owned());
+                eprintln!("stopping: clients stopped; finishing the acknowledged orders (Ctrl-C again abandons them)");
             }
             joined = &mut clients, if !clients_done => {
                 clients_done = true;
@@ -79,6 +79,8 @@ pub async fn run(args: &CommonArgs) -> Result<(), AppError> {
             _ = tokio::time::sleep(TICK) => {}
         }
         progress.update(&metrics.snapshot(), pipeline.in_flight());
+        // Done when every acknowledged order finished, here or in another
+        // process of the group; an interrupt leaves the rest to the drain.
         if clients_done && (interrupted || pipeline.unfinished_acknowledged() == 0) {
             break;
         }
@@ -103,6 +105,12 @@ pub async fn run(args: &CommonArgs) -> Result<(), AppError> {
             "{failed} orders were never acknowledged (see client errors)"
         ));
     }
-    let report = finish(pipeline, args, elapsed, problems).await?;
+    let closing = Closing {
+        elapsed,
+        problems,
+        interrupted,
+        left_in_kafka_is_a_problem: true,
+    };
+    let report = finish(pipeline, args, &signals, closing).await?;
     conclude(&report, args)
 }

@@ -6,9 +6,7 @@ use std::{
     time::{Duration, Instant},
 };
 
-use tokio_util::sync::CancellationToken;
-
-use super::{conclude, finish, interrupted_by_ctrl_c};
+use super::{conclude, finish, stop_signals, Closing, StopSignals};
 use crate::{
     cli::CommonArgs,
     config::{broker_target, pipeline_config},
@@ -21,19 +19,19 @@ const DEFAULT_LISTEN: SocketAddr =
     SocketAddr::new(std::net::IpAddr::V4(Ipv4Addr::LOCALHOST), 50051);
 
 pub async fn serve(args: &CommonArgs) -> Result<(), AppError> {
-    let ctrl_c = interrupted_by_ctrl_c();
+    let signals = stop_signals();
     let listen = args.listen.unwrap_or(DEFAULT_LISTEN);
     let pipeline = Pipeline::start(pipeline_config(args, Some(listen))).await?;
     eprintln!(
-        "orderdeck serving orders.OrderService and orderdeck.v1.Orders on {} (broker: {}); Ctrl-C stops",
+        "orderdeck serving orders.OrderService and orderdeck.v1.Orders on {} (broker: {}); Ctrl-C or SIGTERM stops",
         pipeline.dial().expect("serve starts a server").url,
         pipeline.broker().describe(),
     );
-    keep_running(pipeline, args, ctrl_c).await
+    keep_running(pipeline, args, signals).await
 }
 
 pub async fn worker(args: &CommonArgs) -> Result<(), AppError> {
-    let ctrl_c = interrupted_by_ctrl_c();
+    let signals = stop_signals();
     if broker_target(args) == BrokerTarget::Embedded {
         return Err(AppError::Usage(
             "worker joins an existing consumer group: give the cluster with --brokers host:port"
@@ -42,16 +40,16 @@ pub async fn worker(args: &CommonArgs) -> Result<(), AppError> {
     }
     let pipeline = Pipeline::start(pipeline_config(args, None)).await?;
     eprintln!(
-        "orderdeck worker: {} consumers in group {:?} on {}; Ctrl-C stops",
+        "orderdeck worker: {} consumers in group {:?} on {}; Ctrl-C or SIGTERM stops",
         pipeline.consumer_count(),
         args.group,
         pipeline.bootstrap_servers(),
     );
-    keep_running(pipeline, args, ctrl_c).await
+    keep_running(pipeline, args, signals).await
 }
 
 pub async fn broker(args: &CommonArgs) -> Result<(), AppError> {
-    let ctrl_c = interrupted_by_ctrl_c();
+    let signals = stop_signals();
     let config = pipeline_config(args, None);
     let kafka = &config.kafka;
     let broker = EmbeddedBroker::with_topics(config.embedded_brokers, kafka)
@@ -60,41 +58,56 @@ pub async fn broker(args: &CommonArgs) -> Result<(), AppError> {
     println!("{}", broker.bootstrap_servers());
     let _ = std::io::Write::flush(&mut std::io::stdout());
     eprintln!(
-        "orderdeck broker: topics {} and {} ({} partitions); use --brokers {}; Ctrl-C stops",
+        "orderdeck broker: topics {} and {} ({} partitions); use --brokers {}; Ctrl-C or SIGTERM stops",
         kafka.topic,
         kafka.events_topic,
         kafka.partitions,
         broker.bootstrap_servers()
     );
-    ctrl_c.cancelled().await;
+    signals.stop.cancelled().await;
     Ok(())
 }
 
 async fn keep_running(
     pipeline: Pipeline,
     args: &CommonArgs,
-    ctrl_c: CancellationToken,
+    signals: StopSignals,
 ) -> Result<(), AppError> {
     let started = Instant::now();
     let mut tick = tokio::time::interval(Duration::from_secs(1));
+    let mut interrupted = false;
     loop {
         tokio::select! {
-            _ = ctrl_c.cancelled() => break,
+            _ = signals.stop.cancelled() => {
+                interrupted = true;
+                break;
+            }
             _ = tick.tick() => {}
         }
         let c = pipeline.snapshot().counts;
+        let acknowledged = pipeline.ledger().tally(Duration::MAX);
         eprintln!(
-            "acknowledged {} · consumed {} · finished {} · in flight {} · redelivered {}",
+            "acknowledged {} · consumed {} · finished {} here, {} elsewhere · in flight {} · redelivered {}",
             c.acknowledged,
             c.consumed,
             c.finished,
+            acknowledged.finished_elsewhere,
             pipeline.in_flight(),
             c.redelivered
         );
-        if args.orders.is_some_and(|n| c.finished >= n) {
+        // Orders this process ran, or (for a server) orders it acknowledged
+        // that finished anywhere in the group.
+        let done = c.finished.max(acknowledged.finished);
+        if args.orders.is_some_and(|n| done >= n) {
             break;
         }
     }
-    let report = finish(pipeline, args, started.elapsed(), Vec::new()).await?;
+    let closing = Closing {
+        elapsed: started.elapsed(),
+        problems: Vec::new(),
+        interrupted,
+        left_in_kafka_is_a_problem: false,
+    };
+    let report = finish(pipeline, args, &signals, closing).await?;
     conclude(&report, args)
 }

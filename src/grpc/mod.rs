@@ -122,10 +122,14 @@ impl GrpcServer {
             .max(4 << 20);
         let legacy = OrderServiceServer::new(legacy::LegacyService::new(Arc::clone(&ingest)))
             .max_decoding_message_size(decode_cap);
-        let typed = OrdersServer::new(typed::TypedService::new(ingest, transitions))
-            .max_decoding_message_size(decode_cap);
-
         let shutdown = CancellationToken::new();
+        let typed = OrdersServer::new(typed::TypedService::new(
+            ingest,
+            transitions,
+            shutdown.clone(),
+        ))
+        .max_decoding_message_size(decode_cap);
+
         let stop = shutdown.clone();
         let mut builder = Server::builder();
         if let Some(tls) = tls {
@@ -161,12 +165,18 @@ impl GrpcServer {
         format!("{scheme}://{}", self.addr)
     }
 
-    pub async fn shutdown(self) {
+    /// Stops accepting calls and ends open watch streams (with UNAVAILABLE);
+    /// calls still open after `limit` are cut.
+    pub async fn shutdown(mut self, limit: std::time::Duration) {
         self.shutdown.cancel();
-        match self.task.await {
-            Ok(Ok(())) => {}
-            Ok(Err(error)) => tracing::error!(%error, "gRPC server stopped with an error"),
-            Err(error) => tracing::error!(%error, "gRPC server task failed"),
+        match tokio::time::timeout(limit, &mut self.task).await {
+            Ok(Ok(Ok(()))) => {}
+            Ok(Ok(Err(error))) => tracing::error!(%error, "gRPC server stopped with an error"),
+            Ok(Err(error)) => tracing::error!(%error, "gRPC server task failed"),
+            Err(_) => {
+                tracing::warn!(?limit, "gRPC calls still open at shutdown were cut");
+                self.task.abort();
+            }
         }
     }
 }

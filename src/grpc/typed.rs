@@ -5,6 +5,7 @@ use std::{pin::Pin, sync::Arc};
 use futures::Stream;
 use tokio::sync::{broadcast, mpsc};
 use tokio_stream::wrappers::ReceiverStream;
+use tokio_util::sync::CancellationToken;
 use tonic::{Request, Response, Status};
 
 use super::{
@@ -16,13 +17,20 @@ use crate::order::{Order, OrderError, OrderId, State, Transition};
 pub struct TypedService {
     ingest: Arc<Ingest>,
     transitions: broadcast::Sender<Transition>,
+    /// Cancelled when the server stops: open watch streams end then.
+    closing: CancellationToken,
 }
 
 impl TypedService {
-    pub fn new(ingest: Arc<Ingest>, transitions: broadcast::Sender<Transition>) -> Self {
+    pub fn new(
+        ingest: Arc<Ingest>,
+        transitions: broadcast::Sender<Transition>,
+        closing: CancellationToken,
+    ) -> Self {
         Self {
             ingest,
             transitions,
+            closing,
         }
     }
 }
@@ -133,10 +141,17 @@ impl Orders for TypedService {
         };
         let mut live = self.transitions.subscribe();
         let (tx, rx) = mpsc::channel(WATCH_BUFFER);
+        let closing = self.closing.clone();
         tokio::spawn(async move {
             loop {
                 let next = tokio::select! {
                     _ = tx.closed() => return, // the watcher went away
+                    _ = closing.cancelled() => {
+                        let _ = tx.try_send(Err(Status::unavailable(
+                            "the server is shutting down; watch again after it restarts",
+                        )));
+                        return;
+                    }
                     next = live.recv() => next,
                 };
                 let (item, last) = match next {

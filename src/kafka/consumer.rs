@@ -1,39 +1,59 @@
-//! The consumer group: N member tasks in one Kafka group, each running every
-//! order it receives as its own task, committing offsets only once the
-//! orders below them have finished (at-least-once).
+//! The consumer group: N members in one Kafka group. Each member polls Kafka
+//! on a thread of its own and runs every order it receives as a task on the
+//! runtime; an offset is committed only once every order below it finished
+//! and its Finished event is in Kafka (at-least-once, made exactly-once per
+//! order by the registry and the events topic).
+//!
+//! Hand-over: members use cooperative-sticky assignment, so a rebalance
+//! touches only the partitions that move. When a partition leaves a member
+//! (another process joins, this one stops, the group shrinks), the
+//! rebalance callback runs on the member's polling thread: it cancels that
+//! partition's orders that have not begun writing their Finished event,
+//! waits for those that have, commits what finished, and only then lets the
+//! partition go. The next owner runs every order that did not finish here
+//! and skips, through the events topic, the ones that finished here but
+//! were not committed yet. An order is never run to Finished by both.
 
 use std::{
-    collections::BTreeMap,
-    sync::{Arc, Mutex},
-    time::Duration,
+    collections::{BTreeMap, HashMap},
+    future::Future,
+    panic::AssertUnwindSafe,
+    sync::{
+        atomic::{AtomicBool, AtomicU8, Ordering},
+        Arc, Condvar, Mutex,
+    },
+    time::{Duration, Instant},
 };
 
+use futures::FutureExt;
 use rdkafka::{
     client::ClientContext,
     config::RDKafkaLogLevel,
-    consumer::{CommitMode, Consumer, ConsumerContext, Rebalance, StreamConsumer},
+    consumer::{BaseConsumer, CommitMode, Consumer, ConsumerContext, Rebalance},
     error::{KafkaError, KafkaResult},
     message::{BorrowedMessage, Message},
     statistics::Statistics,
     types::RDKafkaErrorCode,
-    ClientConfig,
+    ClientConfig, Offset, TopicPartitionList,
 };
 use tokio::{
-    sync::{mpsc, watch, OwnedSemaphorePermit, Semaphore},
-    task::{JoinHandle, JoinSet},
+    runtime::Handle,
+    sync::{watch, OwnedSemaphorePermit, Semaphore},
+    task::AbortHandle,
 };
 use tokio_util::sync::CancellationToken;
 
 use super::{
     finished_log::{FinishedLog, CLOCK_SKEW},
-    offsets::OffsetTracker,
+    offsets::PartitionOffsets,
     HealthContext, KafkaConnection,
 };
 use crate::{
+    clock::Backoff,
     metrics::{Counter, Metrics},
     order::OrderRecord,
     pipeline::{
-        flow::OrderFlow,
+        flow::{OrderFlow, RunOutcome},
         registry::{Claim, OrderRegistry},
     },
 };
@@ -104,16 +124,198 @@ pub struct MemberLoad {
     pub lag: i64,
 }
 
-/// Rebalance hooks and statistics: forget partitions this member lost,
-/// report lag for those it owns, keep a pause across rebalances.
+/// Orders a member is running, by partition: what a hand-over waits for.
+#[derive(Default)]
+struct MemberWork {
+    state: Mutex<WorkState>,
+    /// Signalled whenever an order ends.
+    ended: Condvar,
+}
+
+#[derive(Default)]
+struct WorkState {
+    partitions: HashMap<i32, PartitionWork>,
+    running: usize,
+}
+
+#[derive(Default)]
+struct PartitionWork {
+    offsets: PartitionOffsets,
+    orders: HashMap<i64, OrderControl>,
+    /// The newest committable offset, not yet stored for auto-commit.
+    to_store: Option<i64>,
+    /// Whether the events topic was read for what a previous owner finished.
+    caught_up: bool,
+}
+
+struct OrderControl {
+    /// Stops the run between states (a hand-over).
+    cancel: CancellationToken,
+    /// Stops it wherever it is (a crash, or a hand-over past its deadline).
+    abort: Option<AbortHandle>,
+}
+
+impl OrderControl {
+    fn kill(&self) {
+        self.cancel.cancel();
+        if let Some(abort) = &self.abort {
+            abort.abort();
+        }
+    }
+}
+
+impl MemberWork {
+    fn lock(&self) -> std::sync::MutexGuard<'_, WorkState> {
+        self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn running(&self) -> usize {
+        self.lock().running
+    }
+
+    /// Registers an order before its task starts, so a hand-over sees it.
+    /// Returns whether the partition still needs its catch-up read.
+    fn begin(&self, partition: i32, offset: i64, cancel: CancellationToken) -> bool {
+        let mut state = self.lock();
+        state.running += 1;
+        let work = state.partitions.entry(partition).or_default();
+        work.offsets.received(offset);
+        work.orders.insert(
+            offset,
+            OrderControl {
+                cancel,
+                abort: None,
+            },
+        );
+        !std::mem::replace(&mut work.caught_up, true)
+    }
+
+    fn set_abort(&self, partition: i32, offset: i64, abort: AbortHandle) {
+        let mut state = self.lock();
+        match state
+            .partitions
+            .get_mut(&partition)
+            .and_then(|work| work.orders.get_mut(&offset))
+        {
+            Some(control) => control.abort = Some(abort),
+            // Ended already (or handed over and killed): nothing to keep.
+            None => abort.abort(),
+        }
+    }
+
+    /// An order's task ended: finished (its offset may now be committed)
+    /// or not (cancelled, aborted: the next owner runs it).
+    fn end(&self, partition: i32, offset: i64, finished: bool) {
+        let mut state = self.lock();
+        if let Some(work) = state.partitions.get_mut(&partition) {
+            if work.orders.remove(&offset).is_some() && finished {
+                if let Some(committable) = work.offsets.finished(offset) {
+                    work.to_store = Some(committable);
+                }
+            }
+        }
+        state.running -= 1;
+        drop(state);
+        self.ended.notify_all();
+    }
+
+    /// Committable offsets not yet stored.
+    fn take_to_store(&self) -> Vec<(i32, i64)> {
+        let mut state = self.lock();
+        state
+            .partitions
+            .iter_mut()
+            .filter_map(|(partition, work)| work.to_store.take().map(|o| (*partition, o)))
+            .collect()
+    }
+
+    /// Lets `partitions` go: cancels their orders that have not begun their
+    /// Finished event, waits for the rest (at most `limit`, then kills them),
+    /// and returns what is committable in each. `lost` partitions belong to
+    /// someone else already: everything is killed at once.
+    fn hand_over(&self, partitions: &[i32], lost: bool, limit: Duration) -> Vec<(i32, i64)> {
+        let mut state = self.lock();
+        let mut cancelled = 0;
+        for work in partitions.iter().filter_map(|p| state.partitions.get(p)) {
+            for control in work.orders.values() {
+                if lost {
+                    control.kill();
+                } else {
+                    control.cancel.cancel();
+                }
+                cancelled += 1;
+            }
+        }
+        let busy = |state: &WorkState| {
+            partitions
+                .iter()
+                .filter_map(|p| state.partitions.get(p))
+                .map(|work| work.orders.len())
+                .sum::<usize>()
+        };
+        let deadline = Instant::now() + limit;
+        while busy(&state) > 0 && !lost {
+            let left = deadline.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                tracing::warn!(
+                    orders = busy(&state),
+                    "hand-over deadline passed with Finished events undelivered; \
+                     stopping those orders (the next owner may finish them again)"
+                );
+                for work in partitions.iter().filter_map(|p| state.partitions.get(p)) {
+                    work.orders.values().for_each(OrderControl::kill);
+                }
+                break;
+            }
+            state = self
+                .ended
+                .wait_timeout(state, left)
+                .unwrap_or_else(|e| e.into_inner())
+                .0;
+        }
+        if cancelled > 0 {
+            tracing::info!(cancelled, ?partitions, lost, "partitions handed over");
+        }
+        partitions
+            .iter()
+            .filter_map(|p| {
+                let work = state.partitions.remove(p)?;
+                Some((*p, work.offsets.committable()?))
+            })
+            .collect()
+    }
+
+    /// Stops every order where it is (a crash).
+    fn kill_all(&self) {
+        let state = self.lock();
+        for work in state.partitions.values() {
+            work.orders.values().for_each(OrderControl::kill);
+        }
+    }
+
+    /// Waits up to `limit` for every order to end.
+    fn wait_idle(&self, limit: Duration) -> bool {
+        let state = self.lock();
+        let (state, _) = self
+            .ended
+            .wait_timeout_while(state, limit, |s| s.running > 0)
+            .unwrap_or_else(|e| e.into_inner());
+        state.running == 0
+    }
+}
+
+/// Rebalance hooks and statistics: hand over partitions this member loses,
+/// report lag for those it owns, keep fetching paused across rebalances.
 struct MemberContext {
     id: MemberId,
     topic: String,
     health: HealthContext,
-    tracker: Arc<Mutex<OffsetTracker>>,
+    work: Arc<MemberWork>,
     assigned: Arc<watch::Sender<usize>>,
-    paused: Arc<watch::Sender<bool>>,
+    fetching_paused: Arc<AtomicBool>,
     lag: Arc<LagBoard>,
+    /// How long a hand-over waits for Finished events being written.
+    hand_over_limit: Duration,
 }
 
 impl ClientContext for MemberContext {
@@ -142,42 +344,57 @@ impl ClientContext for MemberContext {
 }
 
 impl ConsumerContext for MemberContext {
-    fn pre_rebalance(
-        &self,
-        _consumer: &rdkafka::consumer::BaseConsumer<Self>,
-        rebalance: &Rebalance<'_>,
-    ) {
-        if let Rebalance::Revoke(partitions) = rebalance {
-            let mut tracker = lock(&self.tracker);
-            for partition in partitions.elements() {
-                tracker.forget(partition.partition());
-                self.lag.release(self.id, partition.partition());
+    fn pre_rebalance(&self, consumer: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
+        let Rebalance::Revoke(revoked) = rebalance else {
+            if let Rebalance::Error(error) = rebalance {
+                tracing::warn!(member = self.id, %error, "rebalance failed");
             }
-            self.assigned
-                .send_modify(|n| *n = n.saturating_sub(partitions.count()));
-            tracing::info!(revoked = partitions.count(), "partitions revoked");
+            return;
+        };
+        let partitions: Vec<i32> = revoked
+            .elements_for_topic(&self.topic)
+            .iter()
+            .map(|p| p.partition())
+            .collect();
+        let lost = consumer.assignment_lost();
+        let committable = self.work.hand_over(&partitions, lost, self.hand_over_limit);
+        if !lost && !committable.is_empty() {
+            let mut offsets = TopicPartitionList::new();
+            for (partition, offset) in &committable {
+                let next = Offset::Offset(offset + 1);
+                if let Err(error) = offsets.add_partition_offset(&self.topic, *partition, next) {
+                    tracing::warn!(%error, partition, "cannot name the offset to commit");
+                }
+            }
+            if let Err(error) = consumer.commit(&offsets, CommitMode::Sync) {
+                // The next owner redelivers; the events topic makes it skip
+                // what finished here.
+                tracing::warn!(member = self.id, %error, "commit at hand-over failed");
+            }
         }
+        for partition in &partitions {
+            self.lag.release(self.id, *partition);
+        }
+        self.assigned
+            .send_modify(|n| *n = n.saturating_sub(revoked.count()));
+        tracing::info!(member = self.id, ?partitions, lost, "partitions revoked");
     }
 
-    fn post_rebalance(
-        &self,
-        consumer: &rdkafka::consumer::BaseConsumer<Self>,
-        rebalance: &Rebalance<'_>,
-    ) {
+    fn post_rebalance(&self, consumer: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
         if let Rebalance::Assign(partitions) = rebalance {
             self.assigned.send_modify(|n| *n += partitions.count());
-            if *self.paused.borrow() {
+            if self.fetching_paused.load(Ordering::Relaxed) {
                 if let Err(error) = consumer.pause(partitions) {
                     tracing::warn!(%error, "could not keep new partitions paused");
                 }
             }
-            tracing::info!(assigned = partitions.count(), "partitions assigned");
+            tracing::info!(
+                member = self.id,
+                assigned = partitions.count(),
+                "partitions assigned"
+            );
         }
     }
-}
-
-fn lock(tracker: &Mutex<OffsetTracker>) -> std::sync::MutexGuard<'_, OffsetTracker> {
-    tracker.lock().unwrap_or_else(|e| e.into_inner())
 }
 
 /// How a member stops.
@@ -189,29 +406,38 @@ pub enum StopMode {
     Abort,
 }
 
-type MemberConsumer = StreamConsumer<MemberContext>;
+const RUNNING: u8 = 0;
+const DRAINING: u8 = 1;
+const ABORTING: u8 = 2;
+
+type MemberConsumer = BaseConsumer<MemberContext>;
 
 struct Member {
     id: MemberId,
     permits: Arc<Semaphore>,
-    stop: CancellationToken,
-    abort: CancellationToken,
+    mode: Arc<AtomicU8>,
     /// Hands back its consumer after a drain, so that members leave the group
-    /// only once every member has committed (a leave starts a rebalance,
-    /// which would fail the others' final commits).
-    task: JoinHandle<Option<MemberConsumer>>,
+    /// only once every member has committed.
+    thread: std::thread::JoinHandle<Option<MemberConsumer>>,
 }
 
 impl Member {
     async fn stop(self, mode: StopMode) -> Option<MemberConsumer> {
-        match mode {
-            StopMode::Drain => self.stop.cancel(),
-            StopMode::Abort => self.abort.cancel(),
-        }
-        self.task.await.unwrap_or_else(|error| {
-            tracing::error!(%error, "consumer member task failed");
-            None
-        })
+        let code = match mode {
+            StopMode::Drain => DRAINING,
+            StopMode::Abort => ABORTING,
+        };
+        // Never downgrade an abort to a drain.
+        self.mode.fetch_max(code, Ordering::Relaxed);
+        let id = self.id;
+        tokio::task::spawn_blocking(move || self.thread.join())
+            .await
+            .ok()
+            .and_then(Result::ok)
+            .unwrap_or_else(|| {
+                tracing::error!(member = id, "consumer member thread failed");
+                None
+            })
     }
 }
 
@@ -242,38 +468,47 @@ impl ConsumerGroup {
         self.members.is_empty()
     }
 
+    /// Starts a member; call it from the runtime (its orders run there).
     pub fn add_member(&mut self) -> KafkaResult<()> {
         let id = self.next_id;
         self.next_id += 1;
-        let tracker = Arc::new(Mutex::new(OffsetTracker::default()));
+        let work = Arc::new(MemberWork::default());
+        let fetching_paused = Arc::new(AtomicBool::new(false));
+        let options = &self.shared.connection.options;
         let context = MemberContext {
             id,
-            topic: self.shared.connection.options.topic.clone(),
+            topic: options.topic.clone(),
             health: self.shared.connection.context(),
-            tracker: Arc::clone(&tracker),
+            work: Arc::clone(&work),
             assigned: Arc::clone(&self.shared.assigned),
-            paused: Arc::clone(&self.shared.paused),
+            fetching_paused: Arc::clone(&fetching_paused),
             lag: Arc::clone(&self.shared.lag),
+            hand_over_limit: (options.delivery_timeout * 2).max(Duration::from_secs(5)),
         };
-        let consumer: StreamConsumer<MemberContext> =
+        let consumer: MemberConsumer =
             member_config(&self.shared.connection).create_with_context(context)?;
-        consumer.subscribe(&[&self.shared.connection.options.topic])?;
-        let stop = CancellationToken::new();
-        let abort = CancellationToken::new();
+        consumer.subscribe(&[&options.topic])?;
         let permits = Arc::new(Semaphore::new(self.shared.max_in_flight_per_member.max(1)));
-        let worker = MemberWorker {
+        let mode = Arc::new(AtomicU8::new(RUNNING));
+        let poller = MemberPoller {
+            id,
             consumer,
-            tracker,
+            work,
+            fetching_paused,
             shared: self.shared.clone(),
             permits: Arc::clone(&permits),
+            mode: Arc::clone(&mode),
+            runtime: Handle::current(),
         };
-        let task = tokio::spawn(worker.run(stop.clone(), abort.clone(), id));
+        let thread = std::thread::Builder::new()
+            .name(format!("consumer-{id}"))
+            .spawn(move || poller.run())
+            .map_err(|_| KafkaError::Canceled)?;
         self.members.push(Member {
             id,
             permits,
-            stop,
-            abort,
-            task,
+            mode,
+            thread,
         });
         Ok(())
     }
@@ -302,10 +537,7 @@ impl ConsumerGroup {
     /// Takes the newest member out of the group; the returned future stops
     /// it (a drain can take as long as its slowest order) and can run on
     /// its own while the group carries on.
-    pub fn remove_member(
-        &mut self,
-        mode: StopMode,
-    ) -> Option<impl std::future::Future<Output = ()> + Send + 'static> {
+    pub fn remove_member(&mut self, mode: StopMode) -> Option<impl Future<Output = ()> + Send> {
         let member = self.members.pop()?;
         Some(async move { close(member.stop(mode).await).await })
     }
@@ -328,6 +560,8 @@ fn member_config(connection: &KafkaConnection) -> ClientConfig {
     let mut config = connection.client_config();
     for (key, value) in [
         ("group.id", connection.options.group.as_str()),
+        // Only partitions that move are revoked in a rebalance.
+        ("partition.assignment.strategy", "cooperative-sticky"),
         ("enable.auto.commit", "true"),
         ("auto.commit.interval.ms", "1000"),
         // Offsets are stored by hand, only for finished orders.
@@ -357,73 +591,79 @@ fn member_config(connection: &KafkaConnection) -> ClientConfig {
 /// as data arrives), so the wait is kept short.
 pub const MOCK_FETCH_WAIT: (&str, &str) = ("fetch.wait.max.ms", "5");
 
-type Finished = (i32, i64);
+/// How long one poll waits: the member looks at its stop mode and its
+/// capacity at least this often.
+const POLL: Duration = Duration::from_millis(100);
+/// A crashed member's orders end at their next await; this bounds the wait.
+const ABORT_LIMIT: Duration = Duration::from_secs(5);
+/// Waits before running a panicked order again.
+const PANIC_RETRY: Backoff = Backoff {
+    first: Duration::from_millis(100),
+    max: Duration::from_secs(5),
+};
 
-struct MemberWorker {
-    consumer: StreamConsumer<MemberContext>,
-    tracker: Arc<Mutex<OffsetTracker>>,
+/// One member's polling thread.
+struct MemberPoller {
+    id: MemberId,
+    consumer: MemberConsumer,
+    work: Arc<MemberWork>,
+    fetching_paused: Arc<AtomicBool>,
     shared: GroupShared,
     permits: Arc<Semaphore>,
+    mode: Arc<AtomicU8>,
+    runtime: Handle,
 }
 
-impl MemberWorker {
-    async fn run(
-        self,
-        stop: CancellationToken,
-        abort: CancellationToken,
-        index: MemberId,
-    ) -> Option<MemberConsumer> {
-        let (finished_tx, mut finished_rx) = mpsc::unbounded_channel::<Finished>();
-        let mut work = JoinSet::new();
-        let mut paused = self.shared.paused.subscribe();
-        self.apply_pause(*paused.borrow_and_update());
-        tracing::info!(member = index, "consumer member started");
-        loop {
-            tokio::select! {
-                biased;
-                Ok(()) = paused.changed() => self.apply_pause(*paused.borrow_and_update()),
-                _ = abort.cancelled() => {
-                    self.abandon(work).await;
-                    return None;
+impl MemberPoller {
+    fn run(self) -> Option<MemberConsumer> {
+        tracing::info!(member = self.id, "consumer member started");
+        while self.mode.load(Ordering::Relaxed) == RUNNING {
+            // Fetch only while the user allows it and there is room to run
+            // more orders; a paused partition still serves the group.
+            let full = self.permits.available_permits() == 0;
+            self.set_fetching_paused(*self.shared.paused.borrow() || full);
+            self.store_offsets();
+            match self.consumer.poll(POLL) {
+                Some(Ok(message)) => self.dispatch(&message),
+                Some(Err(error)) => {
+                    tracing::warn!(member = self.id, %error, "consumer error");
+                    std::thread::sleep(POLL);
                 }
-                Some((partition, offset)) = finished_rx.recv() => self.commit_up_to(partition, offset),
-                _ = stop.cancelled() => break,
-                Some(_) = work.join_next(), if !work.is_empty() => {}
-                (permit, received) = next_message(&self.consumer, &self.permits) => match received {
-                    Ok(message) => self.dispatch(&message, permit, &mut work, &finished_tx).await,
-                    Err(error) => {
-                        tracing::warn!(member = index, %error, "consumer error");
-                        tokio::time::sleep(Duration::from_millis(100)).await;
-                    }
-                },
+                None => {}
             }
         }
-        // Draining: no new records, but every order in flight finishes.
-        while !work.is_empty() {
-            tokio::select! {
-                biased;
-                _ = abort.cancelled() => {
-                    self.abandon(work).await;
-                    return None;
+        if self.mode.load(Ordering::Relaxed) == DRAINING {
+            // No new records; every order in flight finishes.
+            self.set_fetching_paused(true);
+            while self.work.running() > 0 && self.mode.load(Ordering::Relaxed) == DRAINING {
+                self.store_offsets();
+                if let Some(Ok(message)) = self.consumer.poll(POLL) {
+                    // Fetched before the pause took hold: left uncommitted,
+                    // so the next owner gets it.
+                    tracing::debug!(offset = message.offset(), "record left for the next owner");
                 }
-                Some((partition, offset)) = finished_rx.recv() => self.commit_up_to(partition, offset),
-                Some(_) = work.join_next() => {}
             }
         }
-        while let Ok((partition, offset)) = finished_rx.try_recv() {
-            self.commit_up_to(partition, offset);
+        if self.mode.load(Ordering::Relaxed) == ABORTING {
+            self.work.kill_all();
+            self.work.wait_idle(ABORT_LIMIT);
+            return None; // dropping the consumer leaves the group
         }
+        self.store_offsets();
         match self.consumer.commit_consumer_state(CommitMode::Sync) {
             Ok(()) => {}
             Err(e) if e.rdkafka_error_code() == Some(RDKafkaErrorCode::NoOffset) => {}
-            Err(error) => tracing::warn!(member = index, %error, "final commit failed"),
+            Err(error) => tracing::warn!(member = self.id, %error, "final commit failed"),
         }
-        tracing::info!(member = index, "consumer member drained");
+        tracing::info!(member = self.id, "consumer member drained");
         Some(self.consumer)
     }
 
     /// Pauses or resumes fetching on every partition this member owns.
-    fn apply_pause(&self, pause: bool) {
+    fn set_fetching_paused(&self, pause: bool) {
+        if self.fetching_paused.swap(pause, Ordering::Relaxed) == pause {
+            return;
+        }
         let assignment = match self.consumer.assignment() {
             Ok(assignment) => assignment,
             Err(error) => return tracing::warn!(%error, "no assignment to pause"),
@@ -438,37 +678,23 @@ impl MemberWorker {
         }
     }
 
-    /// Drops in-flight work; dropping the consumer afterwards leaves the
-    /// group, having stored only the offsets of finished prefixes.
-    async fn abandon(self, mut work: JoinSet<()>) {
-        work.abort_all();
-        while work.join_next().await.is_some() {}
-        close(self.consumer).await;
+    /// Stores the offsets that became committable; auto-commit sends them.
+    fn store_offsets(&self) {
+        let topic = &self.shared.connection.options.topic;
+        for (partition, committable) in self.work.take_to_store() {
+            // Stores committable + 1 (the next offset to read).
+            if let Err(error) = self.consumer.store_offset(topic, partition, committable) {
+                // The partition was revoked meanwhile; it was committed then.
+                tracing::debug!(partition, committable, %error, "offset not stored");
+            }
+        }
     }
 
-    async fn dispatch(
-        &self,
-        message: &BorrowedMessage<'_>,
-        permit: OwnedSemaphorePermit,
-        work: &mut JoinSet<()>,
-        finished: &mpsc::UnboundedSender<Finished>,
-    ) {
+    fn dispatch(&self, message: &BorrowedMessage<'_>) {
         let (partition, offset) = (message.partition(), message.offset());
-        let newly_assigned = lock(&self.tracker).received(partition, offset);
-        if newly_assigned {
-            self.learn_finished_since(message).await;
-        }
         let record = message.payload().map(serde_json::from_slice::<OrderRecord>);
-        match record {
-            Some(Ok(record)) => {
-                let shared = self.shared.clone();
-                let finished = finished.clone();
-                work.spawn(async move {
-                    settle(&shared, &record).await;
-                    let _ = finished.send((partition, offset));
-                    drop(permit);
-                });
-            }
+        let record = match record {
+            Some(Ok(record)) => record,
             other => {
                 let reason = match other {
                     Some(Err(e)) => e.to_string(),
@@ -481,20 +707,50 @@ impl MemberWorker {
                     "skipping a record that is not an order"
                 );
                 self.shared.metrics.incr(Counter::InvalidRecords);
-                self.commit_up_to(partition, offset);
+                self.work.begin(partition, offset, CancellationToken::new());
+                self.work.end(partition, offset, true);
+                return;
             }
+        };
+        let permit = match Arc::clone(&self.permits).try_acquire_owned() {
+            Ok(permit) => permit,
+            // Fetching pauses before the permits run out; should a record
+            // slip through, wait for room rather than run past the bound.
+            Err(_) => match self
+                .runtime
+                .block_on(Arc::clone(&self.permits).acquire_owned())
+            {
+                Ok(permit) => permit,
+                Err(_) => return,
+            },
+        };
+        let cancel = CancellationToken::new();
+        if self.work.begin(partition, offset, cancel.clone()) {
+            self.learn_finished_since(message);
         }
+        let task = OrderTask {
+            shared: self.shared.clone(),
+            work: Arc::clone(&self.work),
+            partition,
+            offset,
+            record,
+            cancel,
+            _permit: permit,
+        };
+        let handle = self.runtime.spawn(task.run());
+        self.work
+            .set_abort(partition, offset, handle.abort_handle());
     }
 
     /// Before the first order of a newly assigned partition runs: which of
     /// its uncommitted orders did a previous owner finish?
-    async fn learn_finished_since(&self, first: &BorrowedMessage<'_>) {
+    fn learn_finished_since(&self, first: &BorrowedMessage<'_>) {
         let Some(written_ms) = first.timestamp().to_millis() else {
             return;
         };
         let since = written_ms - CLOCK_SKEW.as_millis() as i64;
-        let started = std::time::Instant::now();
-        match self.shared.finished_log.finished_since(since).await {
+        let started = Instant::now();
+        match self.shared.finished_log.finished_since(since) {
             Ok(finished) => {
                 tracing::debug!(
                     partition = first.partition(),
@@ -511,73 +767,122 @@ impl MemberWorker {
             ),
         }
     }
+}
 
-    /// Marks one offset finished and stores the new committable position.
-    fn commit_up_to(&self, partition: i32, offset: i64) {
-        let Some(committable) = lock(&self.tracker).finished(partition, offset) else {
-            return;
+/// One order's task: runs it (again after a panic), then tells the member.
+struct OrderTask {
+    shared: GroupShared,
+    work: Arc<MemberWork>,
+    partition: i32,
+    offset: i64,
+    record: OrderRecord,
+    cancel: CancellationToken,
+    _permit: OwnedSemaphorePermit,
+}
+
+/// Tells the member an order ended, however its task ends (an abort included).
+struct Ending<'a> {
+    work: &'a MemberWork,
+    partition: i32,
+    offset: i64,
+    finished: bool,
+}
+
+impl Drop for Ending<'_> {
+    fn drop(&mut self) {
+        self.work.end(self.partition, self.offset, self.finished);
+    }
+}
+
+impl OrderTask {
+    async fn run(self) {
+        let mut ending = Ending {
+            work: &self.work,
+            partition: self.partition,
+            offset: self.offset,
+            finished: false,
         };
-        let topic = &self.shared.connection.options.topic;
-        // Stores committable + 1 (the next offset to read); auto-commit sends it.
-        if let Err(error) = self.consumer.store_offset(topic, partition, committable) {
-            // The partition was revoked meanwhile; its new owner redelivers.
-            tracing::debug!(partition, committable, %error, "offset not stored");
+        let outcome = run_order(&self.shared, &self.record, &self.cancel).await;
+        if outcome == RunOutcome::Cancelled {
+            self.shared.metrics.incr(Counter::HandedOver);
+        }
+        ending.finished = outcome == RunOutcome::Finished;
+    }
+}
+
+/// Runs an order; a panic is logged with the order id, counted, and the
+/// order run again, so its partition never stalls in silence.
+async fn run_order(
+    shared: &GroupShared,
+    record: &OrderRecord,
+    cancel: &CancellationToken,
+) -> RunOutcome {
+    let mut counted = false;
+    let mut wait = PANIC_RETRY.first;
+    loop {
+        let attempt = AssertUnwindSafe(settle(shared, record, cancel, &mut counted));
+        match attempt.catch_unwind().await {
+            Ok(outcome) => return outcome,
+            Err(panic) => {
+                let reason = panic
+                    .downcast_ref::<String>()
+                    .map(String::as_str)
+                    .or_else(|| panic.downcast_ref::<&str>().copied())
+                    .unwrap_or("unknown");
+                tracing::error!(order = %record.order_id, reason, "an order's run panicked; running it again");
+                shared.metrics.incr(Counter::Panics);
+                tokio::select! {
+                    _ = cancel.cancelled() => return RunOutcome::Cancelled,
+                    _ = tokio::time::sleep(wait) => {}
+                }
+                wait = PANIC_RETRY.next(wait);
+            }
         }
     }
 }
 
 /// Runs an order unless it already ran here: redeliveries wait for the run in
-/// flight, or are skipped once it finished. Returns when the order is finished.
-async fn settle(shared: &GroupShared, record: &OrderRecord) {
-    let mut counted = false;
+/// flight, or are skipped once it finished. Returns Finished once the order
+/// is finished (by this record or another), Cancelled if handed over first.
+async fn settle(
+    shared: &GroupShared,
+    record: &OrderRecord,
+    cancel: &CancellationToken,
+    counted: &mut bool,
+) -> RunOutcome {
     loop {
         match shared.registry.claim(record.order_id) {
             Claim::Run { guard, first_time } => {
-                if !counted {
-                    let counter = if first_time {
+                if !*counted {
+                    *counted = true;
+                    shared.metrics.incr(if first_time {
                         Counter::Consumed
                     } else {
                         Counter::Redelivered
-                    };
-                    shared.metrics.incr(counter);
+                    });
                 }
-                shared.flow.run(guard, record).await;
-                return;
+                return shared.flow.run(guard, record, cancel).await;
             }
             Claim::Finished => {
-                if !counted {
+                if !*counted {
+                    *counted = true;
                     shared.metrics.incr(Counter::Redelivered);
                 }
-                // Known finished from the events topic, though this process
-                // acknowledged it and its run here was cut short after the
-                // Finished event: its finish is this process's to count.
-                if shared.flow.ledger.finished_if_awaited(record.order_id) {
-                    shared.metrics.incr(Counter::Finished);
-                }
-                return;
+                return RunOutcome::Finished;
             }
             Claim::InFlight(mut running) => {
-                if !counted {
+                if !*counted {
+                    *counted = true;
                     shared.metrics.incr(Counter::Redelivered);
-                    counted = true;
                 }
-                if running.wait_for(|done| *done).await.is_ok() {
-                    return;
+                tokio::select! {
+                    _ = cancel.cancelled() => return RunOutcome::Cancelled,
+                    done = running.wait_for(|done| *done) => if done.is_ok() {
+                        return RunOutcome::Finished;
+                    },
                 }
                 // The other run was abandoned: claim it again.
             }
         }
     }
-}
-
-/// Waits for room to run one more order, then for the next record.
-async fn next_message<'a>(
-    consumer: &'a StreamConsumer<MemberContext>,
-    permits: &Arc<Semaphore>,
-) -> (OwnedSemaphorePermit, KafkaResult<BorrowedMessage<'a>>) {
-    let permit = Arc::clone(permits)
-        .acquire_owned()
-        .await
-        .expect("the semaphore is never closed");
-    (permit, consumer.recv().await)
 }

@@ -7,7 +7,7 @@
 //! registry then skips those orders instead of finishing them twice. The
 //! read is incremental: members share one position in the events topic.
 
-use std::{collections::BTreeMap, sync::Arc, time::Duration};
+use std::{collections::BTreeMap, sync::Mutex, time::Duration};
 
 use rdkafka::{
     consumer::{BaseConsumer, Consumer},
@@ -15,10 +15,9 @@ use rdkafka::{
     message::Message,
     Offset, TopicPartitionList,
 };
-use tokio::sync::Mutex;
 
-use super::KafkaConnection;
-use crate::order::{OrderId, State, Transition};
+use super::{finished_watch::finished_event, KafkaConnection};
+use crate::order::OrderId;
 
 /// How far before a record's timestamp its order's events may be stamped:
 /// producers on other machines may run slightly behind this one's clock.
@@ -46,7 +45,7 @@ pub struct FinishedLog {
 struct ReadState {
     position: Option<Position>,
     /// Kept between reads: connecting costs more than reading.
-    reader: Option<Arc<BaseConsumer>>,
+    reader: Option<BaseConsumer>,
 }
 
 impl FinishedLog {
@@ -58,30 +57,23 @@ impl FinishedLog {
     }
 
     /// Orders with a Finished event stamped at or after `since_ms` that the
-    /// shared position had not read yet.
-    pub async fn finished_since(&self, since_ms: i64) -> KafkaResult<Vec<OrderId>> {
-        let mut state = self.state.lock().await;
-        let reader = match &state.reader {
-            Some(reader) => Arc::clone(reader),
-            None => {
-                let reader = Arc::new(reader(&self.connection)?);
-                state.reader = Some(Arc::clone(&reader));
-                reader
-            }
-        };
+    /// shared position had not read yet. Blocks: members call it from their
+    /// polling thread, before they run a newly assigned partition's records.
+    pub fn finished_since(&self, since_ms: i64) -> KafkaResult<Vec<OrderId>> {
+        let mut state = self.state.lock().unwrap_or_else(|e| e.into_inner());
+        if state.reader.is_none() {
+            state.reader = Some(reader(&self.connection)?);
+        }
         let start = match state.position.as_ref() {
             Some(read) if read.since_ms <= since_ms => Start::Offsets(read.next.clone()),
             _ => Start::Time(since_ms),
         };
-        let topic = self.connection.options.events_topic.clone();
-        let (finished, next) = tokio::task::spawn_blocking(move || {
-            let read = read(&reader, &topic, start);
-            // An idle reader must not keep fetching (and buffering) events.
-            reader.unassign()?;
-            read
-        })
-        .await
-        .map_err(|_| KafkaError::Canceled)??;
+        let reader = state.reader.as_ref().expect("created above");
+        let topic = &self.connection.options.events_topic;
+        let read = read(reader, topic, start);
+        // An idle reader must not keep fetching (and buffering) events.
+        reader.unassign()?;
+        let (finished, next) = read?;
         let since_ms = state
             .position
             .as_ref()
@@ -166,12 +158,8 @@ fn read(
             continue;
         };
         let message = message?;
-        let finished_here = message
-            .payload()
-            .and_then(|payload| serde_json::from_slice::<Transition>(payload).ok())
-            .filter(|transition| transition.to == State::Finished);
-        if let Some(transition) = finished_here {
-            finished.push(transition.order_id);
+        if let Some(event) = finished_event(&message) {
+            finished.push(event.order_id);
         }
         if unread
             .get(&message.partition())

@@ -4,6 +4,7 @@
 pub mod consumer;
 pub mod embedded;
 pub mod finished_log;
+pub mod finished_watch;
 pub mod offsets;
 pub mod producer;
 
@@ -20,6 +21,22 @@ use rdkafka::{
 use tokio::sync::watch;
 
 pub use embedded::EmbeddedBroker;
+
+/// This process as the events topic names it: `host:pid`.
+pub fn this_process() -> &'static str {
+    static NAME: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+    NAME.get_or_init(|| {
+        let mut buffer = [0u8; 256];
+        // SAFETY: gethostname writes at most `len` bytes into the buffer.
+        let named = unsafe { libc::gethostname(buffer.as_mut_ptr().cast(), buffer.len()) } == 0;
+        let end = buffer.iter().position(|b| *b == 0).unwrap_or(buffer.len());
+        let host = match std::str::from_utf8(&buffer[..end]) {
+            Ok(host) if named && !host.is_empty() => host,
+            _ => "localhost",
+        };
+        format!("{host}:{}", std::process::id())
+    })
+}
 
 /// Where the pipeline's Kafka lives.
 #[derive(Clone, Debug, PartialEq, Eq)]

@@ -1,61 +1,69 @@
-//! At-least-once offset bookkeeping.
+//! At-least-once offset bookkeeping for one partition.
 //!
 //! Orders from one partition finish out of order (each waits its own random
-//! time), but a Kafka offset commit means "everything below is done". So per
-//! partition we keep the offsets in the order they arrived and only report
-//! the highest offset below which every order has finished.
+//! time), but a Kafka offset commit means "everything below is done". So we
+//! keep only the offsets still running and report the highest offset below
+//! which every order has finished. Memory follows the orders in flight, not
+//! the orders behind a slow one.
 
-use std::collections::{HashMap, VecDeque};
-
-#[derive(Debug)]
-struct Pending {
-    offset: i64,
-    done: bool,
-}
+use std::collections::BTreeSet;
 
 #[derive(Debug, Default)]
-pub struct OffsetTracker {
-    partitions: HashMap<i32, VecDeque<Pending>>,
+pub struct PartitionOffsets {
+    /// Handed to a worker, not finished.
+    running: BTreeSet<i64>,
+    /// The highest offset handed out since the assignment (or a reset).
+    highest: Option<i64>,
+    /// Nothing at or below this is ours to commit: it was committed before
+    /// this member started reading.
+    floor: i64,
+    /// The last committable offset reported.
+    reported: Option<i64>,
 }
 
-impl OffsetTracker {
-    /// Records that `offset` was handed to a worker. Returns true for the
-    /// first record of a partition since it was assigned.
-    pub fn received(&mut self, partition: i32, offset: i64) -> bool {
-        let first = !self.partitions.contains_key(&partition);
-        let pending = self.partitions.entry(partition).or_default();
-        if pending.back().is_some_and(|last| last.offset >= offset) {
-            // The consumer went back (a reset); what was pending will come again.
-            pending.clear();
+impl PartitionOffsets {
+    /// Records that `offset` was handed to a worker.
+    pub fn received(&mut self, offset: i64) {
+        if self.highest.is_some_and(|highest| highest >= offset) {
+            // The consumer went back (a reset); what was running will come again.
+            *self = Self::default();
         }
-        pending.push_back(Pending {
-            offset,
-            done: false,
-        });
-        first
-    }
-
-    /// Marks `offset` finished. Returns the highest offset that is now safe to
-    /// commit, if that moved forward.
-    pub fn finished(&mut self, partition: i32, offset: i64) -> Option<i64> {
-        let pending = self.partitions.get_mut(&partition)?;
-        let index = pending.binary_search_by_key(&offset, |p| p.offset).ok()?;
-        pending[index].done = true;
-        let mut committable = None;
-        while pending.front().is_some_and(|p| p.done) {
-            committable = pending.pop_front().map(|p| p.offset);
+        if self.highest.is_none() {
+            self.floor = offset - 1;
         }
-        committable
+        self.running.insert(offset);
+        self.highest = Some(offset);
     }
 
-    /// Drops a partition this consumer no longer owns (revoked in a rebalance).
-    pub fn forget(&mut self, partition: i32) {
-        self.partitions.remove(&partition);
+    /// Marks `offset` finished. Returns the highest offset that is now safe
+    /// to commit, if that moved forward.
+    pub fn finished(&mut self, offset: i64) -> Option<i64> {
+        if !self.running.remove(&offset) {
+            return None;
+        }
+        let committable = self.committable()?;
+        if self
+            .reported
+            .is_some_and(|reported| reported >= committable)
+        {
+            return None;
+        }
+        self.reported = Some(committable);
+        Some(committable)
     }
 
-    /// Offsets handed out and not yet committable, over all partitions.
-    pub fn outstanding(&self) -> usize {
-        self.partitions.values().map(VecDeque::len).sum()
+    /// The highest offset below which everything finished, if any did.
+    pub fn committable(&self) -> Option<i64> {
+        let done_up_to = match self.running.first() {
+            Some(first_running) => first_running - 1,
+            None => self.highest?,
+        };
+        (done_up_to > self.floor).then_some(done_up_to)
+    }
+
+    /// Offsets handed out and not finished.
+    pub fn running(&self) -> usize {
+        self.running.len()
     }
 }
 
@@ -65,50 +73,61 @@ mod tests {
 
     #[test]
     fn commits_only_the_contiguous_prefix() {
-        let mut tracker = OffsetTracker::default();
+        let mut offsets = PartitionOffsets::default();
         for offset in 10..15 {
-            tracker.received(0, offset);
+            offsets.received(offset);
         }
-        assert_eq!(tracker.finished(0, 12), None);
-        assert_eq!(tracker.finished(0, 11), None);
-        assert_eq!(tracker.finished(0, 10), Some(12));
-        assert_eq!(tracker.finished(0, 14), None);
-        assert_eq!(tracker.outstanding(), 2);
-        assert_eq!(tracker.finished(0, 13), Some(14));
-        assert_eq!(tracker.outstanding(), 0);
+        assert_eq!(offsets.finished(12), None);
+        assert_eq!(offsets.finished(11), None);
+        assert_eq!(offsets.finished(10), Some(12));
+        assert_eq!(offsets.finished(14), None);
+        assert_eq!(offsets.running(), 1);
+        assert_eq!(offsets.finished(13), Some(14));
+        assert_eq!(offsets.running(), 0);
+        assert_eq!(offsets.committable(), Some(14));
     }
 
     #[test]
-    fn partitions_are_independent_and_gaps_are_fine() {
-        let mut tracker = OffsetTracker::default();
-        tracker.received(0, 1);
-        tracker.received(1, 7);
-        tracker.received(0, 5); // offsets need not be consecutive
-        assert_eq!(tracker.finished(1, 7), Some(7));
-        assert_eq!(tracker.finished(0, 5), None);
-        assert_eq!(tracker.finished(0, 1), Some(5));
-    }
-
-    #[test]
-    fn forgotten_and_unknown_offsets_are_ignored() {
-        let mut tracker = OffsetTracker::default();
-        tracker.received(3, 1);
-        tracker.forget(3);
-        assert_eq!(tracker.finished(3, 1), None);
-        tracker.received(3, 1);
-        assert_eq!(tracker.finished(3, 99), None);
-        assert_eq!(tracker.finished(3, 1), Some(1));
+    fn gaps_are_fine_and_unknown_offsets_are_ignored() {
+        let mut offsets = PartitionOffsets::default();
+        offsets.received(1);
+        offsets.received(5); // offsets need not be consecutive
+        assert_eq!(offsets.finished(5), None);
+        assert_eq!(offsets.finished(99), None);
+        assert_eq!(offsets.finished(1), Some(5));
         // Finishing twice (a redelivery racing the original) changes nothing.
-        assert_eq!(tracker.finished(3, 1), None);
+        assert_eq!(offsets.finished(1), None);
+    }
+
+    #[test]
+    fn nothing_is_committable_before_the_first_finish() {
+        let mut offsets = PartitionOffsets::default();
+        offsets.received(7);
+        offsets.received(8);
+        assert_eq!(offsets.committable(), None);
+        assert_eq!(offsets.finished(8), None);
+        assert_eq!(offsets.committable(), None);
     }
 
     #[test]
     fn a_reset_starts_over() {
-        let mut tracker = OffsetTracker::default();
-        tracker.received(0, 5);
-        tracker.received(0, 6);
-        tracker.received(0, 3);
-        assert_eq!(tracker.outstanding(), 1);
-        assert_eq!(tracker.finished(0, 3), Some(3));
+        let mut offsets = PartitionOffsets::default();
+        offsets.received(5);
+        offsets.received(6);
+        offsets.received(3);
+        assert_eq!(offsets.running(), 1);
+        assert_eq!(offsets.finished(3), Some(3));
+    }
+
+    #[test]
+    fn one_stuck_offset_keeps_memory_flat() {
+        let mut offsets = PartitionOffsets::default();
+        offsets.received(0); // never finishes
+        for offset in 1..=100_000 {
+            offsets.received(offset);
+            assert_eq!(offsets.finished(offset), None);
+        }
+        assert_eq!(offsets.running(), 1, "only the stuck offset is kept");
+        assert_eq!(offsets.finished(0), Some(100_000));
     }
 }

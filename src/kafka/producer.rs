@@ -5,6 +5,7 @@ use std::time::Duration;
 
 use rdkafka::{
     error::{KafkaError, RDKafkaErrorCode},
+    message::{Header, OwnedHeaders},
     producer::{future_producer::DeliveryFuture, FutureProducer, FutureRecord, Producer},
 };
 
@@ -27,6 +28,11 @@ pub enum ProduceError {
     #[error("Kafka did not accept the order: {0}")]
     Unavailable(String),
 }
+
+/// Event header naming the state entered (`Finished`, ...).
+pub const STATE_HEADER: &str = "state";
+/// Event header naming the process that drove the order (`host:pid`).
+pub const BY_HEADER: &str = "by";
 
 pub struct OrderProducer {
     producer: FutureProducer<HealthContext>,
@@ -109,11 +115,23 @@ impl OrderProducer {
     pub fn publish_transition(&self, transition: &Transition) -> Option<DeliveryFuture> {
         let key = transition.order_id.to_string();
         let value = serde_json::to_vec(transition).expect("a Transition always serializes");
+        // Headers let readers pick Finished events without parsing each one.
+        let mut headers = OwnedHeaders::new().insert(Header {
+            key: STATE_HEADER,
+            value: Some(transition.to.name()),
+        });
+        if let Some(by) = &transition.by {
+            headers = headers.insert(Header {
+                key: BY_HEADER,
+                value: Some(by.as_str()),
+            });
+        }
         self.producer
             .send_result(
                 FutureRecord::to(&self.events_topic)
                     .key(&key)
-                    .payload(&value),
+                    .payload(&value)
+                    .headers(headers),
             )
             .ok()
     }

@@ -17,10 +17,13 @@ pub enum Chaos {
     MoveLeaders,
     /// One consumer member dies with its orders in flight; a new one joins.
     KillConsumer,
+    /// The next order's run panics midway (and is run again).
+    PanicOrder,
 }
 
 impl Chaos {
-    /// The broker fault this is, for the orders topic; None for a consumer kill.
+    /// The broker fault this is, for the orders topic; None for faults in
+    /// the consumers.
     pub fn broker_fault(&self, topic: &str, partitions: i32) -> Option<Fault> {
         Some(match self {
             Chaos::BrokersDown => Fault::BrokersDown,
@@ -31,7 +34,7 @@ impl Chaos {
                 topic: topic.to_owned(),
                 partitions,
             },
-            Chaos::KillConsumer => return None,
+            Chaos::KillConsumer | Chaos::PanicOrder => return None,
         })
     }
 }
@@ -40,6 +43,7 @@ impl std::fmt::Display for Chaos {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
             Chaos::KillConsumer => write!(f, "consumer killed"),
+            Chaos::PanicOrder => write!(f, "an order's run panicked"),
             Chaos::MoveLeaders => write!(f, "partition leaders moved"),
             other => match other.broker_fault("", 0) {
                 Some(fault) => fault.fmt(f),

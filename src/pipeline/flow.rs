@@ -2,17 +2,21 @@
 //! Finished, timing each state and announcing every transition.
 
 use std::{
-    sync::Arc,
+    sync::{
+        atomic::{AtomicU32, Ordering},
+        Arc,
+    },
     time::{Duration, Instant},
 };
 
 use rdkafka::producer::future_producer::DeliveryFuture;
 use tokio::sync::{broadcast, watch};
+use tokio_util::sync::CancellationToken;
 
 use super::{ledger::AckLedger, registry::RunGuard};
 use crate::{
-    clock::{elapsed_since_unix_seconds, unix_millis_now, DelayRange, SimClock},
-    kafka::producer::OrderProducer,
+    clock::{elapsed_since_unix_seconds, unix_millis_now, Backoff, DelayRange, SimClock},
+    kafka::{producer::OrderProducer, this_process},
     metrics::{Counter, Latency, Metrics},
     order::{OrderRecord, State, Transition},
     sinks::{notify::Notifier, Document, MetricKind, SinkHandle},
@@ -30,6 +34,8 @@ pub struct OrderFlow {
     pub sink: SinkHandle,
     /// E-mails the customer on chosen transitions, if configured.
     pub notifier: Option<Notifier>,
+    /// Panics still to inject (chaos).
+    pub injected_panics: AtomicU32,
 }
 
 /// Keeps the per-state gauges right if a run is cancelled midway.
@@ -46,10 +52,35 @@ impl Drop for StateGauge<'_> {
     }
 }
 
+/// How a run ended.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum RunOutcome {
+    /// Finished, its Finished event in Kafka.
+    Finished,
+    /// Stopped before Finished (its partition moved): the next owner runs it.
+    Cancelled,
+}
+
+/// Waits between attempts to publish a Finished event that did not land.
+const FINISHED_RETRY: Backoff = Backoff {
+    first: Duration::from_millis(50),
+    max: Duration::from_secs(2),
+};
+
 impl OrderFlow {
     /// Runs the whole state machine for a claimed order, then records it as
-    /// finished. Cancelling the future abandons the run (the guard frees it).
-    pub async fn run(&self, guard: RunGuard, record: &OrderRecord) {
+    /// finished. `cancel` stops the run between states, never once its
+    /// Finished event is being written. Dropping the future abandons the run
+    /// (the guard frees it).
+    pub async fn run(
+        &self,
+        guard: RunGuard,
+        record: &OrderRecord,
+        cancel: &CancellationToken,
+    ) -> RunOutcome {
+        if cancel.is_cancelled() {
+            return RunOutcome::Cancelled;
+        }
         let end_to_end = elapsed_since_unix_seconds(record.timestamp_envio);
         self.metrics.record(Latency::EndToEnd, end_to_end);
         let consumed = Document::metric(
@@ -65,26 +96,36 @@ impl OrderFlow {
             metrics: &self.metrics,
             current: None,
         };
-        let mut on_record = self
-            .announce(&mut gauge, record, State::Processing, Duration::ZERO)
+        self.announce(&mut gauge, record, State::Processing, Duration::ZERO)
             .await;
         let mut entered = Instant::now();
-        while let Some(state) = gauge.current {
-            let Some(next) = state.next() else { break };
+        let spent_before_finished = loop {
+            let Some(state) = gauge.current else {
+                return RunOutcome::Cancelled;
+            };
             let range = *self.stage_delay.borrow();
-            self.clock.wait_stage(range).await;
+            tokio::select! {
+                biased;
+                _ = cancel.cancelled() => return RunOutcome::Cancelled,
+                _ = self.clock.wait_stage(range) => {}
+            }
+            self.panic_if_injected(record);
             let spent = entered.elapsed();
             self.metrics.record(Latency::InState(state), spent);
-            on_record = self.announce(&mut gauge, record, next, spent).await;
-            entered = Instant::now();
-        }
+            match state.next() {
+                Some(State::Finished) | None => break spent,
+                Some(next) => {
+                    self.announce(&mut gauge, record, next, spent).await;
+                    entered = Instant::now();
+                }
+            }
+        };
         // The Finished event is in Kafka before the offset can be committed,
         // so a successor reading the events topic knows this order is done.
-        if let Some(delivery) = on_record {
-            if !matches!(delivery.await, Ok(Ok(_))) {
-                self.metrics.incr(Counter::EventsDropped);
-            }
-        }
+        let finished = self
+            .announce(&mut gauge, record, State::Finished, spent_before_finished)
+            .await;
+        self.deliver_finished(finished).await;
         self.metrics.record(
             Latency::Completion,
             elapsed_since_unix_seconds(record.timestamp_envio),
@@ -92,18 +133,63 @@ impl OrderFlow {
         guard.finish();
         self.metrics.incr(Counter::Finished);
         self.ledger.finished(record.order_id);
+        RunOutcome::Finished
     }
 
-    /// Announces a transition everywhere; returns its pending delivery to
-    /// the events topic (None if it was dropped and counted).
+    /// Publishes a Finished event until Kafka has it: its order's offset is
+    /// not committed before.
+    async fn deliver_finished(&self, (transition, mut delivery): Announced) {
+        let mut wait = FINISHED_RETRY.first;
+        loop {
+            if let Some(pending) = delivery.take() {
+                match pending.await {
+                    Ok(Ok(_)) => return,
+                    Ok(Err((error, _))) => tracing::warn!(
+                        order = %transition.order_id,
+                        %error,
+                        "Finished event not delivered; publishing it again"
+                    ),
+                    Err(_) => tracing::warn!(
+                        order = %transition.order_id,
+                        "Finished event cancelled; publishing it again"
+                    ),
+                }
+            }
+            self.metrics.incr(Counter::FinishedRetries);
+            tokio::time::sleep(wait).await;
+            wait = FINISHED_RETRY.next(wait);
+            delivery = self.events.publish_transition(&transition);
+        }
+    }
+
+    /// Makes the next order run panic (the chaos menu's test of the
+    /// consumer's panic handling).
+    pub fn inject_panic(&self) {
+        self.injected_panics.fetch_add(1, Ordering::Relaxed);
+    }
+
+    fn panic_if_injected(&self, record: &OrderRecord) {
+        let take = |n: u32| n.checked_sub(1);
+        if self
+            .injected_panics
+            .fetch_update(Ordering::Relaxed, Ordering::Relaxed, take)
+            .is_ok()
+        {
+            panic!("chaos: injected panic in order {}", record.order_id);
+        }
+    }
+
+    /// Announces a transition everywhere; returns it with its pending
+    /// delivery to the events topic (None if the queue refused it, counted).
     async fn announce(
         &self,
         gauge: &mut StateGauge<'_>,
         record: &OrderRecord,
         to: State,
         spent: Duration,
-    ) -> Option<DeliveryFuture> {
-        let transition = Transition::new(record, gauge.current, to, spent);
+    ) -> Announced {
+        let mut transition = Transition::new(record, gauge.current, to, spent);
+        transition.by = Some(this_process().to_owned());
         self.metrics.move_state(gauge.current, to);
         gauge.current = Some(to);
         self.metrics.incr(Counter::Transitions);
@@ -116,8 +202,11 @@ impl OrderFlow {
         }
         let documents = Document::for_transition(record, &transition);
         // No subscriber is fine: nobody is watching.
-        let _ = self.transitions.send(transition);
+        let _ = self.transitions.send(transition.clone());
         self.sink.submit(documents).await;
-        delivery
+        (transition, delivery)
     }
 }
+
+/// A transition and its pending delivery to the events topic.
+type Announced = (Transition, Option<DeliveryFuture>);

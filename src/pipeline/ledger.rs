@@ -1,35 +1,50 @@
 //! Reconciles acknowledgements with completions by order id, so "every
 //! acknowledged order finished" is checked on ids, not on two counters.
+//! Finishes come from this process's own runs and, through the events
+//! topic, from every other process of the group.
 
 use std::{
-    collections::{HashMap, HashSet, VecDeque},
+    collections::{BTreeMap, HashMap, VecDeque},
     sync::Mutex,
     time::{Duration, Instant},
 };
 
 use crate::order::OrderId;
 
+/// Which process finished an order.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum FinishedBy {
+    /// This process ran it to Finished.
+    Here,
+    /// Another process of the group did (learned from the events topic).
+    Elsewhere,
+}
+
 #[derive(Default)]
 struct Inner {
-    /// Acknowledged, not finished: when each was acknowledged.
-    awaiting_finish: HashMap<OrderId, Instant>,
-    /// Acknowledgements in order, for the oldest one still waiting; entries
-    /// already finished are dropped lazily from the front.
-    ack_order: VecDeque<(Instant, OrderId)>,
+    /// Acknowledged, not finished: the ack's sequence number.
+    awaiting_finish: HashMap<OrderId, u64>,
+    /// The same orders by sequence, for the oldest and the overdue: only
+    /// orders still waiting are kept, so a stuck one costs one entry.
+    by_age: BTreeMap<u64, (Instant, OrderId)>,
+    next_seq: u64,
     /// A consumer can finish an order before the server has processed the
     /// delivery report that acknowledges it; those wait here for their ack.
-    finished_early: HashSet<OrderId>,
+    finished_early: HashMap<OrderId, FinishedBy>,
     early_arrivals: VecDeque<(Instant, OrderId)>,
     acknowledged: u64,
-    /// Acknowledged orders that finished (matched by id).
-    finished: u64,
+    finished_here: u64,
+    finished_elsewhere: u64,
 }
 
 /// The ledger at one moment, for a live reconciliation.
 #[derive(Clone, Copy, Debug, Default, PartialEq)]
 pub struct LedgerTally {
     pub acknowledged: u64,
+    /// Acknowledged orders that finished, here or elsewhere.
     pub finished: u64,
+    /// Of those, the ones another process of the group finished.
+    pub finished_elsewhere: u64,
     /// Acknowledged, not finished yet.
     pub waiting: u64,
     /// How long the oldest waiting order has waited.
@@ -60,23 +75,34 @@ impl AckLedger {
     pub fn acknowledged(&self, id: OrderId) {
         let mut inner = self.lock();
         inner.acknowledged += 1;
-        if inner.finished_early.remove(&id) {
-            inner.finished += 1;
-        } else {
-            let now = Instant::now();
-            inner.awaiting_finish.insert(id, now);
-            inner.ack_order.push_back((now, id));
+        if let Some(by) = inner.finished_early.remove(&id) {
+            inner.count(by);
+        } else if !inner.awaiting_finish.contains_key(&id) {
+            let seq = inner.next_seq;
+            inner.next_seq += 1;
+            inner.awaiting_finish.insert(id, seq);
+            inner.by_age.insert(seq, (Instant::now(), id));
         }
     }
 
+    /// This process ran `id` to Finished.
     pub fn finished(&self, id: OrderId) {
+        self.finished_by(id, FinishedBy::Here);
+    }
+
+    /// `id` reached Finished (seen here or on the events topic). Counted
+    /// once, whichever report comes first.
+    pub fn finished_by(&self, id: OrderId, by: FinishedBy) {
         let mut inner = self.lock();
-        if inner.take_awaited(id) {
+        if let Some(seq) = inner.awaiting_finish.remove(&id) {
+            inner.by_age.remove(&seq);
+            inner.count(by);
             return;
         }
         let now = Instant::now();
-        inner.finished_early.insert(id);
-        inner.early_arrivals.push_back((now, id));
+        if inner.finished_early.insert(id, by).is_none() {
+            inner.early_arrivals.push_back((now, id));
+        }
         while let Some(&(at, old)) = inner.early_arrivals.front() {
             if now.duration_since(at) <= self.early_horizon {
                 break;
@@ -86,56 +112,45 @@ impl AckLedger {
         }
     }
 
-    /// Records the finish of an order this process acknowledged but whose
-    /// run was cut short after its Finished event was written (a consumer
-    /// killed at that moment): returns whether it was waiting here.
-    pub fn finished_if_awaited(&self, id: OrderId) -> bool {
-        self.lock().take_awaited(id)
-    }
-
     /// Acknowledged orders that have not finished yet.
     pub fn unfinished(&self) -> usize {
         self.lock().awaiting_finish.len()
     }
 
+    /// Entries kept in all, for checking the bookkeeping stays bounded.
+    pub fn entries(&self) -> usize {
+        let inner = self.lock();
+        inner.awaiting_finish.len()
+            + inner.by_age.len()
+            + inner.finished_early.len()
+            + inner.early_arrivals.len()
+    }
+
     /// Everything at once, consistently; orders waiting longer than
     /// `overdue_after` count as overdue.
     pub fn tally(&self, overdue_after: Duration) -> LedgerTally {
-        let mut inner = self.lock();
-        inner.drop_finished_from_front();
+        let inner = self.lock();
         let overdue = inner
-            .ack_order
-            .iter()
+            .by_age
+            .values()
             .take_while(|(at, _)| at.elapsed() > overdue_after)
-            .filter(|(at, id)| inner.awaiting_finish.get(id) == Some(at))
             .count() as u64;
         LedgerTally {
             acknowledged: inner.acknowledged,
-            finished: inner.finished,
+            finished: inner.finished_here + inner.finished_elsewhere,
+            finished_elsewhere: inner.finished_elsewhere,
             waiting: inner.awaiting_finish.len() as u64,
-            oldest_waiting: inner.ack_order.front().map(|(at, _)| at.elapsed()),
+            oldest_waiting: inner.by_age.values().next().map(|(at, _)| at.elapsed()),
             overdue,
         }
     }
 }
 
 impl Inner {
-    /// Counts `id` finished if it was waiting; returns whether it was.
-    fn take_awaited(&mut self, id: OrderId) -> bool {
-        if self.awaiting_finish.remove(&id).is_none() {
-            return false;
-        }
-        self.finished += 1;
-        self.drop_finished_from_front();
-        true
-    }
-
-    fn drop_finished_from_front(&mut self) {
-        while let Some((at, id)) = self.ack_order.front() {
-            if self.awaiting_finish.get(id) == Some(at) {
-                break;
-            }
-            self.ack_order.pop_front();
+    fn count(&mut self, by: FinishedBy) {
+        match by {
+            FinishedBy::Here => self.finished_here += 1,
+            FinishedBy::Elsewhere => self.finished_elsewhere += 1,
         }
     }
 }
@@ -181,15 +196,18 @@ mod tests {
     }
 
     #[test]
-    fn a_finish_learned_later_counts_only_for_orders_waiting_here() {
+    fn a_finish_is_counted_once_with_where_it_happened() {
         let ledger = AckLedger::new(Duration::from_secs(60));
-        let (mine, elsewhere) = (OrderId::new_random(), OrderId::new_random());
+        let (mine, theirs) = (OrderId::new_random(), OrderId::new_random());
         ledger.acknowledged(mine);
-        assert!(ledger.finished_if_awaited(mine));
-        assert!(!ledger.finished_if_awaited(mine), "counted once");
-        assert!(!ledger.finished_if_awaited(elsewhere));
+        ledger.acknowledged(theirs);
+        ledger.finished(mine);
+        ledger.finished_by(mine, FinishedBy::Elsewhere); // the same event, read back
+        ledger.finished_by(theirs, FinishedBy::Elsewhere);
+        ledger.finished(theirs); // cannot happen twice, but must not count twice
+        let tally = ledger.tally(Duration::MAX);
+        assert_eq!((tally.finished, tally.finished_elsewhere), (2, 1));
         assert_eq!(ledger.unfinished(), 0);
-        assert_eq!(ledger.tally(Duration::MAX).finished, 1);
     }
 
     #[test]
@@ -205,5 +223,22 @@ mod tests {
             1,
             "an ack after the horizon is a new order"
         );
+    }
+
+    #[test]
+    fn one_stuck_order_among_a_hundred_thousand_keeps_the_ledger_small() {
+        let ledger = AckLedger::new(Duration::from_millis(50));
+        let stuck = OrderId::new_random();
+        ledger.acknowledged(stuck);
+        std::thread::sleep(Duration::from_millis(20));
+        for _ in 0..100_000 {
+            let id = OrderId::new_random();
+            ledger.acknowledged(id);
+            ledger.finished(id);
+        }
+        assert_eq!(ledger.entries(), 2, "the stuck order, twice indexed");
+        let tally = ledger.tally(Duration::from_millis(10));
+        assert_eq!((tally.waiting, tally.overdue), (1, 1), "{tally:?}");
+        assert_eq!(tally.finished, 100_000);
     }
 }

@@ -22,6 +22,7 @@ use crate::{
     kafka::{
         consumer::{ConsumerGroup, GroupShared, MemberLoad, PartitionLag, StopMode},
         finished_log::FinishedLog,
+        finished_watch::FinishedWatch,
         producer::OrderProducer,
         BrokerHealth, BrokerTarget, EmbeddedBroker, KafkaConnection, KafkaOptions, KafkaSetupError,
     },
@@ -39,7 +40,7 @@ use tokio_util::sync::CancellationToken;
 use self::{
     chaos::{Chaos, ChaosError, ChaosLog},
     flow::OrderFlow,
-    ledger::AckLedger,
+    ledger::{AckLedger, FinishedBy},
     registry::OrderRegistry,
 };
 
@@ -67,12 +68,38 @@ pub struct PipelineConfig {
     pub tls: Option<TlsFiles>,
 }
 
-/// What the side channels did, for the report.
+/// What a stop left behind, for the report.
 #[derive(Clone, Debug, Default)]
 pub struct Shutdown {
     pub sink: SinkStatus,
     pub notifications: NotifyCounts,
+    /// Acknowledged orders that did not finish, and where they are.
+    pub unfinished: Unfinished,
 }
+
+/// Acknowledged orders a stopping process did not finish.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Unfinished {
+    /// Gone with the embedded broker (abandoned, or past the drain deadline).
+    pub lost: u64,
+    /// Safe in an external Kafka, uncommitted: the group's next consumer runs them.
+    pub left_in_kafka: u64,
+}
+
+/// How a drain ended.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum DrainEnd {
+    /// Every acknowledged order finished (or, on an external broker, is in Kafka).
+    Complete,
+    /// The user asked to stop waiting.
+    Abandoned,
+    /// The deadline passed first.
+    TimedOut,
+}
+
+/// How long a stop waits for the gRPC server: open calls and watchers get
+/// this long to end before they are cut.
+const SERVER_STOP_LIMIT: Duration = Duration::from_secs(5);
 
 #[derive(Debug, thiserror::Error)]
 pub enum PipelineError {
@@ -109,6 +136,9 @@ pub struct Pipeline {
     notify_task: Option<NotifyTask>,
     stop_throughput: CancellationToken,
     chaos: ChaosLog,
+    /// Learns from the events topic which acknowledged orders finished in
+    /// other processes (only while this process acknowledges orders).
+    finished_watch: Option<FinishedWatch>,
     // Declared last so it is dropped after every client that talks to it.
     embedded_broker: Option<EmbeddedBroker>,
 }
@@ -170,6 +200,7 @@ impl Pipeline {
             ledger: Arc::clone(&ledger),
             sink: sink.clone(),
             notifier,
+            injected_panics: Default::default(),
         });
         let group_shared = GroupShared {
             connection: connection.clone(),
@@ -183,6 +214,10 @@ impl Pipeline {
             lag: Arc::default(),
         };
         let consumers = ConsumerGroup::start(group_shared.clone(), config.consumers)?;
+        let finished_watch = match config.listen {
+            Some(_) => Some(watch_finished_orders(&connection, Arc::clone(&ledger)).await?),
+            None => None,
+        };
         let server = match config.listen {
             Some(listen) => {
                 let ingest = Arc::new(Ingest::new(
@@ -215,6 +250,7 @@ impl Pipeline {
             notify_task,
             stop_throughput,
             chaos: ChaosLog::default(),
+            finished_watch,
             embedded_broker: broker,
         })
     }
@@ -344,6 +380,11 @@ impl Pipeline {
     /// kill works anywhere (a replacement member joins at once, as a
     /// supervisor would restart a crashed task).
     pub fn inject(&mut self, chaos: Chaos) -> Result<(), ChaosError> {
+        if chaos == Chaos::PanicOrder {
+            self.group_shared.flow.inject_panic();
+            self.chaos.record(chaos);
+            return Ok(());
+        }
         match chaos.broker_fault(&self.connection.options.topic, self.partitions as i32) {
             Some(fault) => self
                 .embedded_broker
@@ -384,17 +425,71 @@ impl Pipeline {
         Ok(())
     }
 
+    /// Stops the gRPC server: no new orders are acknowledged. Open calls
+    /// and watch streams get a short while to end, then are cut.
+    pub async fn stop_accepting(&mut self) {
+        if let Some(server) = self.server.take() {
+            server.shutdown(SERVER_STOP_LIMIT).await;
+        }
+    }
+
+    /// Whether orders left in Kafka die with this process.
+    pub fn broker_is_embedded(&self) -> bool {
+        self.embedded_broker.is_some()
+    }
+
+    /// Before a stop: on the embedded broker, every acknowledged order
+    /// exists only in this process, so consumers resume (one joins if none
+    /// runs) and the drain waits until each has finished, `abandon` is
+    /// cancelled, or `limit` passes. `progress` hears the count still
+    /// waiting. On an external broker the orders are safe in Kafka and
+    /// nothing is waited for here.
+    pub async fn drain_acknowledged(
+        &mut self,
+        limit: Duration,
+        abandon: &CancellationToken,
+        mut progress: impl FnMut(usize),
+    ) -> DrainEnd {
+        self.stop_accepting().await;
+        if !self.broker_is_embedded() {
+            return DrainEnd::Complete;
+        }
+        self.pause_consumers(false);
+        if self.consumer_count() == 0 {
+            if let Err(error) = self.add_consumer() {
+                tracing::error!(%error, "no consumer could join to drain the orders");
+            }
+        }
+        let deadline = tokio::time::Instant::now() + limit;
+        let mut tick = tokio::time::interval(Duration::from_millis(100));
+        loop {
+            let waiting = self.ledger.unfinished();
+            progress(waiting);
+            if waiting == 0 {
+                return DrainEnd::Complete;
+            }
+            tokio::select! {
+                _ = abandon.cancelled() => return DrainEnd::Abandoned,
+                _ = tokio::time::sleep_until(deadline) => return DrainEnd::TimedOut,
+                _ = tick.tick() => {}
+            }
+        }
+    }
+
     /// Stops in the order that loses nothing: no new orders, then every
     /// in-flight order finishes and is committed, then the producer flushes.
-    /// Returns what the sink and the notifications did.
-    pub async fn shutdown(mut self) -> Shutdown {
-        if let Some(server) = self.server.take() {
-            server.shutdown().await;
-        }
+    /// With `StopMode::Abort` nothing is waited for (a second signal).
+    /// Returns what the sink and the notifications did, and what is left.
+    pub async fn shutdown_with(mut self, mode: StopMode) -> Shutdown {
+        self.stop_accepting().await;
         if let Some(group) = self.consumers.take() {
-            group.stop(StopMode::Drain).await;
+            group.stop(mode).await;
         }
-        while self.draining.join_next().await.is_some() {}
+        match mode {
+            StopMode::Drain => while self.draining.join_next().await.is_some() {},
+            StopMode::Abort => self.draining.abort_all(),
+        }
+        self.finished_watch.take();
         self.stop_throughput.cancel();
         let sink = match self.sink_task.take() {
             Some(task) => task.close().await,
@@ -405,17 +500,59 @@ impl Pipeline {
             None => NotifyCounts::default(),
         };
         let producer = Arc::clone(&self.producer);
-        let flushed =
-            tokio::task::spawn_blocking(move || producer.flush(Duration::from_secs(10))).await;
+        let flush_limit = match mode {
+            StopMode::Drain => Duration::from_secs(10),
+            StopMode::Abort => Duration::from_secs(1),
+        };
+        let flushed = tokio::task::spawn_blocking(move || producer.flush(flush_limit)).await;
         if let Ok(Err(error)) = flushed {
             tracing::warn!(%error, "producer flush incomplete at shutdown");
         }
+        let waiting = self.ledger.unfinished() as u64;
+        let unfinished = if self.broker_is_embedded() {
+            Unfinished {
+                lost: waiting,
+                left_in_kafka: 0,
+            }
+        } else {
+            Unfinished {
+                lost: 0,
+                left_in_kafka: waiting,
+            }
+        };
         drop(self);
         Shutdown {
             sink,
             notifications,
+            unfinished,
         }
     }
+
+    /// A graceful stop: see [`Pipeline::shutdown_with`].
+    pub async fn shutdown(self) -> Shutdown {
+        self.shutdown_with(StopMode::Drain).await
+    }
+}
+
+/// Follows the events topic so the ledger hears of orders finished elsewhere.
+async fn watch_finished_orders(
+    connection: &KafkaConnection,
+    ledger: Arc<AckLedger>,
+) -> Result<FinishedWatch, PipelineError> {
+    let connection = connection.clone();
+    tokio::task::spawn_blocking(move || {
+        FinishedWatch::start(&connection, move |event| {
+            let by = if event.here {
+                FinishedBy::Here
+            } else {
+                FinishedBy::Elsewhere
+            };
+            ledger.finished_by(event.order_id, by);
+        })
+    })
+    .await
+    .map_err(|_| PipelineError::Client(rdkafka::error::KafkaError::Canceled))?
+    .map_err(PipelineError::Client)
 }
 
 /// Once a second, the pipeline's throughput as a metric document.

@@ -68,6 +68,11 @@ pub const CHAOS_MENU: &[(char, Chaos, &str)] = &[
         Chaos::KillConsumer,
         "kill a consumer with its orders in flight",
     ),
+    (
+        'p',
+        Chaos::PanicOrder,
+        "make one order's run panic (it runs again)",
+    ),
 ];
 
 /// One row of the help overlay: keys, what they do.

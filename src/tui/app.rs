@@ -292,7 +292,8 @@ impl App {
             return Some(Effect::Exit);
         }
         if self.quitting {
-            return None;
+            // Asked again while stopping: stop waiting.
+            return Some(Effect::Send(Command::Abandon));
         }
         self.quitting = true;
         self.overlay = Overlay::None;

@@ -25,7 +25,6 @@ use ratatui::{
     Terminal,
 };
 use tokio::sync::{broadcast, watch};
-use tokio_util::sync::CancellationToken;
 
 use self::{
     action::{action_for, Action},
@@ -35,7 +34,7 @@ use crate::{
     cli::CommonArgs,
     clients::load_orders,
     clock::SimClock,
-    commands::interrupted_by_ctrl_c,
+    commands::{stop_signals, StopSignals},
     config::{broker_target, effective_load, pipeline_config, LoadLevel},
     kafka::BrokerTarget,
     order::{Order, Transition},
@@ -81,7 +80,7 @@ pub async fn run(args: &CommonArgs, preselected: Option<LoadLevel>) -> Result<()
         },
         time_scale: args.time_scale.factor(),
     };
-    let ctrl_c = interrupted_by_ctrl_c();
+    let signals = stop_signals();
     let start_session = |level: LoadLevel| {
         let mut args = args.clone();
         args.load = Some(level);
@@ -98,21 +97,53 @@ pub async fn run(args: &CommonArgs, preselected: Option<LoadLevel>) -> Result<()
                 .kibana
                 .clone()
                 .map(|url| (url.clone(), ElasticConfig::from_env(url, None))),
+            drain_limit: args.drain_timeout.0,
         })
     };
     let mut terminal = ratatui::init();
-    let _guard = TerminalGuard;
+    keep_the_screen_on_task_panics();
+    let guard = TerminalGuard;
     let app = App::new(start, preselected);
-    event_loop(
+    let last = event_loop(
         &mut terminal,
         app,
         EventStream::new(),
         start_session,
         preselected,
-        ctrl_c,
+        signals,
     )
     .await
-    .map_err(|e| AppError::Terminal(e.to_string()))
+    .map_err(|e| AppError::Terminal(e.to_string()))?;
+    drop(guard);
+    match last.map(|status| status.unfinished) {
+        Some(unfinished) if unfinished.lost > 0 => Err(AppError::Incomplete(format!(
+            "{} acknowledged orders were abandoned at quit and are lost (only the embedded \
+             broker held them)",
+            unfinished.lost
+        ))),
+        Some(unfinished) if unfinished.left_in_kafka > 0 => {
+            eprintln!(
+                "{} acknowledged orders are left in Kafka for group {:?}: its next member runs them",
+                unfinished.left_in_kafka, args.group
+            );
+            Ok(())
+        }
+        _ => Ok(()),
+    }
+}
+
+/// ratatui's panic hook restores the terminal on any panic; a panic inside
+/// one order's task is caught and the order run again, so only a panic on
+/// the UI's own thread gives the terminal back.
+fn keep_the_screen_on_task_panics() {
+    let restore_and_report = std::panic::take_hook();
+    std::panic::set_hook(Box::new(move |info| {
+        if std::thread::current().name() == Some("main") {
+            restore_and_report(info);
+        } else {
+            tracing::error!(%info, "a task panicked");
+        }
+    }));
 }
 
 /// The session the UI is attached to, once a load level is chosen.
@@ -168,8 +199,8 @@ pub async fn event_loop<B: Backend>(
     mut events: impl Stream<Item = io::Result<Event>> + Unpin,
     start_session: impl Fn(LoadLevel) -> SessionHandle,
     preselected: Option<LoadLevel>,
-    ctrl_c: CancellationToken,
-) -> io::Result<()>
+    signals: StopSignals,
+) -> io::Result<Option<SessionStatus>>
 where
     B::Error: Send + Sync + 'static,
 {
@@ -181,6 +212,7 @@ where
     let mut frame = tokio::time::interval(FRAME);
     frame.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
     let mut dirty = true;
+    let mut abandoned = false;
     loop {
         let action = tokio::select! {
             event = events.next() => match event {
@@ -191,7 +223,12 @@ where
                 Some(Err(error)) => return Err(error),
                 None => Some(Action::Quit),
             },
-            _ = ctrl_c.cancelled(), if !app.quitting => Some(Action::Quit),
+            // SIGINT/SIGTERM: the first quits as q does, the second abandons.
+            _ = signals.stop.cancelled(), if !app.quitting => Some(Action::Quit),
+            _ = signals.abandon.cancelled(), if app.quitting && !abandoned => {
+                abandoned = true;
+                Some(Action::Quit)
+            }
             _ = frame.tick() => None,
         };
         if let Some(action) = action {
@@ -223,9 +260,12 @@ where
             dirty = false;
         }
     }
-    if let Some(attached) = session {
-        let _ = attached.handle.commands.try_send(Command::Shutdown);
-        attached.handle.finished().await;
-    }
-    Ok(())
+    let Some(attached) = session else {
+        return Ok(None);
+    };
+    let _ = attached.handle.commands.try_send(Command::Shutdown);
+    let last = attached.handle.status.clone();
+    attached.handle.finished().await;
+    let last = last.borrow().clone();
+    Ok(Some(last))
 }

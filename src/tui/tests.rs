@@ -70,6 +70,9 @@ fn status() -> SessionStatus {
             transitions: 5_900,
             invalid_records: 0,
             events_dropped: 0,
+            finished_retries: 0,
+            panics: 0,
+            handed_over: 0,
         },
         in_state: [12, 10, 9, 9, 1_150],
         send: latency(1.9, 4.2),
@@ -86,6 +89,7 @@ fn status() -> SessionStatus {
     status.reconciliation = LedgerTally {
         acknowledged: 1_200,
         finished: 1_150,
+        finished_elsewhere: 0,
         waiting: 50,
         oldest_waiting: Some(Duration::from_millis(8_400)),
         overdue: 0,
@@ -154,6 +158,7 @@ fn transitions() -> Vec<Transition> {
                 product: o.nombre_producto.clone(),
                 region: o.region.clone(),
                 order: from.is_none().then(|| o.clone()),
+                by: None,
             });
             from = Some(to);
         }
@@ -343,8 +348,8 @@ fn quitting_drains_first_and_exits_when_stopped() {
     assert!(app.quitting);
     assert_eq!(
         key_with(&mut app, KeyCode::Char('c'), KeyModifiers::CONTROL),
-        None,
-        "asked once"
+        Some(Effect::Send(Command::Abandon)),
+        "asked again: stop waiting"
     );
     let mut stopped = status();
     stopped.phase = Phase::Stopped;

@@ -51,11 +51,21 @@ pub fn draw(frame: &mut Frame, app: &App) {
             &format!("{reason}\n\nCheck --brokers and the log file, then start again. q quits."),
             Color::Red,
         ),
+        Some(Phase::Draining { waiting }) => message_box(
+            frame,
+            area,
+            " Draining ",
+            &format!(
+                "Clients stopped. Draining {waiting} orders: acknowledged, held only by the \
+                 embedded broker, finishing now.\n\nq again to abandon them (they will be lost)."
+            ),
+            Color::Yellow,
+        ),
         Some(Phase::Stopping) => message_box(
             frame,
             area,
             " Stopping ",
-            "Clients stopped. Finishing the orders in flight, committing offsets, flushing…",
+            "Finishing the orders in flight, committing offsets, flushing…\n\nq again to stop at once.",
             Color::Yellow,
         ),
         Some(Phase::Starting) => message_box(

@@ -203,3 +203,66 @@ pub async fn produce_orders(bootstrap: &str, count: usize) -> Vec<OrderId> {
     }
     ids
 }
+
+/// Every record of `topic`, from the beginning up to its end now: (key, payload).
+pub fn topic_records(bootstrap: &str, topic: &str) -> Vec<(String, Vec<u8>)> {
+    use rdkafka::{
+        consumer::{BaseConsumer, Consumer},
+        Message, Offset, TopicPartitionList,
+    };
+    let limit = Duration::from_secs(10);
+    let consumer: BaseConsumer = rdkafka::ClientConfig::new()
+        .set("bootstrap.servers", bootstrap)
+        .set("group.id", format!("test-reader-{}", uuid::Uuid::new_v4()))
+        .set("enable.auto.commit", "false")
+        .create()
+        .unwrap();
+    let metadata = consumer.fetch_metadata(Some(topic), limit).unwrap();
+    let mut assignment = TopicPartitionList::new();
+    let mut unread = HashMap::new();
+    for partition in metadata.topics()[0].partitions() {
+        let (low, high) = consumer
+            .fetch_watermarks(topic, partition.id(), limit)
+            .unwrap();
+        if high > low {
+            assignment
+                .add_partition_offset(topic, partition.id(), Offset::Beginning)
+                .unwrap();
+            unread.insert(partition.id(), high);
+        }
+    }
+    let mut records = Vec::new();
+    if unread.is_empty() {
+        return records;
+    }
+    consumer.assign(&assignment).unwrap();
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    while !unread.is_empty() {
+        assert!(std::time::Instant::now() < deadline, "{topic} unread");
+        let Some(message) = consumer.poll(Duration::from_millis(200)) else {
+            continue;
+        };
+        let message = message.unwrap();
+        let key = String::from_utf8_lossy(message.key().unwrap_or_default()).into_owned();
+        records.push((key, message.payload().unwrap_or_default().to_vec()));
+        if unread
+            .get(&message.partition())
+            .is_some_and(|high| message.offset() + 1 >= *high)
+        {
+            unread.remove(&message.partition());
+        }
+    }
+    records
+}
+
+/// The Finished events on the events topic, counted per order.
+pub fn finishes_on_record(bootstrap: &str) -> HashMap<OrderId, usize> {
+    let mut finishes = HashMap::new();
+    for (_, payload) in topic_records(bootstrap, "orders.events") {
+        let transition: Transition = serde_json::from_slice(&payload).unwrap();
+        if transition.to == orderdeck::order::State::Finished {
+            *finishes.entry(transition.order_id).or_default() += 1;
+        }
+    }
+    finishes
+}

@@ -87,8 +87,12 @@ fn reconciliation(status: &SessionStatus, room: usize) -> Line<'static> {
         0 => ("lost 0".to_owned(), Color::Green),
         n => (format!("{n} overdue"), Color::Red),
     };
+    let elsewhere = match ledger.finished_elsewhere {
+        0 => String::new(),
+        n => format!(" ({n} elsewhere)"),
+    };
     let balance = format!(
-        " acked {} = finished {} + waiting {}",
+        " acked {} = finished {}{elsewhere} + waiting {}",
         ledger.acknowledged, ledger.finished, ledger.waiting
     );
     let oldest = ledger.oldest_waiting.map_or(String::new(), |age| {

@@ -74,6 +74,7 @@ pub fn render(frame: &mut Frame, area: Rect, app: &App) {
     spans.push(separator());
     spans.push(Span::raw(match status.phase {
         Phase::Starting => "starting…".to_owned(),
+        Phase::Draining { waiting } => format!("draining {waiting} orders…"),
         Phase::Stopping => "stopping…".to_owned(),
         _ => hms(status.metrics.elapsed),
     }));

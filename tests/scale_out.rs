@@ -1,0 +1,206 @@
+//! Several orderdeck processes in one consumer group, against a broker that
+//! outlives them all (owned by the test), with orders mid-state whenever
+//! partitions move: a worker joins mid-run, another joins, the first leaves
+//! gracefully (SIGTERM), the second is killed (SIGKILL). Judged from what
+//! an outsider sees, by order id: every order on the orders topic (each one
+//! acknowledged) has exactly one Finished event.
+
+mod common;
+
+use std::{
+    process::{Child, Command, Stdio},
+    time::{Duration, Instant},
+};
+
+use common::{
+    finishes_on_record, topic_records,
+    workdir::{text, Workdir},
+};
+use rdkafka::mocking::MockCluster;
+use serde_json::Value;
+
+const ORDERS: u64 = 1500;
+const PARTITIONS: i32 = 6;
+/// Medium load's 0.5–1.5 s per state, scaled to 100–300 ms: at 150 orders/s
+/// about a hundred orders are mid-state at any moment.
+const TIME_SCALE: &str = "0.2";
+
+struct Process {
+    name: &'static str,
+    child: Child,
+}
+
+impl Process {
+    fn start(dir: &Workdir, name: &'static str, args: &[&str]) -> Self {
+        let report = format!("{name}.json");
+        let log = format!("{name}.log");
+        let mut all = args.to_vec();
+        all.extend(["--report", &report, "--log-file", &log]);
+        let child = dir
+            .command(&all)
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(dir.path(&format!("{name}.err"))).unwrap())
+            .spawn()
+            .unwrap();
+        Self { name, child }
+    }
+
+    fn signal(&self, signal: &str) {
+        let sent = Command::new("kill")
+            .args([signal, &self.child.id().to_string()])
+            .status()
+            .unwrap();
+        assert!(sent.success(), "kill {signal} {}", self.name);
+    }
+
+    /// Waits for the exit; returns its code.
+    fn wait(&mut self, dir: &Workdir, limit: Duration) -> Option<i32> {
+        let deadline = Instant::now() + limit;
+        loop {
+            if let Some(status) = self.child.try_wait().unwrap() {
+                return status.code();
+            }
+            if Instant::now() > deadline {
+                let _ = self.child.kill();
+                panic!(
+                    "{} did not exit within {limit:?}: {}",
+                    self.name,
+                    stderr_of(dir, self.name)
+                );
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+}
+
+fn stderr_of(dir: &Workdir, name: &str) -> String {
+    text(&std::fs::read(dir.path(&format!("{name}.err"))).unwrap_or_default())
+}
+
+fn report_of(dir: &Workdir, name: &str) -> Value {
+    let json = std::fs::read_to_string(dir.path(&format!("{name}.json")))
+        .unwrap_or_else(|_| panic!("{name} wrote no report: {}", stderr_of(dir, name)));
+    serde_json::from_str(&json).unwrap()
+}
+
+/// Waits until `name`'s log says the consumer group gave it partitions.
+fn wait_until_consuming(dir: &Workdir, name: &str) {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while !std::fs::read_to_string(dir.path(&format!("{name}.log")))
+        .unwrap_or_default()
+        .contains("partitions assigned")
+    {
+        assert!(Instant::now() < deadline, "{name} never got partitions");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+fn scale_out_and_in(seed: u64) {
+    let cluster = MockCluster::new(1).unwrap();
+    for topic in ["orders", "orders.events"] {
+        cluster.create_topic(topic, PARTITIONS, 1).unwrap();
+    }
+    let bootstrap = cluster.bootstrap_servers();
+    let dir = Workdir::new();
+    let common = [
+        "--brokers",
+        &bootstrap,
+        "--time-scale",
+        TIME_SCALE,
+        "--load",
+        "medium",
+        "--consumers",
+        "1",
+    ];
+    let with = |extra: &[&'static str]| -> Vec<&str> {
+        let mut args: Vec<&str> = extra.to_vec();
+        args.extend(common.iter().copied());
+        args
+    };
+    // The seed shifts every move by up to a second, so repeated runs catch
+    // orders at different points of their lives.
+    let jitter = |step: u64| Duration::from_millis((seed * 7919 + step * 104_729) % 1000);
+
+    let mut run = Process::start(
+        &dir,
+        "run",
+        &with(&["run", "--orders", "1500", "--rate", "150"]),
+    );
+    wait_until_consuming(&dir, "run");
+    std::thread::sleep(Duration::from_secs(1) + jitter(1));
+    let mut joins_then_leaves = Process::start(&dir, "leaver", &with(&["worker"]));
+    wait_until_consuming(&dir, "leaver");
+    std::thread::sleep(jitter(2));
+    let mut joins_then_dies = Process::start(&dir, "victim", &with(&["worker"]));
+    wait_until_consuming(&dir, "victim");
+    std::thread::sleep(Duration::from_secs(1) + jitter(3));
+    joins_then_leaves.signal("-TERM");
+    let leaver_exit = joins_then_leaves.wait(&dir, Duration::from_secs(60));
+    std::thread::sleep(jitter(4));
+    joins_then_dies.signal("-KILL");
+    joins_then_dies.wait(&dir, Duration::from_secs(10));
+
+    let run_exit = run.wait(&dir, Duration::from_secs(120));
+    assert_eq!(run_exit, Some(0), "run: {}", stderr_of(&dir, "run"));
+    assert_eq!(
+        leaver_exit,
+        Some(0),
+        "the worker that left: {}",
+        stderr_of(&dir, "leaver")
+    );
+
+    // Judged from the topics, by order id.
+    let acknowledged: std::collections::HashSet<String> = topic_records(&bootstrap, "orders")
+        .into_iter()
+        .map(|(key, _)| key)
+        .collect();
+    let finishes = finishes_on_record(&bootstrap);
+    assert_eq!(acknowledged.len() as u64, ORDERS);
+    let lost = acknowledged
+        .iter()
+        .filter(|id| !finishes.contains_key(&id.parse().unwrap()))
+        .count();
+    let twice = finishes.values().filter(|n| **n > 1).count();
+    let unknown = finishes
+        .keys()
+        .filter(|id| !acknowledged.contains(&id.to_string()))
+        .count();
+    assert_eq!(
+        (lost, twice, unknown),
+        (0, 0, 0),
+        "orders never finished, finished twice, finished but never acknowledged"
+    );
+
+    // What the processes say reconciles with that.
+    let run = report_of(&dir, "run");
+    let leaver = report_of(&dir, "leaver");
+    let orders = &run["orders"];
+    assert_eq!(orders["acknowledged"], ORDERS, "{orders}");
+    assert_eq!(orders["unfinished"], 0, "{orders}");
+    let here = orders["finished"].as_u64().unwrap();
+    let elsewhere = orders["finished_elsewhere"].as_u64().unwrap();
+    assert_eq!(here + elsewhere, ORDERS, "{orders}");
+    assert!(elsewhere > 0, "the workers finished some: {orders}");
+    let moved =
+        orders["handed_over"].as_u64().unwrap() + leaver["orders"]["handed_over"].as_u64().unwrap();
+    assert!(
+        moved > 0,
+        "partitions moved with orders mid-state: {orders}"
+    );
+    eprintln!(
+        "seed {seed}: {ORDERS} orders, 3 processes, finished by run {here}, by workers \
+         {elsewhere}; runs stopped mid-state at hand-over {moved}; run redelivered {}; \
+         Finished per order: exactly 1",
+        orders["redelivered"]
+    );
+}
+
+#[test]
+fn processes_join_leave_and_die_mid_run_and_each_order_finishes_once_seed_1() {
+    scale_out_and_in(1);
+}
+
+#[test]
+fn processes_join_leave_and_die_mid_run_and_each_order_finishes_once_seed_2() {
+    scale_out_and_in(2);
+}
