@@ -115,7 +115,7 @@ impl Session {
         });
         Self {
             screen: Screen {
-                parser: vt100::Parser::new(ROWS, COLS, 0),
+                parser: vt100::Parser::new(ROWS.try_into().unwrap(), COLS.try_into().unwrap(), 0),
                 output,
             },
             child,

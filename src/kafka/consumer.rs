@@ -4,8 +4,7 @@
 //! and its Finished event is in Kafka (at-least-once, made exactly-once per
 //! order by the registry and the events topic).
 //!
-//! Hand-over: members use cooperative-sticky assignment, so a rebalance
-//! touches only the partitions that move. When a partition leaves a member
+//! Hand-over: when a partition leaves a member
 //! (another process joins, this one stops, the group shrinks), the
 //! rebalance callback runs on the member's polling thread: it cancels that
 //! partition's orders that have not begun writing their Finished event,
@@ -136,6 +135,9 @@ struct MemberWork {
 struct WorkState {
     partitions: HashMap<i32, PartitionWork>,
     running: usize,
+    /// Numbers each order's run, so a late end of a killed run cannot be
+    /// taken for the end of the same offset's next run.
+    next_run: u64,
 }
 
 #[derive(Default)]
@@ -149,6 +151,7 @@ struct PartitionWork {
 }
 
 struct OrderControl {
+    run: u64,
     /// Stops the run between states (a hand-over).
     cancel: CancellationToken,
     /// Stops it wherever it is (a crash, or a hand-over past its deadline).
@@ -174,28 +177,33 @@ impl MemberWork {
     }
 
     /// Registers an order before its task starts, so a hand-over sees it.
-    /// Returns whether the partition still needs its catch-up read.
-    fn begin(&self, partition: i32, offset: i64, cancel: CancellationToken) -> bool {
+    /// Returns the run's number, and whether the partition still needs its
+    /// catch-up read.
+    fn begin(&self, partition: i32, offset: i64, cancel: CancellationToken) -> (u64, bool) {
         let mut state = self.lock();
         state.running += 1;
+        let run = state.next_run;
+        state.next_run += 1;
         let work = state.partitions.entry(partition).or_default();
         work.offsets.received(offset);
         work.orders.insert(
             offset,
             OrderControl {
+                run,
                 cancel,
                 abort: None,
             },
         );
-        !std::mem::replace(&mut work.caught_up, true)
+        (run, !std::mem::replace(&mut work.caught_up, true))
     }
 
-    fn set_abort(&self, partition: i32, offset: i64, abort: AbortHandle) {
+    fn set_abort(&self, partition: i32, offset: i64, run: u64, abort: AbortHandle) {
         let mut state = self.lock();
         match state
             .partitions
             .get_mut(&partition)
             .and_then(|work| work.orders.get_mut(&offset))
+            .filter(|control| control.run == run)
         {
             Some(control) => control.abort = Some(abort),
             // Ended already (or handed over and killed): nothing to keep.
@@ -203,14 +211,17 @@ impl MemberWork {
         }
     }
 
-    /// An order's task ended: finished (its offset may now be committed)
-    /// or not (cancelled, aborted: the next owner runs it).
-    fn end(&self, partition: i32, offset: i64, finished: bool) {
+    /// Run `run` of an order ended: finished (its offset may now be
+    /// committed) or not (cancelled, aborted: the next owner runs it).
+    fn end(&self, partition: i32, offset: i64, run: u64, finished: bool) {
         let mut state = self.lock();
         if let Some(work) = state.partitions.get_mut(&partition) {
-            if work.orders.remove(&offset).is_some() && finished {
-                if let Some(committable) = work.offsets.finished(offset) {
-                    work.to_store = Some(committable);
+            if work.orders.get(&offset).is_some_and(|c| c.run == run) {
+                work.orders.remove(&offset);
+                if finished {
+                    if let Some(committable) = work.offsets.finished(offset) {
+                        work.to_store = Some(committable);
+                    }
                 }
             }
         }
@@ -560,8 +571,6 @@ fn member_config(connection: &KafkaConnection) -> ClientConfig {
     let mut config = connection.client_config();
     for (key, value) in [
         ("group.id", connection.options.group.as_str()),
-        // Only partitions that move are revoked in a rebalance.
-        ("partition.assignment.strategy", "cooperative-sticky"),
         ("enable.auto.commit", "true"),
         ("auto.commit.interval.ms", "1000"),
         // Offsets are stored by hand, only for finished orders.
@@ -707,8 +716,8 @@ impl MemberPoller {
                     "skipping a record that is not an order"
                 );
                 self.shared.metrics.incr(Counter::InvalidRecords);
-                self.work.begin(partition, offset, CancellationToken::new());
-                self.work.end(partition, offset, true);
+                let (run, _) = self.work.begin(partition, offset, CancellationToken::new());
+                self.work.end(partition, offset, run, true);
                 return;
             }
         };
@@ -725,7 +734,8 @@ impl MemberPoller {
             },
         };
         let cancel = CancellationToken::new();
-        if self.work.begin(partition, offset, cancel.clone()) {
+        let (run, catch_up) = self.work.begin(partition, offset, cancel.clone());
+        if catch_up {
             self.learn_finished_since(message);
         }
         let task = OrderTask {
@@ -733,13 +743,14 @@ impl MemberPoller {
             work: Arc::clone(&self.work),
             partition,
             offset,
+            run,
             record,
             cancel,
             _permit: permit,
         };
         let handle = self.runtime.spawn(task.run());
         self.work
-            .set_abort(partition, offset, handle.abort_handle());
+            .set_abort(partition, offset, run, handle.abort_handle());
     }
 
     /// Before the first order of a newly assigned partition runs: which of
@@ -775,6 +786,7 @@ struct OrderTask {
     work: Arc<MemberWork>,
     partition: i32,
     offset: i64,
+    run: u64,
     record: OrderRecord,
     cancel: CancellationToken,
     _permit: OwnedSemaphorePermit,
@@ -785,12 +797,14 @@ struct Ending<'a> {
     work: &'a MemberWork,
     partition: i32,
     offset: i64,
+    run: u64,
     finished: bool,
 }
 
 impl Drop for Ending<'_> {
     fn drop(&mut self) {
-        self.work.end(self.partition, self.offset, self.finished);
+        self.work
+            .end(self.partition, self.offset, self.run, self.finished);
     }
 }
 
@@ -800,6 +814,7 @@ impl OrderTask {
             work: &self.work,
             partition: self.partition,
             offset: self.offset,
+            run: self.run,
             finished: false,
         };
         let outcome = run_order(&self.shared, &self.record, &self.cancel).await;

@@ -91,13 +91,14 @@ impl AckLedger {
     }
 
     /// `id` reached Finished (seen here or on the events topic). Counted
-    /// once, whichever report comes first.
-    pub fn finished_by(&self, id: OrderId, by: FinishedBy) {
+    /// once, whichever report comes first; returns whether this one counted
+    /// an acknowledged order.
+    pub fn finished_by(&self, id: OrderId, by: FinishedBy) -> bool {
         let mut inner = self.lock();
         if let Some(seq) = inner.awaiting_finish.remove(&id) {
             inner.by_age.remove(&seq);
             inner.count(by);
-            return;
+            return true;
         }
         let now = Instant::now();
         if inner.finished_early.insert(id, by).is_none() {
@@ -110,6 +111,7 @@ impl AckLedger {
             inner.early_arrivals.pop_front();
             inner.finished_early.remove(&old);
         }
+        false
     }
 
     /// Acknowledged orders that have not finished yet.

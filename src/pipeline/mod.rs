@@ -215,7 +215,15 @@ impl Pipeline {
         };
         let consumers = ConsumerGroup::start(group_shared.clone(), config.consumers)?;
         let finished_watch = match config.listen {
-            Some(_) => Some(watch_finished_orders(&connection, Arc::clone(&ledger)).await?),
+            Some(_) => Some(
+                watch_finished_orders(
+                    &connection,
+                    Arc::clone(&ledger),
+                    Arc::clone(&registry),
+                    Arc::clone(&metrics),
+                )
+                .await?,
+            ),
             None => None,
         };
         let server = match config.listen {
@@ -534,20 +542,31 @@ impl Pipeline {
     }
 }
 
-/// Follows the events topic so the ledger hears of orders finished elsewhere.
+/// Follows the events topic: an order read back as finished is skipped if
+/// redelivered here, and the ledger counts it, here or elsewhere. A run here
+/// counts itself before it lets go of its order, so an echo of this
+/// process's own Finished event counts only a run that was cut short after
+/// writing it (a consumer killed at that moment).
 async fn watch_finished_orders(
     connection: &KafkaConnection,
     ledger: Arc<AckLedger>,
+    registry: Arc<OrderRegistry>,
+    metrics: Arc<Metrics>,
 ) -> Result<FinishedWatch, PipelineError> {
     let connection = connection.clone();
     tokio::task::spawn_blocking(move || {
         FinishedWatch::start(&connection, move |event| {
+            if !registry.note_finished(event.order_id) {
+                return; // running here: the run counts itself
+            }
             let by = if event.here {
                 FinishedBy::Here
             } else {
                 FinishedBy::Elsewhere
             };
-            ledger.finished_by(event.order_id, by);
+            if ledger.finished_by(event.order_id, by) && event.here {
+                metrics.incr(crate::metrics::Counter::Finished);
+            }
         })
     })
     .await

@@ -104,6 +104,17 @@ impl OrderRegistry {
         }
     }
 
+    /// Records that `id` finished (its Finished event was read back) unless
+    /// it is running here; returns whether it was not running here.
+    pub fn note_finished(&self, id: OrderId) -> bool {
+        let mut inner = self.lock();
+        if inner.in_flight.contains_key(&id) {
+            return false;
+        }
+        inner.finished.insert(id);
+        true
+    }
+
     pub fn claim(self: &Arc<Self>, id: OrderId) -> Claim {
         let mut inner = self.lock();
         if inner.finished.contains(&id) {
