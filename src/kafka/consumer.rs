@@ -154,7 +154,7 @@ struct OrderControl {
     run: u64,
     /// Stops the run between states (a hand-over).
     cancel: CancellationToken,
-    /// Stops it wherever it is (a crash, or a hand-over past its deadline).
+    /// Stops it wherever it is (a crash).
     abort: Option<AbortHandle>,
 }
 
@@ -241,19 +241,18 @@ impl MemberWork {
     }
 
     /// Lets `partitions` go: cancels their orders that have not begun their
-    /// Finished event, waits for the rest (at most `limit`, then kills them),
-    /// and returns what is committable in each. `lost` partitions belong to
-    /// someone else already: everything is killed at once.
+    /// Finished event, waits (at most `limit`) for those that have, and
+    /// returns what is committable in each. `lost` partitions belong to
+    /// someone else already: nothing can be committed, so nothing is waited
+    /// for. Orders writing their Finished event are never killed: their
+    /// event is queued in the producer either way, and while they run, a
+    /// redelivery to another member of this process waits for them.
     fn hand_over(&self, partitions: &[i32], lost: bool, limit: Duration) -> Vec<(i32, i64)> {
         let mut state = self.lock();
         let mut cancelled = 0;
         for work in partitions.iter().filter_map(|p| state.partitions.get(p)) {
             for control in work.orders.values() {
-                if lost {
-                    control.kill();
-                } else {
-                    control.cancel.cancel();
-                }
+                control.cancel.cancel();
                 cancelled += 1;
             }
         }
@@ -271,11 +270,8 @@ impl MemberWork {
                 tracing::warn!(
                     orders = busy(&state),
                     "hand-over deadline passed with Finished events undelivered; \
-                     stopping those orders (the next owner may finish them again)"
+                     the next owner may finish those orders again"
                 );
-                for work in partitions.iter().filter_map(|p| state.partitions.get(p)) {
-                    work.orders.values().for_each(OrderControl::kill);
-                }
                 break;
             }
             state = self

@@ -1,4 +1,4 @@
-//! Consumer lag per member task and per partition.
+//! Consumer lag per member and per partition.
 
 use ratatui::{
     layout::{Constraint, Rect},
