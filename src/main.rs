@@ -37,7 +37,11 @@ fn main() -> ExitCode {
             return ExitCode::from(1);
         }
     };
-    match runtime.block_on(orderdeck::run(cli)) {
+    let outcome = runtime.block_on(orderdeck::run(cli));
+    // A stop that was abandoned may leave blocking work behind (a Kafka
+    // client still closing): the exit does not wait for it.
+    runtime.shutdown_timeout(BLOCKING_WORK_AT_EXIT);
+    match outcome {
         Ok(()) => ExitCode::SUCCESS,
         Err(error) => {
             tracing::error!(%error, "orderdeck failed");
@@ -46,6 +50,9 @@ fn main() -> ExitCode {
         }
     }
 }
+
+/// How long the exit waits for blocking work still running.
+const BLOCKING_WORK_AT_EXIT: std::time::Duration = std::time::Duration::from_secs(2);
 
 fn init_logging(
     path: &std::path::Path,

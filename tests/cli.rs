@@ -330,7 +330,6 @@ fn sigint_drains_every_acknowledged_order() {
 }
 
 #[test]
-#[ignore = "hung twice after its consumers closed (SIGTERM at medium load); issue 10 stays open until found"]
 fn sigterm_drains_every_acknowledged_order() {
     a_signal_drains_every_acknowledged_order("-TERM");
 }

@@ -32,7 +32,7 @@ use rdkafka::{
     error::{KafkaError, KafkaResult},
     message::{BorrowedMessage, Message},
     statistics::Statistics,
-    types::RDKafkaErrorCode,
+    types::{RDKafkaErrorCode, RDKafkaRespErr},
     ClientConfig, Offset, TopicPartitionList,
 };
 use tokio::{
@@ -323,6 +323,9 @@ struct MemberContext {
     lag: Arc<LagBoard>,
     /// How long a hand-over waits for Finished events being written.
     hand_over_limit: Duration,
+    /// Whether the group assigns incrementally (cooperative-sticky), read
+    /// from the configuration: asking librdkafka during a close can hang.
+    cooperative: bool,
 }
 
 impl ClientContext for MemberContext {
@@ -351,6 +354,33 @@ impl ClientContext for MemberContext {
 }
 
 impl ConsumerContext for MemberContext {
+    /// rdkafka's default, except that the protocol comes from the
+    /// configuration: the default asks librdkafka's main thread, and that
+    /// request never returned when a revoke came during a consumer's close.
+    fn rebalance(
+        &self,
+        consumer: &BaseConsumer<Self>,
+        err: RDKafkaRespErr,
+        partitions: &mut TopicPartitionList,
+    ) {
+        let rebalance = match err {
+            RDKafkaRespErr::RD_KAFKA_RESP_ERR__ASSIGN_PARTITIONS => Rebalance::Assign(partitions),
+            RDKafkaRespErr::RD_KAFKA_RESP_ERR__REVOKE_PARTITIONS => Rebalance::Revoke(partitions),
+            other => Rebalance::Error(KafkaError::Rebalance(other.into())),
+        };
+        self.pre_rebalance(consumer, &rebalance);
+        let applied = match (&rebalance, self.cooperative) {
+            (Rebalance::Assign(partitions), true) => consumer.incremental_assign(partitions),
+            (Rebalance::Assign(partitions), false) => consumer.assign(partitions),
+            (Rebalance::Revoke(partitions), true) => consumer.incremental_unassign(partitions),
+            (_, _) => consumer.unassign(),
+        };
+        if let Err(error) = applied {
+            tracing::warn!(member = self.id, %error, "could not apply the rebalance");
+        }
+        self.post_rebalance(consumer, &rebalance);
+    }
+
     fn pre_rebalance(&self, consumer: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
         let Rebalance::Revoke(revoked) = rebalance else {
             if let Rebalance::Error(error) = rebalance {
@@ -481,6 +511,7 @@ impl ConsumerGroup {
         self.next_id += 1;
         let work = Arc::new(MemberWork::default());
         let fetching_paused = Arc::new(AtomicBool::new(false));
+        let config = member_config(&self.shared.connection);
         let options = &self.shared.connection.options;
         let context = MemberContext {
             id,
@@ -491,9 +522,11 @@ impl ConsumerGroup {
             fetching_paused: Arc::clone(&fetching_paused),
             lag: Arc::clone(&self.shared.lag),
             hand_over_limit: (options.delivery_timeout * 2).max(Duration::from_secs(5)),
+            cooperative: config
+                .get("partition.assignment.strategy")
+                .is_some_and(|strategy| strategy.contains("cooperative")),
         };
-        let consumer: MemberConsumer =
-            member_config(&self.shared.connection).create_with_context(context)?;
+        let consumer: MemberConsumer = config.create_with_context(context)?;
         consumer.subscribe(&[&options.topic])?;
         let permits = Arc::new(Semaphore::new(self.shared.max_in_flight_per_member.max(1)));
         let mode = Arc::new(AtomicU8::new(RUNNING));
