@@ -241,13 +241,12 @@ impl MemberWork {
     }
 
     /// Lets `partitions` go: cancels their orders that have not begun their
-    /// Finished event, waits (at most `limit`) for those that have, and
-    /// returns what is committable in each. `lost` partitions belong to
-    /// someone else already: nothing can be committed, so nothing is waited
-    /// for. Orders writing their Finished event are never killed: their
+    /// Finished event, waits (at most `wait`; not at all without it) for
+    /// those that have, and returns what is committable in each. Orders
+    /// writing their Finished event are never killed: their
     /// event is queued in the producer either way, and while they run, a
     /// redelivery to another member of this process waits for them.
-    fn hand_over(&self, partitions: &[i32], lost: bool, limit: Duration) -> Vec<(i32, i64)> {
+    fn hand_over(&self, partitions: &[i32], wait: Option<Duration>) -> Vec<(i32, i64)> {
         let mut state = self.lock();
         let mut cancelled = 0;
         for work in partitions.iter().filter_map(|p| state.partitions.get(p)) {
@@ -263,8 +262,8 @@ impl MemberWork {
                 .map(|work| work.orders.len())
                 .sum::<usize>()
         };
-        let deadline = Instant::now() + limit;
-        while busy(&state) > 0 && !lost {
+        let deadline = Instant::now() + wait.unwrap_or_default();
+        while busy(&state) > 0 && wait.is_some() {
             let left = deadline.saturating_duration_since(Instant::now());
             if left.is_zero() {
                 tracing::warn!(
@@ -281,7 +280,7 @@ impl MemberWork {
                 .0;
         }
         if cancelled > 0 {
-            tracing::info!(cancelled, ?partitions, lost, "partitions handed over");
+            tracing::info!(cancelled, ?partitions, "partitions handed over");
         }
         partitions
             .iter()
@@ -323,6 +322,8 @@ struct MemberContext {
     lag: Arc<LagBoard>,
     /// How long a hand-over waits for Finished events being written.
     hand_over_limit: Duration,
+    /// Set once the member stopped and committed, before its consumer closes.
+    closing: Arc<AtomicBool>,
     /// Whether the group assigns incrementally (cooperative-sticky), read
     /// from the configuration: asking librdkafka during a close can hang.
     cooperative: bool,
@@ -394,8 +395,13 @@ impl ConsumerContext for MemberContext {
             .map(|p| p.partition())
             .collect();
         let lost = consumer.assignment_lost();
-        let committable = self.work.hand_over(&partitions, lost, self.hand_over_limit);
-        if !lost && !committable.is_empty() {
+        // Nothing can be committed for lost partitions, and a closing member
+        // committed when it stopped: a commit during the close stalled it.
+        let settle = !lost && !self.closing.load(Ordering::Relaxed);
+        let committable = self
+            .work
+            .hand_over(&partitions, settle.then_some(self.hand_over_limit));
+        if settle && !committable.is_empty() {
             let mut offsets = TopicPartitionList::new();
             for (partition, offset) in &committable {
                 let next = Offset::Offset(offset + 1);
@@ -511,6 +517,7 @@ impl ConsumerGroup {
         self.next_id += 1;
         let work = Arc::new(MemberWork::default());
         let fetching_paused = Arc::new(AtomicBool::new(false));
+        let closing = Arc::new(AtomicBool::new(false));
         let config = member_config(&self.shared.connection);
         let options = &self.shared.connection.options;
         let context = MemberContext {
@@ -522,6 +529,7 @@ impl ConsumerGroup {
             fetching_paused: Arc::clone(&fetching_paused),
             lag: Arc::clone(&self.shared.lag),
             hand_over_limit: (options.delivery_timeout * 2).max(Duration::from_secs(5)),
+            closing: Arc::clone(&closing),
             cooperative: config
                 .get("partition.assignment.strategy")
                 .is_some_and(|strategy| strategy.contains("cooperative")),
@@ -538,6 +546,7 @@ impl ConsumerGroup {
             shared: self.shared.clone(),
             permits: Arc::clone(&permits),
             mode: Arc::clone(&mode),
+            closing,
             runtime: Handle::current(),
         };
         let thread = std::thread::Builder::new()
@@ -589,12 +598,20 @@ impl ConsumerGroup {
     }
 }
 
-/// Closing a consumer blocks while it leaves the group: keep that off the runtime.
+/// Closing a consumer blocks while it leaves the group: keep that off the
+/// runtime, and bounded (librdkafka's close can stall; the group then
+/// notices the member gone at its session timeout).
 async fn close<T: Send + 'static>(consumers: T) {
-    tokio::task::spawn_blocking(move || drop(consumers))
-        .await
-        .unwrap_or_else(|error| tracing::error!(%error, "closing consumers failed"));
+    let closing = tokio::task::spawn_blocking(move || drop(consumers));
+    match tokio::time::timeout(CLOSE_LIMIT, closing).await {
+        Ok(Ok(())) => {}
+        Ok(Err(error)) => tracing::error!(%error, "closing consumers failed"),
+        Err(_) => tracing::warn!(?CLOSE_LIMIT, "consumers still closing; not waiting longer"),
+    }
 }
+
+/// How long a stop waits for consumers to leave the group.
+const CLOSE_LIMIT: Duration = Duration::from_secs(10);
 
 fn member_config(connection: &KafkaConnection) -> ClientConfig {
     let mut config = connection.client_config();
@@ -649,6 +666,7 @@ struct MemberPoller {
     shared: GroupShared,
     permits: Arc<Semaphore>,
     mode: Arc<AtomicU8>,
+    closing: Arc<AtomicBool>,
     runtime: Handle,
 }
 
@@ -685,7 +703,10 @@ impl MemberPoller {
         if self.mode.load(Ordering::Relaxed) == ABORTING {
             self.work.kill_all();
             self.work.wait_idle(ABORT_LIMIT);
-            return None; // dropping the consumer leaves the group
+            // Closing the consumer leaves the group with only the
+            // offsets of finished prefixes stored.
+            self.closing.store(true, Ordering::Relaxed);
+            return Some(self.consumer);
         }
         self.store_offsets();
         match self.consumer.commit_consumer_state(CommitMode::Sync) {
@@ -694,6 +715,7 @@ impl MemberPoller {
             Err(error) => tracing::warn!(member = self.id, %error, "final commit failed"),
         }
         tracing::info!(member = self.id, "consumer member drained");
+        self.closing.store(true, Ordering::Relaxed);
         Some(self.consumer)
     }
 
