@@ -14,7 +14,6 @@ use crate::{
     clients::{ClientPool, Pacer},
     clock::{unix_millis_now, DelayRange, SimClock},
     config::{LoadLevel, LoadPreset},
-    kafka::consumer::StopMode,
     kafka::{
         consumer::{MemberLoad, PartitionLag},
         BrokerHealth,
@@ -24,7 +23,7 @@ use crate::{
     pipeline::{
         chaos::{Chaos, ChaosLog},
         ledger::LedgerTally,
-        DrainEnd, Pipeline, PipelineConfig, Unfinished,
+        Pipeline, PipelineConfig, Unfinished,
     },
     sinks::{elastic::ElasticConfig, kibana::import_saved_objects, SinkStatus},
 };
@@ -263,7 +262,7 @@ async fn run(
     live.pool.stop_all();
     stop_clients.cancel();
     let Live {
-        mut pipeline,
+        pipeline,
         mut status,
         ..
     } = live;
@@ -279,30 +278,21 @@ async fn run(
         }
     });
     let metrics = Arc::clone(pipeline.metrics());
-    let drained = pipeline
-        .drain_acknowledged(settings.drain_limit, &abandon, |waiting| {
-            status.phase = Phase::Draining {
-                waiting: waiting as u64,
+    let ledger = pipeline.ledger();
+    let stopped = pipeline
+        .stop(settings.drain_limit, &abandon, |waiting| {
+            status.phase = match waiting {
+                0 => Phase::Stopping,
+                waiting => Phase::Draining {
+                    waiting: waiting as u64,
+                },
             };
             status.clients_running = false;
             status.metrics = metrics.snapshot();
             publish.send_replace(status.clone());
         })
         .await;
-    let mode = match drained {
-        DrainEnd::Complete => StopMode::Drain,
-        DrainEnd::Abandoned | DrainEnd::TimedOut => StopMode::Abort,
-    };
-    status.phase = Phase::Stopping;
-    publish.send_replace(status.clone());
-    let ledger = pipeline.ledger();
-    status.unfinished = tokio::select! {
-        stopped = pipeline.shutdown_with(mode) => stopped.unfinished,
-        _ = abandon.cancelled(), if mode == StopMode::Drain => Unfinished {
-            lost: ledger.unfinished() as u64,
-            left_in_kafka: 0,
-        },
-    };
+    status.unfinished = stopped.unfinished;
     status.metrics = metrics.snapshot();
     status.reconciliation = ledger.tally(Duration::MAX);
     status.in_flight = 0;

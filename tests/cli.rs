@@ -3,20 +3,16 @@
 
 mod common;
 
-use std::{
-    net::TcpListener,
-    process::{Command, Stdio},
-    time::Duration,
-};
+use std::{net::TcpListener, process::Stdio, time::Duration};
 
 use common::{
-    workdir::{assert_exit, text, Workdir},
+    cluster_with_topics,
+    workdir::{assert_exit, send_signal, text, Workdir},
     PARTITIONS,
 };
 use orderdeck::grpc::pb::orders::{order_service_client::OrderServiceClient, MessageRequest};
 use rdkafka::{
     consumer::{BaseConsumer, Consumer},
-    mocking::MockCluster,
     ClientConfig,
 };
 
@@ -58,15 +54,6 @@ fn run_on_the_embedded_broker_reports_every_order_finished() {
     assert!(text(&output.stdout).contains("finished 500"));
 }
 
-/// A broker this process owns, reached by the binary over TCP.
-fn external_cluster() -> MockCluster<'static, rdkafka::producer::DefaultProducerContext> {
-    let cluster = MockCluster::new(1).unwrap();
-    for topic in ["orders", "orders.events"] {
-        cluster.create_topic(topic, PARTITIONS, 1).unwrap();
-    }
-    cluster
-}
-
 fn records_in(bootstrap: &str, topic: &str) -> i64 {
     let consumer: BaseConsumer = ClientConfig::new()
         .set("bootstrap.servers", bootstrap)
@@ -84,7 +71,7 @@ fn records_in(bootstrap: &str, topic: &str) -> i64 {
 
 #[test]
 fn run_with_brokers_uses_a_cluster_it_did_not_start() {
-    let cluster = external_cluster();
+    let cluster = cluster_with_topics(PARTITIONS);
     let bootstrap = cluster.bootstrap_servers();
     let dir = Workdir::new();
     let report = dir.run_reported(&[
@@ -249,7 +236,7 @@ fn serve_takes_orders_from_any_client_and_stops_after_n() {
 
 #[test]
 fn a_worker_joins_the_group_and_finishes_what_is_in_the_topic() {
-    let cluster = external_cluster();
+    let cluster = cluster_with_topics(PARTITIONS);
     let bootstrap = cluster.bootstrap_servers();
     tokio::runtime::Runtime::new()
         .unwrap()
@@ -268,18 +255,16 @@ fn a_worker_joins_the_group_and_finishes_what_is_in_the_topic() {
     assert_eq!(report["orders"]["finished"], 50);
 }
 
-/// `run` at medium load stopped by `signal` while orders are mid-state on
-/// the embedded broker: every acknowledged order is finished before exit.
-fn a_signal_drains_every_acknowledged_order(signal: &str) {
-    let dir = Workdir::new();
-    // Medium load at the original timings: 100 orders/s, each ≈4 s long.
+/// `orderdeck run --load <load> --orders <orders>` with a report, once its
+/// clients have sent for 2 s (orders are mid-state then).
+fn run_until_orders_are_in_flight(dir: &Workdir, load: &str, orders: &str) -> std::process::Child {
     let child = dir
         .command(&[
             "run",
             "--load",
-            "medium",
+            load,
             "--orders",
-            "2000",
+            orders,
             "--report",
             "report.json",
         ])
@@ -300,11 +285,16 @@ fn a_signal_drains_every_acknowledged_order(signal: &str) {
         std::thread::sleep(Duration::from_millis(100));
     }
     std::thread::sleep(Duration::from_secs(2));
-    let sent = Command::new("kill")
-        .args([signal, &child.id().to_string()])
-        .status()
-        .unwrap();
-    assert!(sent.success());
+    child
+}
+
+/// `run` at medium load stopped by `signal` while orders are mid-state on
+/// the embedded broker: every acknowledged order is finished before exit.
+fn a_signal_drains_every_acknowledged_order(signal: &str) {
+    let dir = Workdir::new();
+    // Medium load at the original timings: 100 orders/s, each ≈4 s long.
+    let child = run_until_orders_are_in_flight(&dir, "medium", "2000");
+    send_signal(&child, signal);
     let output = child.wait_with_output().unwrap();
     assert_exit(&output, 0);
     let report = dir.report();
@@ -340,42 +330,10 @@ fn sigterm_drains_every_acknowledged_order() {
 fn a_second_signal_abandons_and_says_what_was_lost() {
     let dir = Workdir::new();
     // Low load at the original timings: each order takes 4–12 s.
-    let child = dir
-        .command(&[
-            "run",
-            "--load",
-            "low",
-            "--orders",
-            "500",
-            "--report",
-            "report.json",
-        ])
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let deadline = std::time::Instant::now() + Duration::from_secs(60);
-    while !std::fs::read_to_string(dir.path("orderdeck.log"))
-        .unwrap_or_default()
-        .contains("simulated clients started")
-    {
-        assert!(
-            std::time::Instant::now() < deadline,
-            "the clients never started"
-        );
-        std::thread::sleep(Duration::from_millis(100));
-    }
-    std::thread::sleep(Duration::from_secs(2));
-    let kill = |signal: &str| {
-        assert!(Command::new("kill")
-            .args([signal, &child.id().to_string()])
-            .status()
-            .unwrap()
-            .success())
-    };
-    kill("-TERM");
+    let child = run_until_orders_are_in_flight(&dir, "low", "500");
+    send_signal(&child, "-TERM");
     std::thread::sleep(Duration::from_millis(500));
-    kill("-INT");
+    send_signal(&child, "-INT");
     let started = std::time::Instant::now();
     let output = child.wait_with_output().unwrap();
     assert!(

@@ -238,10 +238,7 @@ async fn a_killed_consumer_task_is_replaced_and_its_orders_finish_once() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn broker_faults_need_the_embedded_broker() {
-    let cluster = rdkafka::mocking::MockCluster::new(1).unwrap();
-    for topic in ["orders", "orders.events"] {
-        cluster.create_topic(topic, PARTITIONS, 1).unwrap();
-    }
+    let cluster = cluster_with_topics(PARTITIONS);
     let mut pipeline = start(config(
         BrokerTarget::External(cluster.bootstrap_servers()),
         0.0,
@@ -265,10 +262,7 @@ fn finished_on_record(bootstrap: &str) -> usize {
 fn a_killed_worker_process_is_replaced_without_loss_or_double_finishes() {
     use common::workdir::{text, Workdir};
     const TOTAL: usize = 3000;
-    let cluster = rdkafka::mocking::MockCluster::new(1).unwrap();
-    for topic in ["orders", "orders.events"] {
-        cluster.create_topic(topic, PARTITIONS, 1).unwrap();
-    }
+    let cluster = cluster_with_topics(PARTITIONS);
     let bootstrap = cluster.bootstrap_servers();
     let ids = tokio::runtime::Runtime::new()
         .unwrap()
@@ -319,11 +313,7 @@ fn a_killed_worker_process_is_replaced_without_loss_or_double_finishes() {
     }
     // Let duplicates, if any, reach the topic before judging.
     std::thread::sleep(Duration::from_secs(2));
-    let interrupted = std::process::Command::new("kill")
-        .args(["-INT", &second.id().to_string()])
-        .status()
-        .unwrap();
-    assert!(interrupted.success());
+    common::workdir::send_signal(&second, "-INT");
     let output = second.wait_with_output().unwrap();
     assert!(output.status.code().is_some(), "{}", text(&output.stderr));
     let report: serde_json::Value =

@@ -14,7 +14,6 @@ use orderdeck::{
     },
     kafka::BrokerTarget,
 };
-use rdkafka::mocking::MockCluster;
 use tonic::{transport::Channel, Code};
 use tonic_health::pb::{
     health_check_response::ServingStatus, health_client::HealthClient, HealthCheckRequest,
@@ -240,10 +239,7 @@ async fn health_and_reflection_describe_the_services() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn kafka_down_is_unavailable_and_overload_is_resource_exhausted() {
-    let cluster = MockCluster::new(1).unwrap();
-    for topic in ["orders", "orders.events"] {
-        cluster.create_topic(topic, PARTITIONS, 1).unwrap();
-    }
+    let cluster = cluster_with_topics(PARTITIONS);
     let mut settings = config(BrokerTarget::External(cluster.bootstrap_servers()), 0.0);
     settings.kafka.delivery_timeout = Duration::from_secs(2);
     settings.limits.max_in_flight = 1;

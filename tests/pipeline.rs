@@ -13,7 +13,6 @@ use orderdeck::{
 };
 use rdkafka::{
     consumer::{BaseConsumer, Consumer},
-    mocking::MockCluster,
     ClientConfig, Offset, TopicPartitionList,
 };
 use tokio_util::sync::CancellationToken;
@@ -101,11 +100,8 @@ fn committed_and_ends(bootstrap: &str, group: &str) -> Vec<(i64, i64)> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn killed_consumers_are_replaced_and_no_order_is_lost_or_finished_twice() {
-    let cluster = MockCluster::new(1).unwrap();
+    let cluster = cluster_with_topics(PARTITIONS);
     let bootstrap = cluster.bootstrap_servers();
-    for topic in ["orders", "orders.events"] {
-        cluster.create_topic(topic, PARTITIONS, 1).unwrap();
-    }
     // 1–3 s per state scaled to 10–30 ms: orders are in flight when killed.
     let mut pipeline = start(config(BrokerTarget::External(bootstrap.clone()), 0.01)).await;
     let mut feed = pipeline.subscribe_transitions();
@@ -187,11 +183,8 @@ async fn a_thousand_concurrent_clients_complete_without_errors() {
 /// committing to the end.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_panicking_order_runs_again_finishes_once_and_commits_continue() {
-    let cluster = MockCluster::new(1).unwrap();
+    let cluster = cluster_with_topics(PARTITIONS);
     let bootstrap = cluster.bootstrap_servers();
-    for topic in ["orders", "orders.events"] {
-        cluster.create_topic(topic, PARTITIONS, 1).unwrap();
-    }
     let mut pipeline = start(config(BrokerTarget::External(bootstrap.clone()), 0.01)).await;
     let mut feed = pipeline.subscribe_transitions();
     pipeline

@@ -8,15 +8,14 @@
 mod common;
 
 use std::{
-    process::{Child, Command, Stdio},
+    process::{Child, Stdio},
     time::{Duration, Instant},
 };
 
 use common::{
-    finishes_on_record, topic_records,
-    workdir::{text, Workdir},
+    cluster_with_topics, finishes_on_record, topic_records,
+    workdir::{send_signal, text, Workdir},
 };
-use rdkafka::mocking::MockCluster;
 use serde_json::Value;
 
 const ORDERS: u64 = 1500;
@@ -46,11 +45,7 @@ impl Process {
     }
 
     fn signal(&self, signal: &str) {
-        let sent = Command::new("kill")
-            .args([signal, &self.child.id().to_string()])
-            .status()
-            .unwrap();
-        assert!(sent.success(), "kill {signal} {}", self.name);
+        send_signal(&self.child, signal);
     }
 
     /// Waits for the exit; returns its code.
@@ -96,10 +91,7 @@ fn wait_until_consuming(dir: &Workdir, name: &str) {
 }
 
 fn scale_out_and_in(seed: u64) {
-    let cluster = MockCluster::new(1).unwrap();
-    for topic in ["orders", "orders.events"] {
-        cluster.create_topic(topic, PARTITIONS, 1).unwrap();
-    }
+    let cluster = cluster_with_topics(PARTITIONS);
     let bootstrap = cluster.bootstrap_servers();
     let dir = Workdir::new();
     let common = [

@@ -2,13 +2,15 @@
 //! pick a load, watch orders finish, stop the clients, quit. Then check the
 //! terminal was handed back as it was.
 
+mod common;
+
 use std::{
     io::{Read, Write},
-    path::Path,
     sync::mpsc,
     time::{Duration, Instant},
 };
 
+use common::workdir::Workdir;
 use portable_pty::{native_pty_system, CommandBuilder, PtySize};
 
 const ROWS: u16 = 30;
@@ -70,24 +72,19 @@ fn finished_count(screen: &str) -> Option<u64> {
 }
 
 /// The real binary in a pseudo-terminal, in a scratch directory holding
-/// the orders file.
+/// the orders file (logs land there too).
 struct Session {
     screen: Screen,
     child: Box<dyn portable_pty::Child + Send + Sync>,
     keys: Box<dyn Write + Send>,
     /// Kept open while the child runs.
     _master: Box<dyn portable_pty::MasterPty + Send>,
-    _dir: tempfile::TempDir,
+    _dir: Workdir,
 }
 
 impl Session {
     fn launch(args: &[&str]) -> Self {
-        let dir = tempfile::tempdir().unwrap();
-        std::fs::copy(
-            Path::new(env!("CARGO_MANIFEST_DIR")).join("orders.csv"),
-            dir.path().join("orders.csv"),
-        )
-        .unwrap();
+        let dir = Workdir::new();
         let pty = native_pty_system()
             .openpty(PtySize {
                 rows: ROWS,
@@ -98,7 +95,7 @@ impl Session {
             .unwrap();
         let mut command = CommandBuilder::new(env!("CARGO_BIN_EXE_orderdeck"));
         command.args(args);
-        command.cwd(dir.path());
+        command.cwd(dir.path("."));
         command.env("TERM", "xterm-256color");
         let child = pty.slave.spawn_command(command).unwrap();
         drop(pty.slave);
@@ -160,8 +157,9 @@ impl Session {
     }
 }
 
-/// Pauses the consumers so orders pile up in the embedded broker, then quits.
-fn pause_and_quit() -> Session {
+/// Pauses the consumers so orders pile up in the embedded broker, quits,
+/// and returns once the drain is on screen (with that screen).
+fn pause_and_quit() -> (Session, String) {
     // Low load, 0.2–0.6 s per state: each order takes about 2 s.
     let mut session = Session::launch(&["--time-scale", "0.2", "--load", "low"]);
     session
@@ -177,17 +175,17 @@ fn pause_and_quit() -> Session {
         });
     std::thread::sleep(Duration::from_secs(2));
     session.press(b"q");
-    session
-}
-
-#[test]
-fn quitting_with_paused_consumers_drains_every_acknowledged_order() {
-    let mut session = pause_and_quit();
     let draining = session
         .screen
         .wait_for("the drain", Duration::from_secs(10), |s| {
             s.contains("Draining")
         });
+    (session, draining)
+}
+
+#[test]
+fn quitting_with_paused_consumers_drains_every_acknowledged_order() {
+    let (mut session, draining) = pause_and_quit();
     assert!(draining.contains("q again to abandon"), "{draining}");
     let code = session.exit_code(Duration::from_secs(60));
     assert_eq!(code, 0, "{}", session.screen.text());
@@ -196,12 +194,7 @@ fn quitting_with_paused_consumers_drains_every_acknowledged_order() {
 
 #[test]
 fn a_second_q_abandons_the_drain_and_says_so() {
-    let mut session = pause_and_quit();
-    session
-        .screen
-        .wait_for("the drain", Duration::from_secs(10), |s| {
-            s.contains("Draining")
-        });
+    let (mut session, _) = pause_and_quit();
     session.press(b"q");
     let code = session.exit_code(Duration::from_secs(30));
     let after = session.screen.text();
@@ -215,91 +208,40 @@ fn a_second_q_abandons_the_drain_and_says_so() {
 
 #[test]
 fn pick_a_load_watch_orders_finish_stop_and_quit() {
-    let dir = tempfile::tempdir().unwrap();
-    std::fs::copy(
-        Path::new(env!("CARGO_MANIFEST_DIR")).join("orders.csv"),
-        dir.path().join("orders.csv"),
-    )
-    .unwrap();
-    let pty = native_pty_system()
-        .openpty(PtySize {
-            rows: ROWS,
-            cols: COLS,
-            pixel_width: 0,
-            pixel_height: 0,
-        })
-        .unwrap();
-    let mut command = CommandBuilder::new(env!("CARGO_BIN_EXE_orderdeck"));
-    command.args(["--time-scale", "0.01"]);
-    command.cwd(dir.path());
-    command.env("TERM", "xterm-256color");
-    let mut child = pty.slave.spawn_command(command).unwrap();
-    drop(pty.slave);
-    let mut reader = pty.master.try_clone_reader().unwrap();
-    let mut keys = pty.master.take_writer().unwrap();
-    let (tx, output) = mpsc::channel();
-    std::thread::spawn(move || {
-        let mut buffer = [0u8; 8192];
-        while let Ok(n) = reader.read(&mut buffer) {
-            if n == 0 || tx.send(buffer[..n].to_vec()).is_err() {
-                break;
-            }
-        }
-    });
-    let mut screen = Screen {
-        parser: vt100::Parser::new(ROWS.try_into().unwrap(), COLS.try_into().unwrap(), 0),
-        output,
-    };
-    let mut press = |key: &[u8]| {
-        keys.write_all(key).unwrap();
-        keys.flush().unwrap();
-    };
-
-    let start = screen.wait_for("the start screen", Duration::from_secs(20), |s| {
-        s.contains("Choose a load level")
-    });
+    let mut session = Session::launch(&["--time-scale", "0.01"]);
+    let start = session
+        .screen
+        .wait_for("the start screen", Duration::from_secs(20), |s| {
+            s.contains("Choose a load level")
+        });
     assert!(
         start.contains("embedded (in-process Kafka mock cluster)"),
         "{start}"
     );
     assert!(
-        screen.parser.screen().alternate_screen(),
+        session.screen.parser.screen().alternate_screen(),
         "the UI draws on the alternate screen"
     );
 
-    press(b"3");
-    let running = screen.wait_for("orders to finish", Duration::from_secs(60), |s| {
-        // Finished counted on the board, and finished transitions listed.
-        finished_count(s).is_some_and(|n| n > 0) && s.contains("→DONE")
-    });
+    session.press(b"3");
+    let running = session
+        .screen
+        .wait_for("orders to finish", Duration::from_secs(60), |s| {
+            // Finished counted on the board, and finished transitions listed.
+            finished_count(s).is_some_and(|n| n > 0) && s.contains("→DONE")
+        });
     assert!(running.contains("load high"), "{running}");
     assert!(running.contains("32 clients ▶"), "{running}");
 
-    press(b"s");
-    screen.wait_for("the clients to stop", Duration::from_secs(10), |s| {
-        s.contains("32 clients ■")
-    });
+    session.press(b"s");
+    session
+        .screen
+        .wait_for("the clients to stop", Duration::from_secs(10), |s| {
+            s.contains("32 clients ■")
+        });
 
-    press(b"q");
-    let deadline = Instant::now() + Duration::from_secs(60);
-    let status = loop {
-        if let Some(status) = child.try_wait().unwrap() {
-            break status;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "orderdeck did not exit after q:\n{}",
-            screen.text()
-        );
-        std::thread::sleep(Duration::from_millis(50));
-    };
-    std::thread::sleep(Duration::from_millis(200));
-    screen.pump();
-    assert!(status.success(), "exit status {status:?}");
-    let terminal = screen.parser.screen();
-    assert!(
-        !terminal.alternate_screen(),
-        "the alternate screen was left"
-    );
-    assert!(!terminal.hide_cursor(), "the cursor is visible again");
+    session.press(b"q");
+    let code = session.exit_code(Duration::from_secs(60));
+    assert_eq!(code, 0, "exit status");
+    session.assert_terminal_restored();
 }

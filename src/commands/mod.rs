@@ -12,8 +12,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::{
     cli::CommonArgs,
-    kafka::consumer::StopMode,
-    pipeline::{DrainEnd, Pipeline, Shutdown, Unfinished},
+    pipeline::{DrainEnd, Pipeline},
     report::{Report, RunContext},
     AppError,
 };
@@ -33,7 +32,7 @@ pub struct Closing {
 /// acknowledged order is finished first (a second signal, or the drain
 /// deadline, abandons them and the report counts them lost).
 pub async fn finish(
-    mut pipeline: Pipeline,
+    pipeline: Pipeline,
     args: &CommonArgs,
     signals: &StopSignals,
     mut closing: Closing,
@@ -42,8 +41,8 @@ pub async fn finish(
     let metrics = std::sync::Arc::clone(pipeline.metrics());
     let ledger = pipeline.ledger();
     let mut told = None::<std::time::Instant>;
-    let drained = pipeline
-        .drain_acknowledged(args.drain_timeout.0, &signals.abandon, |waiting| {
+    let stopped = pipeline
+        .stop(args.drain_timeout.0, &signals.abandon, |waiting| {
             if waiting > 0 && told.is_none_or(|at| at.elapsed() >= Duration::from_secs(1)) {
                 told = Some(std::time::Instant::now());
                 eprintln!(
@@ -53,27 +52,12 @@ pub async fn finish(
             }
         })
         .await;
-    let mode = match drained {
-        DrainEnd::Complete => StopMode::Drain,
-        DrainEnd::Abandoned => StopMode::Abort,
-        DrainEnd::TimedOut => {
-            closing.problems.push(format!(
-                "the drain deadline ({}) passed with orders unfinished",
-                args.drain_timeout
-            ));
-            StopMode::Abort
-        }
-    };
-    let sink_before = pipeline.sink_status();
-    let stopped = tokio::select! {
-        stopped = pipeline.shutdown_with(mode) => stopped,
-        // A second signal during the final drain: stop waiting.
-        _ = signals.abandon.cancelled(), if mode == StopMode::Drain => Shutdown {
-            sink: sink_before,
-            unfinished: Unfinished { lost: ledger.unfinished() as u64, left_in_kafka: 0 },
-            ..Shutdown::default()
-        },
-    };
+    if stopped.drain == DrainEnd::TimedOut {
+        closing.problems.push(format!(
+            "the drain deadline ({}) passed with orders unfinished",
+            args.drain_timeout
+        ));
+    }
     let unfinished = stopped.unfinished;
     if unfinished.lost > 0 {
         closing.problems.push(format!(

@@ -62,7 +62,8 @@ impl PartitionOffsets {
     }
 
     /// Offsets handed out and not finished.
-    pub fn running(&self) -> usize {
+    #[cfg(test)]
+    fn running(&self) -> usize {
         self.running.len()
     }
 }

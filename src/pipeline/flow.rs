@@ -122,10 +122,11 @@ impl OrderFlow {
         };
         // The Finished event is in Kafka before the offset can be committed,
         // so a successor reading the events topic knows this order is done.
-        let finished = self
+        let (finished, delivery) = self
             .announce(&mut gauge, record, State::Finished, spent_before_finished)
             .await;
-        self.deliver_finished(finished).await;
+        let finished = finished.expect("a Finished transition is kept for its retries");
+        self.deliver_finished(&finished, delivery).await;
         self.metrics.record(
             Latency::Completion,
             elapsed_since_unix_seconds(record.timestamp_envio),
@@ -140,7 +141,11 @@ impl OrderFlow {
 
     /// Publishes a Finished event until Kafka has it: its order's offset is
     /// not committed before.
-    async fn deliver_finished(&self, (transition, mut delivery): Announced) {
+    async fn deliver_finished(
+        &self,
+        transition: &Transition,
+        mut delivery: Option<DeliveryFuture>,
+    ) {
         let mut wait = FINISHED_RETRY.first;
         loop {
             if let Some(pending) = delivery.take() {
@@ -160,7 +165,7 @@ impl OrderFlow {
             self.metrics.incr(Counter::FinishedRetries);
             tokio::time::sleep(wait).await;
             wait = FINISHED_RETRY.next(wait);
-            delivery = self.events.publish_transition(&transition);
+            delivery = self.events.publish_transition(transition);
         }
     }
 
@@ -181,8 +186,9 @@ impl OrderFlow {
         }
     }
 
-    /// Announces a transition everywhere; returns it with its pending
-    /// delivery to the events topic (None if the queue refused it, counted).
+    /// Announces a transition everywhere; returns its pending delivery to
+    /// the events topic (None if the queue refused it, counted) and, for
+    /// Finished only, the transition itself, to publish again if need be.
     async fn announce(
         &self,
         gauge: &mut StateGauge<'_>,
@@ -204,11 +210,12 @@ impl OrderFlow {
         }
         let documents = Document::for_transition(record, &transition);
         // No subscriber is fine: nobody is watching.
-        let _ = self.transitions.send(transition.clone());
+        let kept = (to == State::Finished).then(|| transition.clone());
+        let _ = self.transitions.send(transition);
         self.sink.submit(documents).await;
-        (transition, delivery)
+        (kept, delivery)
     }
 }
 
-/// A transition and its pending delivery to the events topic.
-type Announced = (Transition, Option<DeliveryFuture>);
+/// A Finished transition (kept for retries) and a pending delivery.
+type Announced = (Option<Transition>, Option<DeliveryFuture>);

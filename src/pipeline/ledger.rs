@@ -120,7 +120,8 @@ impl AckLedger {
     }
 
     /// Entries kept in all, for checking the bookkeeping stays bounded.
-    pub fn entries(&self) -> usize {
+    #[cfg(test)]
+    fn entries(&self) -> usize {
         let inner = self.lock();
         inner.awaiting_finish.len()
             + inner.by_age.len()

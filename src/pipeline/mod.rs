@@ -75,6 +75,8 @@ pub struct Shutdown {
     pub notifications: NotifyCounts,
     /// Acknowledged orders that did not finish, and where they are.
     pub unfinished: Unfinished,
+    /// How the wait for them ended.
+    pub drain: DrainEnd,
 }
 
 /// Acknowledged orders a stopping process did not finish.
@@ -86,10 +88,29 @@ pub struct Unfinished {
     pub left_in_kafka: u64,
 }
 
+impl Unfinished {
+    /// `waiting` acknowledged orders, lost if only the embedded broker held them.
+    fn of(waiting: usize, embedded_broker: bool) -> Self {
+        let waiting = waiting as u64;
+        if embedded_broker {
+            Self {
+                lost: waiting,
+                left_in_kafka: 0,
+            }
+        } else {
+            Self {
+                lost: 0,
+                left_in_kafka: waiting,
+            }
+        }
+    }
+}
+
 /// How a drain ended.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub enum DrainEnd {
     /// Every acknowledged order finished (or, on an external broker, is in Kafka).
+    #[default]
     Complete,
     /// The user asked to stop waiting.
     Abandoned,
@@ -435,14 +456,14 @@ impl Pipeline {
 
     /// Stops the gRPC server: no new orders are acknowledged. Open calls
     /// and watch streams get a short while to end, then are cut.
-    pub async fn stop_accepting(&mut self) {
+    async fn stop_accepting(&mut self) {
         if let Some(server) = self.server.take() {
             server.shutdown(SERVER_STOP_LIMIT).await;
         }
     }
 
     /// Whether orders left in Kafka die with this process.
-    pub fn broker_is_embedded(&self) -> bool {
+    fn broker_is_embedded(&self) -> bool {
         self.embedded_broker.is_some()
     }
 
@@ -452,7 +473,7 @@ impl Pipeline {
     /// cancelled, or `limit` passes. `progress` hears the count still
     /// waiting. On an external broker the orders are safe in Kafka and
     /// nothing is waited for here.
-    pub async fn drain_acknowledged(
+    async fn drain_acknowledged(
         &mut self,
         limit: Duration,
         abandon: &CancellationToken,
@@ -460,6 +481,7 @@ impl Pipeline {
     ) -> DrainEnd {
         self.stop_accepting().await;
         if !self.broker_is_embedded() {
+            progress(0);
             return DrainEnd::Complete;
         }
         self.pause_consumers(false);
@@ -488,7 +510,7 @@ impl Pipeline {
     /// in-flight order finishes and is committed, then the producer flushes.
     /// With `StopMode::Abort` nothing is waited for (a second signal).
     /// Returns what the sink and the notifications did, and what is left.
-    pub async fn shutdown_with(mut self, mode: StopMode) -> Shutdown {
+    async fn shutdown_with(mut self, mode: StopMode) -> Shutdown {
         self.stop_accepting().await;
         if let Some(group) = self.consumers.take() {
             group.stop(mode).await;
@@ -516,24 +538,42 @@ impl Pipeline {
         if let Ok(Err(error)) = flushed {
             tracing::warn!(%error, "producer flush incomplete at shutdown");
         }
-        let waiting = self.ledger.unfinished() as u64;
-        let unfinished = if self.broker_is_embedded() {
-            Unfinished {
-                lost: waiting,
-                left_in_kafka: 0,
-            }
-        } else {
-            Unfinished {
-                lost: 0,
-                left_in_kafka: waiting,
-            }
-        };
+        let unfinished = Unfinished::of(self.ledger.unfinished(), self.broker_is_embedded());
         drop(self);
         Shutdown {
             sink,
             notifications,
             unfinished,
+            drain: DrainEnd::Complete,
         }
+    }
+
+    /// The whole stop as a user asks for it: drain (see
+    /// [`Pipeline::drain_acknowledged`]), then shut down; gracefully if the
+    /// drain completed, abandoning otherwise. `abandon` during the final
+    /// stop ends the wait too, with the orders still waiting counted.
+    pub async fn stop(
+        mut self,
+        limit: Duration,
+        abandon: &CancellationToken,
+        progress: impl FnMut(usize),
+    ) -> Shutdown {
+        let drain = self.drain_acknowledged(limit, abandon, progress).await;
+        let mode = match drain {
+            DrainEnd::Complete => StopMode::Drain,
+            DrainEnd::Abandoned | DrainEnd::TimedOut => StopMode::Abort,
+        };
+        let (ledger, embedded, sink) =
+            (self.ledger(), self.broker_is_embedded(), self.sink_status());
+        let stopped = tokio::select! {
+            stopped = self.shutdown_with(mode) => stopped,
+            _ = abandon.cancelled(), if mode == StopMode::Drain => Shutdown {
+                sink,
+                unfinished: Unfinished::of(ledger.unfinished(), embedded),
+                ..Shutdown::default()
+            },
+        };
+        Shutdown { drain, ..stopped }
     }
 
     /// A graceful stop: see [`Pipeline::shutdown_with`].

@@ -58,6 +58,18 @@ pub fn config(target: BrokerTarget, time_scale: f64) -> PipelineConfig {
     }
 }
 
+/// A broker the test owns (it outlives every process under test), reached
+/// over TCP on loopback, with the orders and events topics made.
+pub fn cluster_with_topics(
+    partitions: i32,
+) -> rdkafka::mocking::MockCluster<'static, rdkafka::producer::DefaultProducerContext> {
+    let cluster = rdkafka::mocking::MockCluster::new(1).unwrap();
+    for topic in ["orders", "orders.events"] {
+        cluster.create_topic(topic, partitions, 1).unwrap();
+    }
+    cluster
+}
+
 /// A fresh directory under the system's temporary one.
 pub fn scratch_dir() -> std::path::PathBuf {
     std::env::temp_dir().join(format!("orderdeck-test-{}", uuid::Uuid::new_v4()))

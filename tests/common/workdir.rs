@@ -65,3 +65,12 @@ pub fn assert_exit(output: &Output, code: i32) {
         text(&output.stderr)
     );
 }
+
+/// Sends `signal` (`-TERM`, `-INT`, `-KILL`, ...) to a process, as `kill` does.
+pub fn send_signal(child: &std::process::Child, signal: &str) {
+    let sent = Command::new("kill")
+        .args([signal, &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(sent.success(), "kill {signal} {}", child.id());
+}
