@@ -234,9 +234,15 @@ pub struct CommonArgs {
     /// E-mails per second at most.
     #[arg(long, global = true, default_value_t = 20.0, value_parser = number_in(0.01, 10_000.0))]
     pub notify_rate: f64,
-    /// Where the spool lives (NDJSON in Elasticsearch's bulk format).
+    /// Where the spool lives (NDJSON in Elasticsearch's bulk format; a
+    /// directory per process).
     #[arg(long, global = true, default_value = "orderdeck-data")]
     pub data_dir: PathBuf,
+    /// The spool's size on disk at most, all its directories together
+    /// (e.g. 512MiB, 2GiB); past it the oldest documents are deleted and
+    /// counted as dropped.
+    #[arg(long, global = true, default_value = "1GiB")]
+    pub spool_max_bytes: Bytes,
 
     /// Write the JSON report here when the run ends.
     #[arg(long, global = true)]
@@ -251,6 +257,45 @@ pub struct CommonArgs {
     /// Log file (the screen belongs to the UI and the progress bar).
     #[arg(long, global = true, default_value = "orderdeck.log")]
     pub log_file: PathBuf,
+}
+
+/// A size in bytes from the command line: `4096`, `64KiB`, `512MiB`, `2GiB`
+/// (or KB/MB/GB for powers of ten); between 1 MiB and 1 TiB.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct Bytes(pub u64);
+
+impl std::str::FromStr for Bytes {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        let text = s.trim();
+        let split = text
+            .find(|c: char| !c.is_ascii_digit())
+            .unwrap_or(text.len());
+        let (number, unit) = text.split_at(split);
+        let number: u64 = number
+            .parse()
+            .map_err(|_| format!("expected a size like 512MiB or 2GiB, got {s:?}"))?;
+        let scale: u64 = match unit.trim().to_ascii_lowercase().as_str() {
+            "" | "b" => 1,
+            "kib" | "k" => 1 << 10,
+            "mib" | "m" => 1 << 20,
+            "gib" | "g" => 1 << 30,
+            "tib" | "t" => 1 << 40,
+            "kb" => 1_000,
+            "mb" => 1_000_000,
+            "gb" => 1_000_000_000,
+            "tb" => 1_000_000_000_000,
+            other => return Err(format!("unknown size unit {other:?} in {s:?}")),
+        };
+        let bytes = number
+            .checked_mul(scale)
+            .ok_or_else(|| format!("{s:?} is too large"))?;
+        if !(1 << 20..=1 << 40).contains(&bytes) {
+            return Err(format!("{s:?} is outside 1MiB..1TiB"));
+        }
+        Ok(Bytes(bytes))
+    }
 }
 
 /// A span of seconds from the command line.

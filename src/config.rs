@@ -115,6 +115,7 @@ pub fn pipeline_config(args: &CommonArgs, listen: Option<SocketAddr>) -> Pipelin
             target: broker_target(args),
             topic: args.topic.clone(),
             events_topic,
+            metrics_topic: format!("{}.metrics", args.topic),
             partitions: args.partitions,
             replication: args.replication,
             group: args.group.clone(),
@@ -165,6 +166,7 @@ pub fn sink_settings(args: &CommonArgs) -> SinkSettings {
             None => SinkTarget::Spool,
         },
         data_dir: args.data_dir.clone(),
+        spool_max_bytes: args.spool_max_bytes.0,
         names: IndexNames {
             orders: args.orders_index.clone(),
             metrics: args.metrics_index.clone(),

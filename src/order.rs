@@ -226,10 +226,14 @@ pub struct Transition {
     pub previous_state_ms: f64,
     pub product: String,
     pub region: String,
-    /// The whole order, on its entry into Processing only, so a watcher can
-    /// show it without another lookup.
+    /// The whole order, so a reader of the events topic (a watcher, the
+    /// Elasticsearch mirror) needs no other lookup. Optional for events
+    /// written by older versions, which carried it on Processing only.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub order: Option<Order>,
+    /// When the order was acknowledged (epoch seconds), with the order.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub timestamp_envio: Option<f64>,
     /// The process that drove it (`host:pid`), so any reader of the events
     /// topic knows where each order ran.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -252,9 +256,19 @@ impl Transition {
             previous_state_ms: previous_state.as_secs_f64() * 1e3,
             product: record.order.nombre_producto.clone(),
             region: record.order.region.clone(),
-            order: from.is_none().then(|| record.order.clone()),
+            order: Some(record.order.clone()),
+            timestamp_envio: Some(record.timestamp_envio),
             by: None,
         }
+    }
+
+    /// The order as it was acknowledged, when the event carries it.
+    pub fn record(&self) -> Option<OrderRecord> {
+        Some(OrderRecord {
+            order: self.order.clone()?,
+            order_id: self.order_id,
+            timestamp_envio: self.timestamp_envio?,
+        })
     }
 }
 

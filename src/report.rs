@@ -9,7 +9,7 @@ use crate::{
     order::State,
     pipeline::Unfinished,
     sinks::notify::NotifyCounts,
-    sinks::SinkStatus,
+    sinks::{MirrorState, SinkStatus},
 };
 
 #[derive(Debug, Serialize)]
@@ -22,7 +22,7 @@ pub struct Report {
     pub broker: String,
     pub load: String,
     pub time_scale: f64,
-    /// Documents mirrored: produced = indexed + spooled + failed.
+    /// What the Elasticsearch mirror did.
     pub sink: SinkTotals,
     /// E-mails on transitions (all zero unless --notify-smtp).
     pub notifications: NotifyCounts,
@@ -36,26 +36,92 @@ pub struct Report {
     pub problems: Vec<String>,
 }
 
+/// What the mirror did: read = indexed + spooled + dead_lettered + pending.
 #[derive(Debug, Serialize)]
 pub struct SinkTotals {
     /// `spool <dir>` or the Elasticsearch URL.
     pub target: String,
-    pub produced: u64,
+    /// `running`, `throttled`, `down: …` or `stopped: …` at the end.
+    pub state: String,
+    /// Documents made from what the mirror read from Kafka.
+    pub read: u64,
     pub indexed: u64,
+    /// Written to the spool (for `orderdeck export`).
     pub spooled: u64,
-    pub failed: u64,
+    /// Refused by Elasticsearch for good, kept in the dead-letter file.
+    pub dead_lettered: u64,
+    /// Read but written nowhere when the mirror stopped (an abandon).
+    pub pending: u64,
+    /// Spooled documents deleted unexported to keep the spool in bounds.
+    pub dropped: u64,
+    /// Kafka records not mirrored when the mirror stopped.
+    pub left: u64,
+    /// Metric documents the producer's full queue refused.
+    pub metrics_dropped: u64,
+    /// Requests repeated after back-pressure or an outage.
+    pub retries: u64,
     pub failures: Vec<String>,
+    pub spool_dir: Option<String>,
+    pub dead_letter_file: Option<String>,
+}
+
+impl SinkTotals {
+    /// What keeps the mirror from being complete: documents not sent to
+    /// Elasticsearch (with one configured), refused, or never mirrored.
+    pub fn incomplete(&self, elastic: bool) -> Option<String> {
+        let mut problems = Vec::new();
+        if elastic && self.spooled > 0 {
+            problems.push(format!(
+                "{} documents not sent to Elasticsearch, kept in the spool {} (send them with `orderdeck export --es URL`)",
+                self.spooled,
+                self.spool_dir.as_deref().unwrap_or(&self.target)
+            ));
+        }
+        if self.dead_lettered > 0 {
+            problems.push(format!(
+                "{} documents refused by Elasticsearch ({}), kept in {}",
+                self.dead_lettered,
+                self.failures.join("; "),
+                self.dead_letter_file
+                    .as_deref()
+                    .unwrap_or("the dead-letter file")
+            ));
+        }
+        if self.left + self.pending > 0 {
+            problems.push(format!(
+                "{} records were not mirrored when the mirror stopped",
+                self.left + self.pending
+            ));
+        }
+        if self.state.starts_with("stopped") {
+            problems.push(format!("the mirror {}", self.state));
+        }
+        (!problems.is_empty()).then(|| problems.join("; "))
+    }
 }
 
 impl From<SinkStatus> for SinkTotals {
     fn from(s: SinkStatus) -> Self {
         Self {
             target: s.target,
-            produced: s.produced,
+            state: match s.state {
+                MirrorState::Running => "running".to_owned(),
+                MirrorState::Throttled => "throttled".to_owned(),
+                MirrorState::Down(reason) => format!("down: {reason}"),
+                MirrorState::Stopped(reason) => format!("stopped: {reason}"),
+            },
+            read: s.read,
             indexed: s.indexed,
-            spooled: s.spooled + s.queued,
-            failed: s.failed,
+            spooled: s.spooled,
+            dead_lettered: s.dead_lettered,
+            pending: s.pending,
+            dropped: s.dropped,
+            left: s.left,
+            metrics_dropped: s.metrics_dropped,
+            retries: s.retries,
             failures: s.failures,
+            spool_dir: s.spool_dir,
+            dead_letter_file: s.dead_letter_file,
         }
     }
 }
@@ -211,11 +277,11 @@ impl Report {
             "orders: sent {} · acknowledged {} · rejected {} · failed {} · consumed {} · finished {} (+{} elsewhere) · redelivered {} · unfinished {}\n\
              throughput: {:.0} orders/s finished over {:.1} s (broker: {})\n\
              latency ms: send p50 {:.2} p99 {:.2} · end-to-end p50 {:.2} p99 {:.2} · completion p50 {:.2} p99 {:.2}\n\
-             documents: produced {} · indexed {} · spooled {} · failed {} ({})",
+             documents: read {} · indexed {} · spooled {} · dead-lettered {} · left {} ({})",
             o.sent, o.acknowledged, o.rejected, o.failed, o.consumed, o.finished, o.finished_elsewhere, o.redelivered, o.unfinished,
             self.throughput.orders_per_s, self.elapsed_s, self.broker,
             l.send.p50, l.send.p99, l.end_to_end.p50, l.end_to_end.p99, l.completion.p50, l.completion.p99,
-            self.sink.produced, self.sink.indexed, self.sink.spooled, self.sink.failed, self.sink.target,
+            self.sink.read, self.sink.indexed, self.sink.spooled, self.sink.dead_lettered, self.sink.left, self.sink.target,
         )
     }
 }

@@ -23,9 +23,9 @@ use crate::{
     pipeline::{
         chaos::{Chaos, ChaosLog},
         ledger::LedgerTally,
-        Pipeline, PipelineConfig, Unfinished,
+        Pipeline, PipelineConfig, StopProgress, Unfinished,
     },
-    sinks::{elastic::ElasticConfig, kibana::import_saved_objects, SinkStatus},
+    sinks::{elastic::ElasticConfig, kibana::import_saved_objects, MirrorState, SinkStatus},
 };
 use futures::FutureExt;
 
@@ -61,6 +61,10 @@ pub enum Phase {
     },
     /// Orders in flight finishing, offsets committed, the producer flushed.
     Stopping,
+    /// The orders are done; the mirror catches up with Kafka.
+    Mirroring {
+        behind: u64,
+    },
     Stopped,
     Failed(String),
 }
@@ -280,12 +284,16 @@ async fn run(
     let metrics = Arc::clone(pipeline.metrics());
     let ledger = pipeline.ledger();
     let stopped = pipeline
-        .stop(settings.drain_limit, &abandon, |waiting| {
-            status.phase = match waiting {
-                0 => Phase::Stopping,
-                waiting => Phase::Draining {
+        .stop(settings.drain_limit, &abandon, |progress| {
+            status.phase = match progress {
+                StopProgress::Orders(0) => Phase::Stopping,
+                StopProgress::Orders(waiting) => Phase::Draining {
                     waiting: waiting as u64,
                 },
+                StopProgress::Mirror(sink) => {
+                    status.sink = sink.clone();
+                    Phase::Mirroring { behind: sink.lag }
+                }
             };
             status.clients_running = false;
             status.metrics = metrics.snapshot();
@@ -448,13 +456,22 @@ impl Live {
         status.partitions = self.pipeline.partition_lag();
         status.members = self.pipeline.consumer_loads();
         let sink = self.pipeline.sink_status();
-        if sink.failed > status.sink.failed {
-            // Refused documents are news: say why.
+        if sink.dead_lettered > status.sink.dead_lettered {
+            // Refused documents are news: say why, and where they are.
             status.notice = Some(format!(
-                "Elasticsearch refused {} documents: {}",
-                sink.failed,
-                sink.failures.first().map_or("", String::as_str)
+                "Elasticsearch refused {} documents: {} (kept in {})",
+                sink.dead_lettered,
+                sink.failures.first().map_or("", String::as_str),
+                sink.dead_letter_file
+                    .as_deref()
+                    .unwrap_or("the dead-letter file")
             ));
+        }
+        if let (MirrorState::Stopped(reason), false) = (
+            &sink.state,
+            matches!(status.sink.state, MirrorState::Stopped(_)),
+        ) {
+            status.notice = Some(format!("The mirror stopped: {reason}"));
         }
         status.sink = sink;
         if self.export.as_ref().is_some_and(JoinHandle::is_finished) {

@@ -86,8 +86,12 @@ async fn assert_nothing_lost(
     assert_eq!(by_order.len() as u64, ORDERS);
     assert_each_finished_once(&by_order);
     let sink = shutdown.sink;
-    assert_eq!(sink.produced, sink.indexed + sink.spooled, "{sink:?}");
-    assert_eq!(sink.failed, 0, "{sink:?}");
+    assert_eq!(sink.read, sink.indexed + sink.spooled, "{sink:?}");
+    assert_eq!(
+        (sink.dead_lettered, sink.pending, sink.left),
+        (0, 0, 0),
+        "{sink:?}"
+    );
     counts
 }
 

@@ -33,7 +33,9 @@ use crate::{
     metrics::{Counter, LatencySummary},
     order::Order,
     pipeline::{Pipeline, PipelineConfig, PipelineError},
-    sinks::{elastic::ElasticConfig, IndexNames, SinkSettings, SinkTarget},
+    sinks::{
+        elastic::ElasticConfig, mirror::SPOOL_MAX_BYTES, IndexNames, SinkSettings, SinkTarget,
+    },
 };
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum, Serialize)]
@@ -300,7 +302,7 @@ async fn run_scenario(
             stop_watching.cancel();
             let shutdown = pipeline.shutdown().await;
             let sink = shutdown.sink;
-            if sink.produced != sink.indexed + sink.spooled + sink.failed {
+            if sink.read != sink.indexed + sink.spooled + sink.dead_lettered {
                 tracing::warn!(?sink, "benchmark sink counters do not reconcile");
             }
             Ok(phases)
@@ -321,6 +323,7 @@ fn kafka_options(plan: &BenchPlan, bootstrap: &str, topic: &str) -> KafkaOptions
         target: BrokerTarget::External(bootstrap.to_owned()),
         topic: topic.to_owned(),
         events_topic: format!("{topic}.events"),
+        metrics_topic: format!("{topic}.metrics"),
         partitions: PARTITIONS,
         replication: 1,
         group: topic.to_owned(),
@@ -357,6 +360,7 @@ async fn bench_pipeline(
             target: sink,
             data_dir: std::env::temp_dir().join(format!("orderdeck-bench-{}", std::process::id())),
             names: IndexNames::default(),
+            spool_max_bytes: SPOOL_MAX_BYTES,
         },
         notify: None,
         tls: None,

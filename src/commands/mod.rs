@@ -12,8 +12,9 @@ use tokio_util::sync::CancellationToken;
 
 use crate::{
     cli::CommonArgs,
-    pipeline::{DrainEnd, Pipeline},
+    pipeline::{DrainEnd, Pipeline, StopProgress},
     report::{Report, RunContext},
+    sinks::SinkStatus,
     AppError,
 };
 
@@ -42,13 +43,21 @@ pub async fn finish(
     let ledger = pipeline.ledger();
     let mut told = None::<std::time::Instant>;
     let stopped = pipeline
-        .stop(args.drain_timeout.0, &signals.abandon, |waiting| {
-            if waiting > 0 && told.is_none_or(|at| at.elapsed() >= Duration::from_secs(1)) {
-                told = Some(std::time::Instant::now());
-                eprintln!(
+        .stop(args.drain_timeout.0, &signals.abandon, |progress| {
+            let line = match progress {
+                StopProgress::Orders(0) | StopProgress::Mirror(SinkStatus { lag: 0, .. }) => return,
+                StopProgress::Orders(waiting) => format!(
                     "draining: {waiting} acknowledged orders exist only in the embedded broker; \
                      finishing them (Ctrl-C again abandons them)"
-                );
+                ),
+                StopProgress::Mirror(sink) => format!(
+                    "mirroring: {} records to {} (Ctrl-C again stops; what is left is counted)",
+                    sink.lag, sink.target
+                ),
+            };
+            if told.is_none_or(|at| at.elapsed() >= Duration::from_secs(1)) {
+                told = Some(std::time::Instant::now());
+                eprintln!("{line}");
             }
         })
         .await;
@@ -154,20 +163,8 @@ pub fn conclude(report: &Report, args: &CommonArgs) -> Result<(), AppError> {
     if !report.complete {
         return Err(AppError::Incomplete(report.problems.join("; ")));
     }
-    let sink = &report.sink;
-    if sink.failed > 0 {
-        return Err(AppError::SinkIncomplete(format!(
-            "{} documents rejected by Elasticsearch: {}",
-            sink.failed,
-            sink.failures.join("; ")
-        )));
-    }
-    if args.es.is_some() && sink.spooled > 0 {
-        return Err(AppError::SinkIncomplete(format!(
-            "{} documents are still in the spool in {}; replay them with `orderdeck export --es URL`",
-            sink.spooled,
-            args.data_dir.display()
-        )));
+    if let Some(problem) = report.sink.incomplete(args.es.is_some()) {
+        return Err(AppError::SinkIncomplete(problem));
     }
     Ok(())
 }

@@ -103,7 +103,7 @@ impl Ingest {
                     "ms",
                     unix_millis_now(),
                 );
-                self.sink.submit(vec![send_time]).await;
+                self.sink.publish(&send_time);
                 Ok(Accepted {
                     order_id: record.order_id,
                     delivered,

@@ -364,19 +364,9 @@ impl ConsumerContext for MemberContext {
         err: RDKafkaRespErr,
         partitions: &mut TopicPartitionList,
     ) {
-        let rebalance = match err {
-            RDKafkaRespErr::RD_KAFKA_RESP_ERR__ASSIGN_PARTITIONS => Rebalance::Assign(partitions),
-            RDKafkaRespErr::RD_KAFKA_RESP_ERR__REVOKE_PARTITIONS => Rebalance::Revoke(partitions),
-            other => Rebalance::Error(KafkaError::Rebalance(other.into())),
-        };
+        let rebalance = super::rebalance_of(err, partitions);
         self.pre_rebalance(consumer, &rebalance);
-        let applied = match (&rebalance, self.cooperative) {
-            (Rebalance::Assign(partitions), true) => consumer.incremental_assign(partitions),
-            (Rebalance::Assign(partitions), false) => consumer.assign(partitions),
-            (Rebalance::Revoke(partitions), true) => consumer.incremental_unassign(partitions),
-            (_, _) => consumer.unassign(),
-        };
-        if let Err(error) = applied {
+        if let Err(error) = super::apply_rebalance(consumer, &rebalance, self.cooperative) {
             tracing::warn!(member = self.id, %error, "could not apply the rebalance");
         }
         self.post_rebalance(consumer, &rebalance);
@@ -530,9 +520,7 @@ impl ConsumerGroup {
             lag: Arc::clone(&self.shared.lag),
             hand_over_limit: (options.delivery_timeout * 2).max(Duration::from_secs(5)),
             closing: Arc::clone(&closing),
-            cooperative: config
-                .get("partition.assignment.strategy")
-                .is_some_and(|strategy| strategy.contains("cooperative")),
+            cooperative: super::is_cooperative(&config),
         };
         let consumer: MemberConsumer = config.create_with_context(context)?;
         consumer.subscribe(&[&options.topic])?;

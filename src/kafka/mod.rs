@@ -14,13 +14,49 @@ use rdkafka::{
     admin::{AdminClient, AdminOptions, NewTopic, TopicReplication},
     client::{ClientContext, DefaultClientContext},
     config::{ClientConfig, RDKafkaLogLevel},
-    consumer::{BaseConsumer, Consumer},
-    error::{KafkaError, RDKafkaErrorCode},
+    consumer::{BaseConsumer, Consumer, ConsumerContext, Rebalance},
+    error::{KafkaError, KafkaResult, RDKafkaErrorCode},
     types::RDKafkaErrorCode as Code,
+    types::RDKafkaRespErr,
+    TopicPartitionList,
 };
 use tokio::sync::watch;
 
 pub use embedded::EmbeddedBroker;
+
+/// Whether the configuration asks for incremental (cooperative) rebalances.
+/// Read from the configuration because asking librdkafka during a close can
+/// hang (see [`apply_rebalance`]).
+pub fn is_cooperative(config: &ClientConfig) -> bool {
+    config
+        .get("partition.assignment.strategy")
+        .is_some_and(|strategy| strategy.contains("cooperative"))
+}
+
+/// What librdkafka's rebalance callback was told, as rdkafka names it.
+pub fn rebalance_of(err: RDKafkaRespErr, partitions: &TopicPartitionList) -> Rebalance<'_> {
+    match err {
+        RDKafkaRespErr::RD_KAFKA_RESP_ERR__ASSIGN_PARTITIONS => Rebalance::Assign(partitions),
+        RDKafkaRespErr::RD_KAFKA_RESP_ERR__REVOKE_PARTITIONS => Rebalance::Revoke(partitions),
+        other => Rebalance::Error(KafkaError::Rebalance(other.into())),
+    }
+}
+
+/// rdkafka's default rebalance, except that the protocol is given: the
+/// default asks librdkafka's main thread, and that request never returned
+/// for a revoke during a consumer's close.
+pub fn apply_rebalance<C: ConsumerContext>(
+    consumer: &BaseConsumer<C>,
+    rebalance: &Rebalance<'_>,
+    cooperative: bool,
+) -> KafkaResult<()> {
+    match (rebalance, cooperative) {
+        (Rebalance::Assign(partitions), true) => consumer.incremental_assign(partitions),
+        (Rebalance::Assign(partitions), false) => consumer.assign(partitions),
+        (Rebalance::Revoke(partitions), true) => consumer.incremental_unassign(partitions),
+        (_, _) => consumer.unassign(),
+    }
+}
 
 /// This process as the events topic names it: `host:pid`.
 pub fn this_process() -> &'static str {
@@ -62,6 +98,8 @@ pub struct KafkaOptions {
     pub target: BrokerTarget,
     pub topic: String,
     pub events_topic: String,
+    /// Metric documents for the Elasticsearch mirror (send times, throughput).
+    pub metrics_topic: String,
     pub partitions: i32,
     pub replication: i32,
     pub group: String,
@@ -69,6 +107,13 @@ pub struct KafkaOptions {
     pub extra: Vec<(String, String)>,
     /// How long the producer tries to deliver before giving up.
     pub delivery_timeout: Duration,
+}
+
+impl KafkaOptions {
+    /// Every topic orderdeck uses: orders, events, metrics.
+    pub fn topics(&self) -> [&String; 3] {
+        [&self.topic, &self.events_topic, &self.metrics_topic]
+    }
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -136,10 +181,10 @@ impl ClientContext for HealthContext {
 }
 
 impl EmbeddedBroker {
-    /// Starts the embedded cluster with the orders and events topics made.
+    /// Starts the embedded cluster with every topic made.
     pub fn with_topics(brokers: i32, options: &KafkaOptions) -> Result<Self, KafkaSetupError> {
         let broker = Self::start(brokers)?;
-        for topic in [&options.topic, &options.events_topic] {
+        for topic in options.topics() {
             broker
                 .create_topic(topic, options.partitions, options.replication)
                 .map_err(|e| KafkaSetupError::Topic {
@@ -186,8 +231,8 @@ impl KafkaConnection {
         config
     }
 
-    /// Checks the cluster answers, then creates the orders and events topics
-    /// unless they exist. Fails with a clear reason when Kafka is unreachable.
+    /// Checks the cluster answers, then creates the orders, events and
+    /// metrics topics unless they exist. Fails with a clear reason when Kafka is unreachable.
     /// Returns the orders topic's partition count.
     pub async fn ensure_topics(&self) -> Result<usize, KafkaSetupError> {
         let existing = self.existing_topics().await?;
@@ -198,7 +243,9 @@ impl KafkaConnection {
                 .map(|(_, partitions)| *partitions)
         };
         let timeout = self.options.delivery_timeout.max(Duration::from_secs(1));
-        let missing: Vec<NewTopic<'_>> = [&self.options.topic, &self.options.events_topic]
+        let missing: Vec<NewTopic<'_>> = self
+            .options
+            .topics()
             .into_iter()
             .filter(|name| partitions_of(name).is_none())
             .map(|name| {

@@ -39,6 +39,7 @@ pub struct OrderProducer {
     context: HealthContext,
     topic: String,
     events_topic: String,
+    metrics_topic: String,
 }
 
 /// Producer settings that make an acknowledged order durable, with the
@@ -83,6 +84,7 @@ impl OrderProducer {
             context,
             topic: connection.options.topic.clone(),
             events_topic: connection.options.events_topic.clone(),
+            metrics_topic: connection.options.metrics_topic.clone(),
         })
     }
 
@@ -134,6 +136,17 @@ impl OrderProducer {
                     .headers(headers),
             )
             .ok()
+    }
+
+    /// Queues a metric record (never waits); false if the queue refused it.
+    pub fn publish_metric(&self, key: &str, value: &[u8]) -> bool {
+        self.producer
+            .send_result(
+                FutureRecord::to(&self.metrics_topic)
+                    .key(key)
+                    .payload(value),
+            )
+            .is_ok()
     }
 
     /// Waits for everything queued to be delivered.

@@ -15,11 +15,11 @@ use tokio_util::sync::CancellationToken;
 
 use super::{ledger::AckLedger, registry::RunGuard};
 use crate::{
-    clock::{elapsed_since_unix_seconds, unix_millis_now, Backoff, DelayRange, SimClock},
+    clock::{elapsed_since_unix_seconds, Backoff, DelayRange, SimClock},
     kafka::{producer::OrderProducer, this_process},
     metrics::{Counter, Latency, Metrics},
     order::{OrderRecord, State, Transition},
-    sinks::{notify::Notifier, Document, MetricKind, SinkHandle},
+    sinks::notify::Notifier,
 };
 
 pub struct OrderFlow {
@@ -31,7 +31,6 @@ pub struct OrderFlow {
     pub events: Arc<OrderProducer>,
     pub ledger: Arc<AckLedger>,
     /// Mirrors the order and its metrics to Elasticsearch or the spool.
-    pub sink: SinkHandle,
     /// E-mails the customer on chosen transitions, if configured.
     pub notifier: Option<Notifier>,
     /// Panics still to inject (chaos).
@@ -83,15 +82,6 @@ impl OrderFlow {
         }
         let end_to_end = elapsed_since_unix_seconds(record.timestamp_envio);
         self.metrics.record(Latency::EndToEnd, end_to_end);
-        let consumed = Document::metric(
-            MetricKind::EndToEndLatency,
-            Some(record.order_id),
-            None,
-            end_to_end.as_secs_f64() * 1e3,
-            "ms",
-            unix_millis_now(),
-        );
-        self.sink.submit(vec![consumed]).await;
         let mut gauge = StateGauge {
             metrics: &self.metrics,
             current: None,
@@ -208,11 +198,9 @@ impl OrderFlow {
         if let Some(notifier) = &self.notifier {
             notifier.transition(record, to);
         }
-        let documents = Document::for_transition(record, &transition);
         // No subscriber is fine: nobody is watching.
         let kept = (to == State::Finished).then(|| transition.clone());
         let _ = self.transitions.send(transition);
-        self.sink.submit(documents).await;
         (kept, delivery)
     }
 }

@@ -121,6 +121,18 @@ pub enum DrainEnd {
 /// How long a stop waits for the gRPC server: open calls and watchers get
 /// this long to end before they are cut.
 const SERVER_STOP_LIMIT: Duration = Duration::from_secs(5);
+/// How a stop is going.
+#[derive(Clone, Copy, Debug)]
+pub enum StopProgress<'a> {
+    /// Acknowledged orders still waiting to finish.
+    Orders(usize),
+    /// The mirror catching up with Kafka (`lag` records to go).
+    Mirror(&'a SinkStatus),
+}
+
+/// How long a graceful [`Pipeline::shutdown`] lets the mirror catch up
+/// before the rest goes to the spool.
+pub const MIRROR_DRAIN_LIMIT: Duration = Duration::from_secs(120);
 
 #[derive(Debug, thiserror::Error)]
 pub enum PipelineError {
@@ -193,7 +205,14 @@ impl Pipeline {
         let partitions = connection.ensure_topics().await?;
 
         let metrics = Arc::new(Metrics::new());
-        let (sink, sink_task) = sinks::mirror::start(config.sink.clone()).await?;
+        let producer = Arc::new(OrderProducer::new(&connection)?);
+        let (sink, sink_task) = sinks::mirror::start(
+            &connection,
+            Arc::clone(&producer),
+            broker.is_some(),
+            config.sink.clone(),
+        )
+        .await?;
         let (notifier, notify_task) = match config.notify.clone() {
             Some(settings) => {
                 let (notifier, task) = notify::start(settings)?;
@@ -207,7 +226,6 @@ impl Pipeline {
             sink.clone(),
             stop_throughput.clone(),
         ));
-        let producer = Arc::new(OrderProducer::new(&connection)?);
         // An ack cannot trail its order's finish by more than a delivery timeout.
         let ledger = Arc::new(AckLedger::new(config.kafka.delivery_timeout * 2));
         let registry = OrderRegistry::new(config.dedup_memory);
@@ -219,7 +237,6 @@ impl Pipeline {
             transitions: transitions.clone(),
             events: Arc::clone(&producer),
             ledger: Arc::clone(&ledger),
-            sink: sink.clone(),
             notifier,
             injected_panics: Default::default(),
         });
@@ -507,10 +524,18 @@ impl Pipeline {
     }
 
     /// Stops in the order that loses nothing: no new orders, then every
-    /// in-flight order finishes and is committed, then the producer flushes.
-    /// With `StopMode::Abort` nothing is waited for (a second signal).
+    /// in-flight order finishes and is committed, then the producer flushes,
+    /// then the mirror catches up with Kafka (for up to `mirror_limit`, then
+    /// the rest goes to the spool). With `StopMode::Abort` no order is
+    /// waited for (a second signal). `abandon` stops the mirror at once.
     /// Returns what the sink and the notifications did, and what is left.
-    async fn shutdown_with(mut self, mode: StopMode) -> Shutdown {
+    async fn shutdown_with(
+        mut self,
+        mode: StopMode,
+        mirror_limit: Duration,
+        abandon: &CancellationToken,
+        mirror_progress: impl FnMut(&SinkStatus),
+    ) -> Shutdown {
         self.stop_accepting().await;
         if let Some(group) = self.consumers.take() {
             group.stop(mode).await;
@@ -521,10 +546,6 @@ impl Pipeline {
         }
         self.finished_watch.take();
         self.stop_throughput.cancel();
-        let sink = match self.sink_task.take() {
-            Some(task) => task.close().await,
-            None => self.sink_status(),
-        };
         let notifications = match self.notify_task.take() {
             Some(task) => task.close().await,
             None => NotifyCounts::default(),
@@ -538,6 +559,11 @@ impl Pipeline {
         if let Ok(Err(error)) = flushed {
             tracing::warn!(%error, "producer flush incomplete at shutdown");
         }
+        // Everything is in Kafka now: the mirror's last records are known.
+        let sink = match self.sink_task.take() {
+            Some(task) => task.close(mirror_limit, abandon, mirror_progress).await,
+            None => self.sink_status(),
+        };
         let unfinished = Unfinished::of(self.ledger.unfinished(), self.broker_is_embedded());
         drop(self);
         Shutdown {
@@ -552,33 +578,56 @@ impl Pipeline {
     /// [`Pipeline::drain_acknowledged`]), then shut down; gracefully if the
     /// drain completed, abandoning otherwise. `abandon` during the final
     /// stop ends the wait too, with the orders still waiting counted.
+    /// `progress` hears the orders still waiting, then the mirror catching up.
     pub async fn stop(
         mut self,
         limit: Duration,
         abandon: &CancellationToken,
-        progress: impl FnMut(usize),
+        mut progress: impl FnMut(StopProgress<'_>),
     ) -> Shutdown {
-        let drain = self.drain_acknowledged(limit, abandon, progress).await;
+        let drain = self
+            .drain_acknowledged(limit, abandon, |waiting| {
+                progress(StopProgress::Orders(waiting))
+            })
+            .await;
         let mode = match drain {
             DrainEnd::Complete => StopMode::Drain,
             DrainEnd::Abandoned | DrainEnd::TimedOut => StopMode::Abort,
         };
+        // Orders abandoned: the mirror only spools what is in Kafka.
+        let mirror_limit = match mode {
+            StopMode::Drain => limit,
+            StopMode::Abort => Duration::ZERO,
+        };
         let (ledger, embedded, sink) =
-            (self.ledger(), self.broker_is_embedded(), self.sink_status());
+            (self.ledger(), self.broker_is_embedded(), self.sink.status());
         let stopped = tokio::select! {
-            stopped = self.shutdown_with(mode) => stopped,
-            _ = abandon.cancelled(), if mode == StopMode::Drain => Shutdown {
-                sink,
-                unfinished: Unfinished::of(ledger.unfinished(), embedded),
-                ..Shutdown::default()
-            },
+            stopped = self.shutdown_with(mode, mirror_limit, abandon, |sink| {
+                progress(StopProgress::Mirror(sink))
+            }) => stopped,
+            _ = abandon.cancelled(), if mode == StopMode::Drain => {
+                let mut sink = sink.borrow().clone();
+                sink.left = sink.lag;
+                Shutdown {
+                    sink,
+                    unfinished: Unfinished::of(ledger.unfinished(), embedded),
+                    ..Shutdown::default()
+                }
+            }
         };
         Shutdown { drain, ..stopped }
     }
 
-    /// A graceful stop: see [`Pipeline::shutdown_with`].
+    /// A graceful stop: see [`Pipeline::shutdown_with`]; the mirror gets
+    /// [`MIRROR_DRAIN_LIMIT`] to catch up.
     pub async fn shutdown(self) -> Shutdown {
-        self.shutdown_with(StopMode::Drain).await
+        self.shutdown_with(
+            StopMode::Drain,
+            MIRROR_DRAIN_LIMIT,
+            &CancellationToken::new(),
+            |_| {},
+        )
+        .await
     }
 }
 
@@ -625,8 +674,7 @@ async fn report_throughput(metrics: Arc<Metrics>, sink: SinkHandle, stop: Cancel
             _ = tick.tick() => {}
         }
         let now = metrics.get(crate::metrics::Counter::Finished);
-        sink.submit(vec![Document::throughput((now - last) as f64)])
-            .await;
+        sink.publish(&Document::throughput((now - last) as f64));
         last = now;
     }
 }

@@ -1,14 +1,21 @@
 //! What goes to Elasticsearch: one document per order (its latest state) and
 //! one per metric, each with an id derived from the order id so that a retry
-//! or a replay overwrites instead of duplicating.
+//! or a replay overwrites instead of duplicating. Order documents carry their
+//! state as an external version, so an older state sent late (a replay, a
+//! hand-over, an export of an old run) never overwrites a newer one.
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
 
 use crate::{
     clock::unix_millis_now,
     order::{OrderId, OrderRecord, State, Transition},
 };
+
+/// A metrics-topic record that is not a document.
+#[derive(Debug, thiserror::Error)]
+#[error("not a metric document: {0}")]
+pub struct NotADocument(#[from] serde_json::Error);
 
 /// The two indices, by role; names are configurable.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -26,7 +33,8 @@ impl Default for IndexNames {
     }
 }
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
 pub enum IndexKind {
     Orders,
     Metrics,
@@ -55,10 +63,13 @@ impl MetricKind {
     }
 }
 
-#[derive(Clone, Debug, PartialEq)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct Document {
     pub index: IndexKind,
     pub id: String,
+    /// Elasticsearch's external version: a lower one never replaces a higher.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub version: Option<u64>,
     pub source: Value,
 }
 
@@ -69,8 +80,46 @@ impl Document {
             IndexKind::Orders => &names.orders,
             IndexKind::Metrics => &names.metrics,
         };
-        let action = json!({ "index": { "_index": index, "_id": self.id } });
+        let action = match self.version {
+            Some(version) => json!({ "index": {
+                "_index": index, "_id": self.id,
+                "version": version, "version_type": "external",
+            } }),
+            None => json!({ "index": { "_index": index, "_id": self.id } }),
+        };
         format!("{action}\n{}\n", self.source)
+    }
+
+    /// The document as a metrics-topic record.
+    pub fn to_record(&self) -> Vec<u8> {
+        serde_json::to_vec(self).expect("a document serializes")
+    }
+
+    pub fn from_record(bytes: &[u8]) -> Result<Self, NotADocument> {
+        Ok(serde_json::from_slice(bytes)?)
+    }
+
+    /// Everything one events-topic record stands for: the order's new
+    /// state, the transition's metrics and, on entering Processing, the
+    /// end-to-end latency (acknowledged → taken up). An event without the
+    /// order (written by an older version) yields its metrics only.
+    pub fn from_event(transition: &Transition) -> Vec<Self> {
+        let Some(record) = transition.record() else {
+            return Self::transition_metrics(transition);
+        };
+        let mut documents = Self::for_transition(&record, transition);
+        if transition.from.is_none() {
+            let accepted_ms = record.timestamp_envio * 1e3;
+            documents.push(Self::metric(
+                MetricKind::EndToEndLatency,
+                Some(record.order_id),
+                None,
+                (transition.at_unix_ms as f64 - accepted_ms).max(0.0),
+                "ms",
+                transition.at_unix_ms,
+            ));
+        }
+        documents
     }
 
     /// A metric of one order (or of the pipeline when `order` is None).
@@ -90,6 +139,7 @@ impl Document {
         Self {
             index: IndexKind::Metrics,
             id,
+            version: None,
             source: json!({
                 "@timestamp": at_unix_ms,
                 "kind": kind,
@@ -111,6 +161,7 @@ impl Document {
         Self {
             index: IndexKind::Orders,
             id: record.order_id.to_string(),
+            version: Some(state.index() as u64 + 1),
             source,
         }
     }
@@ -118,22 +169,25 @@ impl Document {
     /// What one transition adds: the order's new state, the transition, and
     /// the time spent in the state it left.
     pub fn for_transition(record: &OrderRecord, transition: &Transition) -> Vec<Self> {
+        let mut documents = vec![Self::order(record, transition.to, transition.at_unix_ms)];
+        documents.extend(Self::transition_metrics(transition));
+        documents
+    }
+
+    fn transition_metrics(transition: &Transition) -> Vec<Self> {
         let at = transition.at_unix_ms;
-        let mut documents = vec![
-            Self::order(record, transition.to, at),
-            Self::metric(
-                MetricKind::StateTransition,
-                Some(record.order_id),
-                Some(transition.to),
-                transition.previous_state_ms,
-                "ms",
-                at,
-            ),
-        ];
+        let mut documents = vec![Self::metric(
+            MetricKind::StateTransition,
+            Some(transition.order_id),
+            Some(transition.to),
+            transition.previous_state_ms,
+            "ms",
+            at,
+        )];
         if let Some(from) = transition.from {
             documents.push(Self::metric(
                 MetricKind::TimeInState,
-                Some(record.order_id),
+                Some(transition.order_id),
                 Some(from),
                 transition.previous_state_ms,
                 "ms",
@@ -223,6 +277,46 @@ mod tests {
         assert_eq!(ids[0], r.order_id.to_string());
         assert_eq!(ids[1], format!("{}:state_transition:Preparing", r.order_id));
         assert_eq!(ids[2], format!("{}:time_in_state:Processing", r.order_id));
+    }
+
+    #[test]
+    fn an_event_stands_for_its_documents_and_later_states_win() {
+        let r = record();
+        let entry = Transition::new(&r, None, State::Processing, std::time::Duration::ZERO);
+        let entered = Document::from_event(&entry);
+        let kinds: Vec<_> = entered.iter().map(|d| d.id.clone()).collect();
+        assert_eq!(
+            kinds,
+            [
+                r.order_id.to_string(),
+                format!("{}:state_transition:Processing", r.order_id),
+                format!("{}:end_to_end_latency", r.order_id),
+            ]
+        );
+        let done = Transition::new(
+            &r,
+            Some(State::Delivered),
+            State::Finished,
+            Default::default(),
+        );
+        let finished = &Document::from_event(&done)[0];
+        assert!(
+            finished.version > entered[0].version,
+            "Finished outranks Processing"
+        );
+        let action: Value = serde_json::from_str(
+            finished
+                .bulk_lines(&IndexNames::default())
+                .lines()
+                .next()
+                .unwrap(),
+        )
+        .unwrap();
+        assert_eq!(action["index"]["version_type"], "external");
+        assert_eq!(action["index"]["version"], 5);
+        let metric = &entered[1];
+        assert_eq!(Document::from_record(&metric.to_record()).unwrap(), *metric);
+        assert!(Document::from_record(b"{}").is_err());
     }
 
     #[test]

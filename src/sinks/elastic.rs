@@ -78,15 +78,32 @@ pub enum ElasticError {
 }
 
 impl ElasticError {
-    /// Worth trying again later (down, overloaded, failing) rather than a
-    /// problem with the request itself.
-    pub fn is_transient(&self) -> bool {
+    /// What the answer means for whoever sends: back off, wait for it to
+    /// come back, split the request, or stop.
+    pub fn verdict(&self) -> Verdict {
         match self {
-            ElasticError::Unreachable(_) => true,
-            ElasticError::Status { status, .. } => *status == 429 || *status >= 500,
-            ElasticError::Config(_) => false,
+            ElasticError::Unreachable(_) => Verdict::Down,
+            ElasticError::Status { status: 413, .. } => Verdict::TooLarge,
+            ElasticError::Status { status, .. } if *status == 429 || *status >= 500 => {
+                Verdict::Throttled
+            }
+            ElasticError::Status { .. } | ElasticError::Config(_) => Verdict::Refused,
         }
     }
+}
+
+/// How a failed request is to be treated.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Verdict {
+    /// It answers but is overloaded or failing (429, 5xx): back-pressure.
+    Throttled,
+    /// No answer (connection refused, timeout): down.
+    Down,
+    /// 413: the request must be smaller.
+    TooLarge,
+    /// The whole request is refused (401, 403, 404, ...): retrying will not
+    /// help until someone changes something.
+    Refused,
 }
 
 /// What Elasticsearch did with one operation of a bulk request.
@@ -219,6 +236,10 @@ fn item_outcome(item: &Value) -> ItemOutcome {
     };
     match status {
         200..=299 => ItemOutcome::Indexed,
+        // The same or a later state of the order is there already.
+        409 if result["error"]["type"] == "version_conflict_engine_exception" => {
+            ItemOutcome::Indexed
+        }
         429 | 500..=599 => ItemOutcome::Retry(reason()),
         _ => ItemOutcome::Failed(reason()),
     }
@@ -243,6 +264,13 @@ mod tests {
             item_outcome(&json!({"index": {"status": 503}})),
             ItemOutcome::Retry(_)
         ));
+        assert_eq!(
+            item_outcome(
+                &json!({"index": {"status": 409, "error": {"type": "version_conflict_engine_exception"}}})
+            ),
+            ItemOutcome::Indexed,
+            "a newer state is already there"
+        );
         let failed = item_outcome(
             &json!({"index": {"status": 400, "error": {"type": "mapper_parsing_exception", "reason": "failed to parse field [precio]"}}}),
         );

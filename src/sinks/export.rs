@@ -1,23 +1,35 @@
-//! Replaying the spool into Elasticsearch: in order, resumable (a cursor
-//! file records how far it got), idempotent (document ids come from order
-//! ids, so running it twice leaves the same documents).
+//! Sending the spool into Elasticsearch: directory by directory, resumable
+//! (each directory keeps a cursor of how far exports got), idempotent
+//! (document ids come from order ids, order documents carry their state as
+//! a version, so sending twice leaves the same documents).
 
 use std::path::Path;
 
+use tokio_util::sync::CancellationToken;
+
 use super::{
-    elastic::{ElasticClient, ElasticError},
-    mirror::{send_batch, BATCH},
-    spool::SpoolReader,
+    elastic::ElasticError,
+    indexer::{Indexer, Pressure, Stopped, Unsent, MAX_BATCH},
+    spool::{append_dead_letters, SpoolError, SpoolReader},
 };
 
 #[derive(Debug, thiserror::Error)]
 pub enum ExportError {
-    #[error("cannot read the spool in {dir}: {source}")]
-    Spool { dir: String, source: std::io::Error },
     #[error(transparent)]
-    Elastic(#[from] ElasticError),
-    #[error("Elasticsearch became unavailable after {done} of {total} documents: {error}; run the export again to resume")]
+    Spool(#[from] SpoolError),
+    #[error("cannot write the dead-letter file {path}: {source}")]
+    DeadLetters {
+        path: String,
+        source: std::io::Error,
+    },
+    #[error("{reason} (after {done} of {total} documents); run the export again to resume")]
     Interrupted {
+        done: u64,
+        total: u64,
+        reason: String,
+    },
+    #[error("Elasticsearch refused the export after {done} of {total} documents: {error}")]
+    Refused {
         done: u64,
         total: u64,
         error: ElasticError,
@@ -28,48 +40,76 @@ pub enum ExportError {
 pub struct ExportSummary {
     pub indexed: u64,
     pub failures: Vec<String>,
+    /// Refused for good, written to the export's dead-letter file.
     pub failed: u64,
+    /// Directories a running process still writes (not read).
+    pub in_use: usize,
 }
 
-/// Sends the spool under `data_dir` to Elasticsearch from where the last
-/// export stopped (or from the start with `restart`), calling `progress`
-/// with (done, total) after each batch.
-pub async fn replay_spool(
+/// The export's own dead-letter file, beside the spool.
+pub const EXPORT_DEAD_LETTERS: &str = "export-dead-letter.ndjson";
+
+/// Sends the spool under `data_dir` from where the last export stopped (or
+/// from the start with `restart`), calling `progress` with (done, total)
+/// after each request. Back-pressure is waited out; an outage ends the
+/// export (resumable); a refusal of the whole request ends it with why.
+pub async fn export_spool(
     data_dir: &Path,
-    client: &ElasticClient,
+    indexer: &mut Indexer,
     restart: bool,
     mut progress: impl FnMut(u64, u64),
 ) -> Result<ExportSummary, ExportError> {
-    let dir = data_dir.join("spool");
-    let spool_error = |source| ExportError::Spool {
-        dir: dir.display().to_string(),
-        source,
+    let mut reader = SpoolReader::open(data_dir, restart)?;
+    let total = reader.remaining()?;
+    let mut summary = ExportSummary {
+        in_use: reader.in_use.len(),
+        ..ExportSummary::default()
     };
-    let mut reader = SpoolReader::open(&dir, "export.cursor", false).map_err(spool_error)?;
-    if restart {
-        reader.rewind().map_err(spool_error)?;
-    }
-    let total = reader.remaining().map_err(spool_error)?;
-    client.ensure_templates().await?;
-    let mut summary = ExportSummary::default();
+    let dead_letters = data_dir.join(EXPORT_DEAD_LETTERS);
     let mut done = 0;
     progress(done, total);
     loop {
-        let operations = reader.peek(BATCH).map_err(spool_error)?;
+        let operations = reader.peek(MAX_BATCH)?;
         if operations.is_empty() {
             return Ok(summary);
         }
         let count = operations.len() as u64;
-        let (result, unavailable) = send_batch(client, operations).await;
-        if let Some(error) = unavailable {
-            return Err(ExportError::Interrupted { done, total, error });
-        }
-        reader.consume().map_err(spool_error)?;
-        summary.indexed += result.indexed as u64;
-        summary.failed += result.failures.len() as u64;
-        for reason in result.failures {
-            if summary.failures.len() < 5 && !summary.failures.contains(&reason) {
-                summary.failures.push(reason);
+        // An outage ends the export at once: the user reruns it later.
+        let give_up = CancellationToken::new();
+        let mut outage = String::new();
+        let sent = indexer
+            .send(operations, &give_up, |pressure| {
+                if let Pressure::Down(reason) = pressure {
+                    outage = reason.clone();
+                    give_up.cancel();
+                }
+            })
+            .await;
+        let sent = match sent {
+            Ok(sent) => sent,
+            Err(Stopped { why, .. }) => {
+                return Err(match why {
+                    Unsent::GaveUp => ExportError::Interrupted {
+                        done,
+                        total,
+                        reason: outage,
+                    },
+                    Unsent::Refused { error } => ExportError::Refused { done, total, error },
+                })
+            }
+        };
+        append_dead_letters(&dead_letters, &sent.refused).map_err(|source| {
+            ExportError::DeadLetters {
+                path: dead_letters.display().to_string(),
+                source,
+            }
+        })?;
+        reader.consume()?;
+        summary.indexed += sent.indexed as u64;
+        summary.failed += sent.refused.len() as u64;
+        for refusal in sent.refused {
+            if summary.failures.len() < 5 && !summary.failures.contains(&refusal.reason) {
+                summary.failures.push(refusal.reason);
             }
         }
         done += count;

@@ -1,10 +1,15 @@
-//! The sink task: takes documents from the pipeline, batches them, and
-//! either indexes them in bulk or, when Elasticsearch is not there (or not
-//! configured), appends them to the spool; when Elasticsearch comes back the
-//! spool is replayed first, in order. Nothing is dropped: every document is
-//! indexed, spooled, or counted as failed with its reason.
+//! The mirror: Kafka into Elasticsearch (or the spool), the way Kafka
+//! Connect's Elasticsearch sink does it. A consumer group of its own reads
+//! the events topic (every transition, with its order) and the metrics
+//! topic, turns each record into documents, and commits its offsets only
+//! once those documents are in Elasticsearch, in the dead-letter file, or
+//! synced to the spool. The order path never waits on it: when
+//! Elasticsearch pushes back or goes away, the mirror's lag grows and Kafka
+//! holds the rest; a crash or a second process is handled by the group's
+//! offsets; catching up is reading on.
 
 use std::{
+    collections::{BTreeSet, HashMap},
     path::PathBuf,
     sync::{
         atomic::{AtomicU64, Ordering},
@@ -13,32 +18,42 @@ use std::{
     time::Duration,
 };
 
-use rand::Rng;
-use tokio::{
-    sync::{mpsc, watch, Semaphore},
-    task::JoinHandle,
+use rdkafka::{
+    client::ClientContext,
+    consumer::{BaseConsumer, CommitMode, Consumer, ConsumerContext, Rebalance, StreamConsumer},
+    error::{KafkaError, KafkaResult},
+    message::{BorrowedMessage, Message},
+    statistics::Statistics,
+    types::RDKafkaRespErr,
+    Offset, TopicPartitionList,
 };
+use tokio::{sync::watch, task::JoinHandle};
 use tokio_util::sync::CancellationToken;
 
 use super::{
     document::{Document, IndexNames},
-    elastic::{ElasticClient, ElasticConfig, ElasticError, ItemOutcome},
-    spool::{SpoolReader, SpoolWriter},
+    elastic::{ElasticClient, ElasticConfig, ElasticError},
+    indexer::{Indexer, Pressure, Refusal, Stopped, Unsent},
+    spool::SpoolWriter,
+};
+use crate::{
+    kafka::{
+        apply_rebalance, is_cooperative, producer::OrderProducer, rebalance_of, KafkaConnection,
+    },
+    order::Transition,
 };
 
-/// Operations per `_bulk` request and per spool read.
-pub const BATCH: usize = 1_000;
-/// Documents waiting in memory at most; past it the pipeline waits.
-const QUEUE: usize = 20_000;
+/// How long documents gather before they are sent, at most.
 const FLUSH_EVERY: Duration = Duration::from_millis(200);
-/// Attempts for one batch before its rest goes to the spool.
-const ATTEMPTS: u32 = 4;
-/// Spool batches replayed between two status updates.
-const REPLAY_BATCHES_PER_STATUS: usize = 20;
-/// Longest wait between two attempts to reach Elasticsearch while it is down.
-const MAX_PROBE_INTERVAL: Duration = Duration::from_secs(5);
-/// Reasons of permanent failures kept for the screen.
+/// Operations per spool write.
+const SPOOL_BATCH: usize = 5_000;
+/// Reasons of refused documents kept for the screen.
 const KEPT_REASONS: usize = 5;
+/// Past the drain limit, the rest goes to the spool; this long more at most.
+const SPOOL_REST_LIMIT: Duration = Duration::from_secs(30);
+const SETUP_LIMIT: Duration = Duration::from_secs(10);
+/// The spool's default bound.
+pub const SPOOL_MAX_BYTES: u64 = 1 << 30;
 
 #[derive(Clone, Debug)]
 pub enum SinkTarget {
@@ -55,141 +70,84 @@ pub struct SinkSettings {
     /// The spool lives in `<data_dir>/spool`.
     pub data_dir: PathBuf,
     pub names: IndexNames,
+    /// The spool's size on disk at most (all its directories).
+    pub spool_max_bytes: u64,
 }
 
 #[derive(Debug, thiserror::Error)]
 pub enum SinkError {
-    #[error("cannot use the spool in {dir}: {source}")]
-    Spool { dir: String, source: std::io::Error },
     #[error(transparent)]
     Elastic(#[from] ElasticError),
+    #[error("the Elasticsearch mirror cannot read Kafka: {0}")]
+    Kafka(#[from] KafkaError),
 }
 
-/// Counters that reconcile: produced = indexed + spooled + failed + queued.
-#[derive(Default)]
-pub struct SinkCounters {
-    produced: AtomicU64,
-    indexed: AtomicU64,
-    spooled: AtomicU64,
-    failed: AtomicU64,
-    reasons: Mutex<Vec<String>>,
+/// How the mirror is doing, as the screen shows it.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub enum MirrorState {
+    /// Keeping up (or writing the spool, with no Elasticsearch).
+    #[default]
+    Running,
+    /// Elasticsearch answers 429/5xx: it slows us down, nothing is lost.
+    Throttled,
+    /// Elasticsearch does not answer; Kafka holds what waits.
+    Down(String),
+    /// Stopped sending after a refusal retrying cannot fix (401, 403, 404,
+    /// a full disk); what follows goes to the spool if it can.
+    Stopped(String),
 }
 
-/// What the screen and the report show about the sink.
+/// Counters that reconcile: read = indexed + spooled + dead_lettered + pending.
 #[derive(Clone, Debug, Default, PartialEq)]
 pub struct SinkStatus {
     /// `spool <dir>` or the Elasticsearch URL.
     pub target: String,
-    /// None while healthy; the reason while Elasticsearch is unavailable.
-    pub down: Option<String>,
-    pub produced: u64,
+    pub state: MirrorState,
+    /// Documents made from the records read from Kafka.
+    pub read: u64,
     pub indexed: u64,
-    /// Waiting in the spool (for a replay or an export).
+    /// Synced to the spool, for `orderdeck export`.
     pub spooled: u64,
-    pub failed: u64,
-    /// In memory, not yet written anywhere.
-    pub queued: u64,
-    /// Why documents failed for good (the first few).
+    /// Refused for good; in the dead-letter file with their reasons.
+    pub dead_lettered: u64,
+    /// Read, not yet anywhere.
+    pub pending: u64,
+    /// Spooled documents deleted, unexported, to keep the spool in bounds.
+    pub dropped: u64,
+    /// Records in Kafka the mirror has not taken yet.
+    pub lag: u64,
+    /// Records never mirrored: still in Kafka when the mirror stopped.
+    pub left: u64,
+    /// Metric documents the producer's queue refused (the order path does
+    /// not wait for room).
+    pub metrics_dropped: u64,
+    /// Requests sent again after back-pressure or an outage.
+    pub retries: u64,
+    /// The operations per request Elasticsearch currently takes.
+    pub batch: usize,
+    /// Why documents were refused (the first few).
     pub failures: Vec<String>,
+    /// This process's spool directory, once written.
+    pub spool_dir: Option<String>,
+    /// Where refused documents are, once there are any.
+    pub dead_letter_file: Option<String>,
 }
 
-impl SinkCounters {
-    fn add(counter: &AtomicU64, n: usize) {
-        counter.fetch_add(n as u64, Ordering::Relaxed);
-    }
-
-    fn status(&self, target: &str, down: Option<String>) -> SinkStatus {
-        let get = |c: &AtomicU64| c.load(Ordering::Relaxed);
-        let (produced, indexed, spooled, failed) = (
-            get(&self.produced),
-            get(&self.indexed),
-            get(&self.spooled),
-            get(&self.failed),
-        );
-        SinkStatus {
-            target: target.to_owned(),
-            down,
-            produced,
-            indexed,
-            spooled,
-            failed,
-            queued: produced.saturating_sub(indexed + spooled + failed),
-            failures: self
-                .reasons
-                .lock()
-                .unwrap_or_else(|e| e.into_inner())
-                .clone(),
-        }
-    }
-
-    fn fail(&self, reason: String) {
-        Self::add(&self.failed, 1);
-        tracing::warn!(reason, "document rejected by Elasticsearch");
-        let mut reasons = self.reasons.lock().unwrap_or_else(|e| e.into_inner());
-        if reasons.len() < KEPT_REASONS && !reasons.contains(&reason) {
-            reasons.push(reason);
-        }
-    }
-}
-
-/// The pipeline's side of the sink; cheap to clone.
+/// The order path's side of the mirror: metric documents go to Kafka
+/// without waiting; cheap to clone.
 #[derive(Clone)]
 pub struct SinkHandle {
-    /// Rendered bulk operations, a submission at a time.
-    operations: mpsc::Sender<Vec<String>>,
-    /// Room for documents in memory: bounds the queue by documents, not
-    /// by submissions.
-    room: Arc<Semaphore>,
-    names: Arc<IndexNames>,
-    counters: Arc<SinkCounters>,
+    producer: Option<Arc<OrderProducer>>,
+    metrics_dropped: Arc<AtomicU64>,
     status: watch::Receiver<SinkStatus>,
-    off: bool,
-}
-
-/// The running sink task; `close` drains it.
-pub struct SinkTask {
-    stop: CancellationToken,
-    status: watch::Receiver<SinkStatus>,
-    task: JoinHandle<()>,
-}
-
-impl SinkTask {
-    /// Writes out everything queued, then stops. Call once nothing submits.
-    pub async fn close(self) -> SinkStatus {
-        self.stop.cancel();
-        if let Err(error) = self.task.await {
-            tracing::error!(%error, "sink task failed");
-        }
-        let last = self.status.borrow().clone();
-        last
-    }
 }
 
 impl SinkHandle {
-    /// Queues documents; waits (backpressure) only when the queue is full,
-    /// which a spool on local disk keeps rare.
-    pub async fn submit(&self, documents: Vec<Document>) {
-        if self.off {
-            return;
-        }
-        // Rendering happens here, on the caller's task, so it spreads over
-        // the runtime's threads instead of queueing behind one sink task.
-        let operations: Vec<String> = documents
-            .iter()
-            .map(|d| d.bulk_lines(&self.names))
-            .collect();
-        let count = operations.len();
-        SinkCounters::add(&self.counters.produced, count);
-        // Backpressure: wait for room (the sink gives it back as it takes
-        // documents out); a huge submission waits for the whole queue.
-        if let Ok(permit) = self.room.acquire_many(count.min(QUEUE) as u32).await {
-            permit.forget();
-        }
-        if self.operations.send(operations).await.is_err() {
-            // The sink stopped (shutdown): count it, never lose it silently.
-            for _ in 0..count {
-                self.counters
-                    .fail("sink stopped before the document was written".to_owned());
+    /// Queues a metric document for the mirror; never waits.
+    pub fn publish(&self, document: &Document) {
+        if let Some(producer) = &self.producer {
+            if !producer.publish_metric(&document.id, &document.to_record()) {
+                self.metrics_dropped.fetch_add(1, Ordering::Relaxed);
             }
         }
     }
@@ -199,312 +157,599 @@ impl SinkHandle {
     }
 }
 
-pub async fn start(settings: SinkSettings) -> Result<(SinkHandle, SinkTask), SinkError> {
-    let dir = settings.data_dir.join("spool");
-    let spool_error = |source| SinkError::Spool {
-        dir: dir.display().to_string(),
-        source,
-    };
-    let (elastic, target) = match &settings.target {
-        SinkTarget::Off => return Ok(switched_off(settings.names)),
-        SinkTarget::Spool => (None, format!("spool {}", dir.display())),
+#[derive(Clone, Copy, Debug, PartialEq)]
+enum Control {
+    Run,
+    /// Catch up with everything in Kafka now, then stop.
+    Drain,
+    /// Stop now; what is unread stays in Kafka (and is counted).
+    Abandon,
+}
+
+/// The running mirror; `close` drains it.
+pub struct SinkTask {
+    control: watch::Sender<Control>,
+    /// Ends waiting for Elasticsearch: the rest goes to the spool.
+    give_up: CancellationToken,
+    status: watch::Receiver<SinkStatus>,
+    task: Option<JoinHandle<()>>,
+}
+
+impl SinkTask {
+    /// Catches up with everything in Kafka (call once nothing produces):
+    /// into Elasticsearch for up to `limit`, then what is left into the
+    /// spool. `abandon` stops at once, counting what is left. `progress`
+    /// hears the status as the mirror catches up.
+    pub async fn close(
+        mut self,
+        limit: Duration,
+        abandon: &CancellationToken,
+        mut progress: impl FnMut(&SinkStatus),
+    ) -> SinkStatus {
+        let Some(mut task) = self.task.take() else {
+            return self.status.borrow().clone();
+        };
+        let mut status = self.status.clone();
+        self.control.send_replace(Control::Drain);
+        let give_up_at = tokio::time::Instant::now() + limit;
+        let (mut gave_up, mut stopped) = (false, false);
+        loop {
+            tokio::select! {
+                ended = &mut task => {
+                    if let Err(error) = ended {
+                        tracing::error!(%error, "the mirror task failed");
+                    }
+                    break;
+                }
+                _ = tokio::time::sleep_until(give_up_at), if !gave_up => {
+                    tracing::warn!("the mirror did not catch up in time; the rest goes to the spool");
+                    gave_up = true;
+                    self.give_up.cancel();
+                }
+                _ = tokio::time::sleep_until(give_up_at + SPOOL_REST_LIMIT), if !stopped => {
+                    stopped = true;
+                    self.control.send_replace(Control::Abandon);
+                }
+                _ = abandon.cancelled(), if !stopped => {
+                    stopped = true;
+                    self.give_up.cancel();
+                    self.control.send_replace(Control::Abandon);
+                }
+                Ok(()) = status.changed() => progress(&status.borrow_and_update()),
+            }
+        }
+        let last = self.status.borrow().clone();
+        last
+    }
+}
+
+impl Drop for SinkTask {
+    fn drop(&mut self) {
+        self.give_up.cancel();
+        self.control.send_replace(Control::Abandon);
+    }
+}
+
+/// Starts the mirror's consumer (nothing with `SinkTarget::Off`).
+pub async fn start(
+    connection: &KafkaConnection,
+    producer: Arc<OrderProducer>,
+    embedded: bool,
+    settings: SinkSettings,
+) -> Result<(SinkHandle, SinkTask), SinkError> {
+    let spool = SpoolWriter::new(&settings.data_dir, settings.spool_max_bytes);
+    let (indexer, target) = match &settings.target {
+        SinkTarget::Off => return Ok(switched_off()),
+        SinkTarget::Spool => (None, format!("spool {}", spool.root().display())),
         SinkTarget::Elastic(config) => {
             let client = ElasticClient::new(config, settings.names.clone())?;
-            let reader = SpoolReader::open(&dir, "replay", true).map_err(spool_error)?;
-            (Some((client, reader)), config.url.clone())
+            (Some(Indexer::new(client)), config.url.clone())
         }
     };
-    let writer = SpoolWriter::open(&dir).map_err(spool_error)?;
-    let counters = Arc::new(SinkCounters::default());
-    let (status_tx, status) = watch::channel(counters.status(&target, None));
-    let (operations, inbox) = mpsc::channel(QUEUE);
-    let room = Arc::new(Semaphore::new(QUEUE));
-    let names = Arc::new(settings.names);
-    let mut mirror = Mirror {
-        writer,
-        elastic,
-        counters: Arc::clone(&counters),
-        down: None,
-        templates_ready: false,
-        retry_at: tokio::time::Instant::now(),
-        backoff: Duration::from_millis(250),
+    let assigned = Arc::new(Mutex::new(BTreeSet::new()));
+    let lag = Arc::new(Mutex::new(HashMap::new()));
+    let mut config = connection.client_config();
+    config
+        .set("group.id", format!("{}-mirror", connection.options.group))
+        .set("enable.auto.commit", "false")
+        .set("auto.offset.reset", "earliest")
+        // A member waiting for Elasticsearch does not poll: it stays in the
+        // group for five minutes of that. A member that died leaves within
+        // ten seconds (heartbeats come from librdkafka's own thread).
+        .set("max.poll.interval.ms", "300000")
+        .set("session.timeout.ms", "10000")
+        .set("statistics.interval.ms", "1000");
+    let context = MirrorContext {
+        assigned: Arc::clone(&assigned),
+        lag: Arc::clone(&lag),
+        cooperative: is_cooperative(&config),
     };
-    if let Some(reader) = mirror.elastic.as_mut().map(|(_, reader)| reader) {
-        // Documents left in the spool by an earlier run are still owed.
-        SinkCounters::add(&counters.spooled, reader.remaining().unwrap_or(0) as usize);
-    }
-    let stop = CancellationToken::new();
-    let stopping = stop.clone();
-    let returned = Arc::clone(&room);
-    let task = tokio::spawn(async move {
-        mirror
-            .run(inbox, returned, status_tx, target, stopping)
-            .await
-    });
+    let consumer: StreamConsumer<MirrorContext> = config.create_with_context(context)?;
+    let topics = Topics {
+        events: connection.options.events_topic.clone(),
+        metrics: connection.options.metrics_topic.clone(),
+    };
+    consumer.subscribe(&[&topics.events, &topics.metrics])?;
+    let metrics_dropped = Arc::new(AtomicU64::new(0));
+    let status_now = SinkStatus {
+        target,
+        batch: indexer.as_ref().map_or(SPOOL_BATCH, Indexer::batch),
+        ..SinkStatus::default()
+    };
+    let (status_tx, status) = watch::channel(status_now.clone());
+    let (control, control_rx) = watch::channel(Control::Run);
+    let give_up = CancellationToken::new();
+    let mirror = Mirror {
+        consumer: Arc::new(consumer),
+        assigned,
+        lag,
+        topics,
+        names: settings.names,
+        embedded,
+        indexer,
+        spool,
+        counts: status_now,
+        metrics_dropped: Arc::clone(&metrics_dropped),
+        published: status_tx,
+        committed: HashMap::new(),
+        give_up: give_up.clone(),
+        halted: false,
+    };
+    let task = tokio::spawn(mirror.run(control_rx));
     Ok((
         SinkHandle {
-            operations,
-            room: Arc::clone(&room),
-            names,
-            counters,
+            producer: Some(producer),
+            metrics_dropped,
             status: status.clone(),
-            off: false,
         },
-        SinkTask { stop, status, task },
+        SinkTask {
+            control,
+            give_up,
+            status,
+            task: Some(task),
+        },
     ))
 }
 
-fn switched_off(names: IndexNames) -> (SinkHandle, SinkTask) {
-    let counters = Arc::new(SinkCounters::default());
-    let (_, status) = watch::channel(counters.status("off", None));
-    let (operations, _) = mpsc::channel(1);
+fn switched_off() -> (SinkHandle, SinkTask) {
+    let (_, status) = watch::channel(SinkStatus {
+        target: "off".to_owned(),
+        ..SinkStatus::default()
+    });
     let handle = SinkHandle {
-        operations,
-        room: Arc::new(Semaphore::new(0)),
-        names: Arc::new(names),
-        counters,
+        producer: None,
+        metrics_dropped: Arc::default(),
         status: status.clone(),
-        off: true,
     };
     let task = SinkTask {
-        stop: CancellationToken::new(),
+        control: watch::channel(Control::Run).0,
+        give_up: CancellationToken::new(),
         status,
-        task: tokio::spawn(async {}),
+        task: None,
     };
     (handle, task)
 }
 
+/// Keeps the assignment where the mirror can read it without asking
+/// librdkafka, and applies rebalances itself (see [`apply_rebalance`]).
+struct MirrorContext {
+    assigned: Arc<Mutex<BTreeSet<(String, i32)>>>,
+    /// Each partition's lag, from librdkafka's statistics.
+    lag: Arc<Mutex<HashMap<PartitionKey, i64>>>,
+    cooperative: bool,
+}
+
+impl ClientContext for MirrorContext {
+    fn stats(&self, statistics: Statistics) {
+        let mut lag = self.lag.lock().unwrap_or_else(|e| e.into_inner());
+        for (name, topic) in &statistics.topics {
+            for (partition, stats) in &topic.partitions {
+                if *partition >= 0 && stats.desired {
+                    lag.insert((name.clone(), *partition), stats.consumer_lag.max(0));
+                }
+            }
+        }
+    }
+}
+
+impl ConsumerContext for MirrorContext {
+    fn rebalance(
+        &self,
+        consumer: &BaseConsumer<Self>,
+        err: RDKafkaRespErr,
+        partitions: &mut TopicPartitionList,
+    ) {
+        let rebalance = rebalance_of(err, partitions);
+        if let Err(error) = apply_rebalance(consumer, &rebalance, self.cooperative) {
+            tracing::warn!(%error, "the mirror could not apply a rebalance");
+        }
+        let mut assigned = self.assigned.lock().unwrap_or_else(|e| e.into_inner());
+        let named = |list: &TopicPartitionList| -> Vec<(String, i32)> {
+            list.elements()
+                .iter()
+                .map(|p| (p.topic().to_owned(), p.partition()))
+                .collect()
+        };
+        match (&rebalance, self.cooperative) {
+            (Rebalance::Assign(list), true) => assigned.extend(named(list)),
+            (Rebalance::Assign(list), false) => *assigned = named(list).into_iter().collect(),
+            (Rebalance::Revoke(list), true) => {
+                for partition in named(list) {
+                    assigned.remove(&partition);
+                }
+            }
+            (Rebalance::Revoke(_), false) => assigned.clear(),
+            (Rebalance::Error(error), _) => tracing::warn!(%error, "mirror rebalance failed"),
+        }
+    }
+}
+
+struct Topics {
+    events: String,
+    metrics: String,
+}
+
+type PartitionKey = (String, i32);
+
+/// Documents read and not yet delivered, with the offsets they cover.
+#[derive(Default)]
+struct Batch {
+    operations: Vec<String>,
+    next_offsets: HashMap<PartitionKey, i64>,
+}
+
 struct Mirror {
-    writer: SpoolWriter,
-    elastic: Option<(ElasticClient, SpoolReader)>,
-    counters: Arc<SinkCounters>,
-    down: Option<String>,
-    templates_ready: bool,
-    /// While down: when to try Elasticsearch again.
-    retry_at: tokio::time::Instant,
-    backoff: Duration,
+    consumer: Arc<StreamConsumer<MirrorContext>>,
+    assigned: Arc<Mutex<BTreeSet<PartitionKey>>>,
+    lag: Arc<Mutex<HashMap<PartitionKey, i64>>>,
+    topics: Topics,
+    names: IndexNames,
+    /// On the embedded broker this process is the whole group.
+    embedded: bool,
+    /// None: the spool is the destination (no Elasticsearch, or it was
+    /// given up on).
+    indexer: Option<Indexer>,
+    spool: SpoolWriter,
+    counts: SinkStatus,
+    metrics_dropped: Arc<AtomicU64>,
+    published: watch::Sender<SinkStatus>,
+    /// The next offset to read per partition, as committed by this mirror.
+    committed: HashMap<PartitionKey, i64>,
+    give_up: CancellationToken,
+    /// Nothing can be written anywhere (spool or dead-letter file): the
+    /// mirror reads no more, and what it has not read stays in Kafka.
+    halted: bool,
 }
 
 impl Mirror {
-    async fn run(
-        &mut self,
-        mut inbox: mpsc::Receiver<Vec<String>>,
-        room: Arc<Semaphore>,
-        status: watch::Sender<SinkStatus>,
-        target: String,
-        stop: CancellationToken,
-    ) {
-        let mut batch: Vec<String> = Vec::with_capacity(BATCH);
-        let mut tick = tokio::time::interval(FLUSH_EVERY);
+    async fn run(mut self, mut control: watch::Receiver<Control>) {
+        let mut drain: Option<HashMap<PartitionKey, i64>> = None;
         loop {
-            tokio::select! {
-                received = inbox.recv() => match received {
-                    Some(operations) => {
-                        room.add_permits(operations.len().min(QUEUE));
-                        batch.extend(operations);
-                        if batch.len() < BATCH {
-                            continue;
-                        }
+            let now = *control.borrow_and_update();
+            match now {
+                Control::Abandon => break,
+                Control::Drain if drain.is_none() => match self.drain_targets().await {
+                    Ok(targets) => drain = Some(targets),
+                    Err(error) => {
+                        tracing::error!(%error, "the mirror cannot see how far Kafka goes; stopping it");
+                        break;
                     }
-                    None => break,
                 },
-                _ = tick.tick() => {}
-                _ = stop.cancelled() => break,
+                _ => {}
             }
-            self.write(std::mem::take(&mut batch)).await;
-            self.replay(&status, &target).await;
-            status.send_replace(self.counters.status(&target, self.down.clone()));
-        }
-        // Shutting down: whatever is still queued is written out too.
-        while let Ok(operations) = inbox.try_recv() {
-            room.add_permits(operations.len().min(QUEUE));
-            batch.extend(operations);
-            if batch.len() >= BATCH {
-                self.write(std::mem::take(&mut batch)).await;
+            if let Some(targets) = &drain {
+                let behind = self.behind(targets);
+                self.counts.lag = behind;
+                if behind == 0 {
+                    break;
+                }
             }
+            if self.halted {
+                self.publish();
+                let _ = control.changed().await;
+                continue;
+            }
+            let batch = self.gather(&mut control).await;
+            if !batch.operations.is_empty() {
+                self.deliver(batch).await;
+            }
+            if drain.is_none() {
+                self.counts.lag = self.lag();
+            }
+            self.publish();
         }
-        self.write(batch).await;
-        self.retry_at = tokio::time::Instant::now();
-        self.replay(&status, &target).await;
-        status.send_replace(self.counters.status(&target, self.down.clone()));
+        self.finish(drain).await;
     }
 
-    /// Indexes a batch, or spools it when Elasticsearch is down, absent, or
-    /// still has older documents waiting in the spool (order is kept).
-    async fn write(&mut self, batch: Vec<String>) {
-        if batch.is_empty() {
-            return;
+    /// Reads records for up to [`FLUSH_EVERY`], or until a request's worth.
+    async fn gather(&mut self, control: &mut watch::Receiver<Control>) -> Batch {
+        let limit = self.indexer.as_ref().map_or(SPOOL_BATCH, Indexer::batch);
+        let mut batch = Batch::default();
+        let linger = tokio::time::sleep(FLUSH_EVERY);
+        tokio::pin!(linger);
+        let consumer = Arc::clone(&self.consumer);
+        while batch.operations.len() < limit {
+            tokio::select! {
+                received = consumer.recv() => match received {
+                    Ok(message) => self.take(&message, &mut batch),
+                    Err(error) => tracing::debug!(%error, "mirror read failed; retrying"),
+                },
+                _ = &mut linger => break,
+                _ = control.changed() => break,
+            }
         }
-        let spool_has_backlog = self.counters.spooled.load(Ordering::Relaxed) > 0;
-        if self.elastic.is_none() || self.down.is_some() || spool_has_backlog {
-            return self.spool(&batch);
-        }
-        let result = self.index(batch).await;
-        self.count(&result);
-        if !result.rest.is_empty() {
-            self.spool(&result.rest);
+        batch
+    }
+
+    fn take(&mut self, message: &BorrowedMessage<'_>, batch: &mut Batch) {
+        let documents = match self.documents(message) {
+            Ok(documents) => documents,
+            Err(reason) => {
+                tracing::warn!(
+                    topic = message.topic(),
+                    partition = message.partition(),
+                    offset = message.offset(),
+                    reason,
+                    "the mirror skips an unreadable record"
+                );
+                self.note_failure(format!("unreadable record: {reason}"));
+                Vec::new()
+            }
+        };
+        self.counts.read += documents.len() as u64;
+        batch
+            .operations
+            .extend(documents.iter().map(|d| d.bulk_lines(&self.names)));
+        batch.next_offsets.insert(
+            (message.topic().to_owned(), message.partition()),
+            message.offset() + 1,
+        );
+    }
+
+    fn documents(&self, message: &BorrowedMessage<'_>) -> Result<Vec<Document>, String> {
+        let payload = message.payload().unwrap_or_default();
+        if message.topic() == self.topics.events {
+            let transition: Transition =
+                serde_json::from_slice(payload).map_err(|e| e.to_string())?;
+            Ok(Document::from_event(&transition))
+        } else {
+            Ok(vec![
+                Document::from_record(payload).map_err(|e| e.to_string())?
+            ])
         }
     }
 
-    fn spool(&mut self, operations: &[String]) {
-        match self.writer.append(operations) {
-            Ok(()) => SinkCounters::add(&self.counters.spooled, operations.len()),
-            Err(error) => {
-                for _ in operations {
-                    self.counters.fail(format!("spool write failed: {error}"));
+    /// Puts a batch where it belongs, then commits the offsets it covers.
+    async fn deliver(&mut self, batch: Batch) {
+        let Batch {
+            operations,
+            next_offsets,
+        } = batch;
+        let rest = match self.indexer.as_mut() {
+            None => operations,
+            Some(indexer) => {
+                let (published, counts) = (&self.published, &mut self.counts);
+                let result = indexer
+                    .send(operations, &self.give_up, |pressure| {
+                        counts.state = match pressure {
+                            Pressure::Clear => MirrorState::Running,
+                            Pressure::Throttled => MirrorState::Throttled,
+                            Pressure::Down(reason) => MirrorState::Down(reason.clone()),
+                        };
+                        published.send_replace(counts.clone());
+                    })
+                    .await;
+                self.counts.batch = indexer.batch();
+                match result {
+                    Ok(sent) => {
+                        self.counts.retries += sent.retries;
+                        self.counts.indexed += sent.indexed as u64;
+                        if !self.dead_letter(&sent.refused) {
+                            return;
+                        }
+                        Vec::new()
+                    }
+                    Err(stopped) => self.stop_sending(stopped),
+                }
+            }
+        };
+        if !rest.is_empty() {
+            match self.spool.append(&rest) {
+                Ok(dropped) => {
+                    self.counts.spooled += rest.len() as u64;
+                    self.counts.dropped += dropped;
+                    self.counts.spool_dir = self.spool.dir().map(|d| d.display().to_string());
+                }
+                Err(error) => {
+                    let reason = format!(
+                        "cannot write the spool in {}: {error}",
+                        self.spool.root().display()
+                    );
+                    self.halt(reason);
+                    return;
                 }
             }
         }
+        self.commit(next_offsets);
     }
 
-    fn count(&self, result: &BatchResult) {
-        SinkCounters::add(&self.counters.indexed, result.indexed);
-        for reason in &result.failures {
-            self.counters.fail(reason.clone());
+    /// Elasticsearch will not take more for now: count what it did take,
+    /// say why loudly, and hand back what is left for the spool.
+    fn stop_sending(&mut self, stopped: Stopped) -> Vec<String> {
+        let Stopped { sent, rest, why } = stopped;
+        self.counts.retries += sent.retries;
+        self.counts.indexed += sent.indexed as u64;
+        self.dead_letter(&sent.refused);
+        if let Unsent::Refused { error } = why {
+            let reason = format!("Elasticsearch refused the mirror's requests: {error}");
+            tracing::error!(
+                reason,
+                "the mirror stops sending; documents go to the spool"
+            );
+            self.counts.state = MirrorState::Stopped(reason);
+        }
+        self.indexer = None;
+        rest
+    }
+
+    /// Keeps refused documents in the dead-letter file; false (and the
+    /// mirror stopped) if that file cannot be written.
+    fn dead_letter(&mut self, refused: &[Refusal]) -> bool {
+        if refused.is_empty() {
+            return true;
+        }
+        if let Err(error) = self.spool.dead_letter(refused) {
+            self.halt(format!("cannot write the dead-letter file: {error}"));
+            return false;
+        }
+        self.counts.dead_lettered += refused.len() as u64;
+        self.counts.dead_letter_file = self
+            .spool
+            .dir()
+            .map(|d| d.join(super::spool::DEAD_LETTERS).display().to_string());
+        for refusal in refused {
+            tracing::warn!(reason = refusal.reason, "document refused by Elasticsearch");
+            self.note_failure(refusal.reason.clone());
+        }
+        true
+    }
+
+    fn halt(&mut self, reason: String) {
+        tracing::error!(
+            reason,
+            "the mirror stops: what it has not written stays in Kafka"
+        );
+        self.counts.state = MirrorState::Stopped(reason);
+        self.halted = true;
+    }
+
+    fn note_failure(&mut self, reason: String) {
+        let reasons = &mut self.counts.failures;
+        if reasons.len() < KEPT_REASONS && !reasons.contains(&reason) {
+            reasons.push(reason);
         }
     }
 
-    /// Sends operations with retries; what is still not indexed when
-    /// Elasticsearch is unavailable comes back in `rest`.
-    async fn index(&mut self, operations: Vec<String>) -> BatchResult {
-        let Some((client, _)) = &self.elastic else {
-            return BatchResult {
-                rest: operations,
-                ..BatchResult::default()
-            };
-        };
-        if !self.templates_ready {
-            if let Err(error) = client.ensure_templates().await {
-                self.mark_down(&error);
-                return BatchResult {
-                    rest: operations,
-                    ..BatchResult::default()
-                };
-            }
-            self.templates_ready = true;
-        }
-        let (result, unavailable) = send_batch(client, operations).await;
-        match unavailable {
-            Some(error) => self.mark_down(&error),
-            None => {
-                self.down = None;
-                self.backoff = Duration::from_millis(250);
+    fn commit(&mut self, next_offsets: HashMap<PartitionKey, i64>) {
+        let mut offsets = TopicPartitionList::new();
+        for ((topic, partition), next) in next_offsets {
+            if offsets
+                .add_partition_offset(&topic, partition, Offset::Offset(next))
+                .is_ok()
+            {
+                self.committed.insert((topic, partition), next);
             }
         }
-        result
-    }
-
-    fn mark_down(&mut self, error: &ElasticError) {
-        tracing::warn!(%error, "Elasticsearch unavailable; spooling");
-        self.down = Some(error.to_string());
-        self.retry_at = tokio::time::Instant::now() + jittered(self.backoff);
-        // Probing stays frequent: a long outage must not delay the replay long.
-        self.backoff = (self.backoff * 2).min(MAX_PROBE_INTERVAL);
-    }
-
-    /// Sends spooled documents, oldest first, while Elasticsearch takes
-    /// them (new documents wait meanwhile), publishing progress as it goes.
-    async fn replay(&mut self, status: &watch::Sender<SinkStatus>, target: &str) {
-        if self.elastic.is_none() || tokio::time::Instant::now() < self.retry_at {
-            return;
-        }
-        for turn in 1.. {
-            if self.counters.spooled.load(Ordering::Relaxed) == 0 {
-                return;
-            }
-            if turn % REPLAY_BATCHES_PER_STATUS == 0 {
-                status.send_replace(self.counters.status(target, self.down.clone()));
-            }
-            let Some((_, reader)) = &mut self.elastic else {
-                return;
-            };
-            let operations = match reader.peek(BATCH) {
-                Ok(operations) if !operations.is_empty() => operations,
-                Ok(_) => return,
-                Err(error) => return tracing::error!(%error, "cannot read the spool"),
-            };
-            let count = operations.len() as u64;
-            let result = self.index(operations).await;
-            if !result.rest.is_empty() {
-                // Still down: the chunk stays in the spool and comes again
-                // whole; ids make the part that got in an overwrite.
-                return;
-            }
-            let Some((_, reader)) = &mut self.elastic else {
-                return;
-            };
-            if let Err(error) = reader.consume() {
-                return tracing::error!(%error, "cannot advance the spool cursor");
-            }
-            self.count(&result);
-            self.counters.spooled.fetch_sub(count, Ordering::Relaxed);
+        // A failed commit (a partition moved away) only repeats documents,
+        // which their ids make overwrites.
+        if let Err(error) = self.consumer.commit(&offsets, CommitMode::Async) {
+            tracing::debug!(%error, "mirror commit failed");
         }
     }
-}
 
-/// What happened to one batch.
-#[derive(Debug, Default)]
-pub struct BatchResult {
-    pub indexed: usize,
-    /// Reasons of documents rejected for good.
-    pub failures: Vec<String>,
-    /// Not indexed because Elasticsearch is unavailable.
-    pub rest: Vec<String>,
-}
+    fn publish(&mut self) {
+        let c = &self.counts;
+        self.counts.pending = c
+            .read
+            .saturating_sub(c.indexed + c.spooled + c.dead_lettered);
+        self.counts.metrics_dropped = self.metrics_dropped.load(Ordering::Relaxed);
+        self.published.send_replace(self.counts.clone());
+    }
 
-/// One batch with retries: 429/5xx answers (whole or per item) are tried
-/// again, only for the items concerned, with exponential backoff and jitter.
-/// Returns the outcome and, if Elasticsearch stayed unavailable, why.
-pub async fn send_batch(
-    client: &ElasticClient,
-    mut pending: Vec<String>,
-) -> (BatchResult, Option<ElasticError>) {
-    let mut result = BatchResult::default();
-    let mut delay = Duration::from_millis(100);
-    for attempt in 1..=ATTEMPTS {
-        match client.bulk(&pending).await {
-            Ok(outcomes) => {
-                let mut retry = Vec::new();
-                for (operation, outcome) in pending.into_iter().zip(outcomes) {
-                    match outcome {
-                        ItemOutcome::Indexed => result.indexed += 1,
-                        ItemOutcome::Failed(reason) => result.failures.push(reason),
-                        ItemOutcome::Retry(_) => retry.push(operation),
+    /// Records not yet mirrored in the partitions this member holds, as
+    /// librdkafka's last statistics saw them.
+    fn lag(&self) -> u64 {
+        let assigned = self.assigned.lock().unwrap_or_else(|e| e.into_inner());
+        let lag = self.lag.lock().unwrap_or_else(|e| e.into_inner());
+        assigned
+            .iter()
+            .filter_map(|partition| lag.get(partition))
+            .map(|records| *records as u64)
+            .sum()
+    }
+
+    /// How far each partition must be mirrored before a stop: its end now.
+    /// On the embedded broker that is every partition (this process is the
+    /// whole group); elsewhere, the partitions this member holds.
+    async fn drain_targets(&mut self) -> KafkaResult<HashMap<PartitionKey, i64>> {
+        let consumer = Arc::clone(&self.consumer);
+        let topics = [self.topics.events.clone(), self.topics.metrics.clone()];
+        let assigned = self
+            .assigned
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone();
+        let everything = self.embedded;
+        let (targets, committed) = tokio::task::spawn_blocking(move || {
+            let partitions: Vec<PartitionKey> = if everything {
+                let mut all = Vec::new();
+                for topic in &topics {
+                    let metadata = consumer.fetch_metadata(Some(topic), SETUP_LIMIT)?;
+                    for t in metadata.topics() {
+                        all.extend(t.partitions().iter().map(|p| (topic.clone(), p.id())));
                     }
                 }
-                pending = retry;
-                if pending.is_empty() {
-                    return (result, None);
-                }
+                all
+            } else {
+                assigned.into_iter().collect()
+            };
+            let mut targets = HashMap::new();
+            let mut list = TopicPartitionList::new();
+            for (topic, partition) in partitions {
+                let (_, high) = consumer.fetch_watermarks(&topic, partition, SETUP_LIMIT)?;
+                list.add_partition(&topic, partition);
+                targets.insert((topic, partition), high);
             }
-            Err(error) if error.is_transient() => {
-                // A connection error twice in a row will not heal in
-                // milliseconds (once may be a pooled connection gone stale).
-                let unreachable = matches!(error, ElasticError::Unreachable(_));
-                if attempt == ATTEMPTS || (unreachable && attempt >= 2) {
-                    result.rest = pending;
-                    return (result, Some(error));
-                }
-            }
-            Err(error) => {
-                result
-                    .failures
-                    .extend(pending.iter().map(|_| error.to_string()));
-                return (result, None);
+            let committed = consumer.committed_offsets(list, SETUP_LIMIT)?;
+            Ok::<_, KafkaError>((targets, committed))
+        })
+        .await
+        .map_err(|_| KafkaError::Canceled)??;
+        for element in committed.elements() {
+            if let Offset::Offset(next) = element.offset() {
+                let key = (element.topic().to_owned(), element.partition());
+                let done = self.committed.entry(key).or_insert(next);
+                *done = (*done).max(next);
             }
         }
-        tokio::time::sleep(jittered(delay)).await;
-        delay = (delay * 2).min(Duration::from_secs(2));
+        Ok(targets)
     }
-    result.rest = pending;
-    let error = ElasticError::Status {
-        status: 429,
-        body: "items still refused after retries".to_owned(),
-    };
-    (result, Some(error))
-}
 
-/// Adds up to 50 % random jitter so retries from many places spread out.
-fn jittered(delay: Duration) -> Duration {
-    delay.mul_f64(1.0 + rand::rng().random_range(0.0..0.5))
+    fn behind(&self, targets: &HashMap<PartitionKey, i64>) -> u64 {
+        targets
+            .iter()
+            .map(|(key, high)| {
+                let done = self.committed.get(key).copied().unwrap_or(0);
+                (high - done).max(0) as u64
+            })
+            .sum()
+    }
+
+    /// Commits for good and leaves the group; counts what was not mirrored.
+    async fn finish(mut self, drain: Option<HashMap<PartitionKey, i64>>) {
+        self.counts.left = drain
+            .as_ref()
+            .map_or_else(|| self.lag(), |t| self.behind(t));
+        self.counts.lag = self.counts.left;
+        self.publish();
+        let consumer = Arc::clone(&self.consumer);
+        let committed = self.committed.clone();
+        drop(self);
+        let closed = tokio::task::spawn_blocking(move || {
+            let mut offsets = TopicPartitionList::new();
+            for ((topic, partition), next) in committed {
+                let _ = offsets.add_partition_offset(&topic, partition, Offset::Offset(next));
+            }
+            if offsets.count() > 0 {
+                if let Err(error) = consumer.commit(&offsets, CommitMode::Sync) {
+                    tracing::warn!(%error, "the mirror's last commit failed");
+                }
+            }
+            consumer.unsubscribe();
+            drop(consumer);
+        });
+        if tokio::time::timeout(SETUP_LIMIT, closed).await.is_err() {
+            tracing::warn!("the mirror's consumer did not close in time");
+        }
+    }
 }

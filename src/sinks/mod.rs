@@ -1,13 +1,15 @@
-//! Where orders and metrics go besides Kafka: Elasticsearch in bulk, or an
-//! on-disk spool that can be replayed into it later.
+//! Where orders and metrics go besides Kafka: the mirror (a consumer group
+//! of its own) indexes them into Elasticsearch in bulk, or writes them to an
+//! on-disk spool that `export` sends later; e-mail notifications.
 
 pub mod document;
 pub mod elastic;
 pub mod export;
+pub mod indexer;
 pub mod kibana;
 pub mod mirror;
 pub mod notify;
 pub mod spool;
 
 pub use document::{Document, IndexNames, MetricKind};
-pub use mirror::{SinkHandle, SinkSettings, SinkStatus, SinkTarget, SinkTask};
+pub use mirror::{MirrorState, SinkHandle, SinkSettings, SinkStatus, SinkTarget, SinkTask};

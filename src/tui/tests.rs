@@ -24,7 +24,7 @@ use crate::{
     order::{Order, OrderId, State, Transition},
     pipeline::{chaos::Chaos, ledger::LedgerTally},
     session::{Command, Phase, Sample, SessionStatus},
-    sinks::SinkStatus,
+    sinks::{MirrorState, SinkStatus},
 };
 
 const T0: i64 = 1_764_201_600_000; // 2025-11-27 00:00:00 UTC
@@ -96,7 +96,7 @@ fn status() -> SessionStatus {
     };
     status.sink = SinkStatus {
         target: "spool orderdeck-data/spool".into(),
-        produced: 15_000,
+        read: 15_000,
         spooled: 15_000,
         ..SinkStatus::default()
     };
@@ -158,6 +158,7 @@ fn transitions() -> Vec<Transition> {
                 product: o.nombre_producto.clone(),
                 region: o.region.clone(),
                 order: from.is_none().then(|| o.clone()),
+                timestamp_envio: None,
                 by: None,
             });
             from = Some(to);
@@ -517,26 +518,38 @@ fn the_header_shows_elasticsearch_health_rate_and_failures() {
     up.metrics.elapsed += Duration::from_secs(1);
     up.sink.indexed = 2_500;
     app.ingest_status(up.clone());
+    up.sink.lag = 40;
+    app.ingest_status(up.clone());
     assert!(
-        header(&app).contains("es ● 1200/s · 0 queued"),
+        header(&app).contains("es ● 1200/s · lag 40"),
         "{}",
         header(&app)
     );
+
+    let mut throttled = up.clone();
+    throttled.sink.state = MirrorState::Throttled;
+    app.ingest_status(throttled);
+    assert!(header(&app).contains("es throttled"), "{}", header(&app));
 
     let mut down = up.clone();
-    down.sink.down = Some("Elasticsearch is unreachable".into());
-    down.sink.spooled = 900;
+    down.sink.state = MirrorState::Down("Elasticsearch is unreachable".into());
+    down.sink.lag = 900;
     app.ingest_status(down);
     assert!(
-        header(&app).contains("es ✗ 900 spooled"),
+        header(&app).contains("es ✗ down · lag 900"),
         "{}",
         header(&app)
     );
 
+    let mut stopped = up.clone();
+    stopped.sink.state = MirrorState::Stopped("401".into());
+    app.ingest_status(stopped);
+    assert!(header(&app).contains("mirror stopped"), "{}", header(&app));
+
     let mut refused = up;
-    refused.sink.failed = 3;
+    refused.sink.dead_lettered = 3;
     app.ingest_status(refused);
-    assert!(header(&app).contains("· 3 failed"), "{}", header(&app));
+    assert!(header(&app).contains("· 3 refused"), "{}", header(&app));
 }
 
 #[test]

@@ -61,6 +61,18 @@ pub fn draw(frame: &mut Frame, app: &App) {
             ),
             Color::Yellow,
         ),
+        Some(Phase::Mirroring { behind }) => message_box(
+            frame,
+            area,
+            " Mirroring ",
+            &format!(
+                "Orders done. Mirroring the last {behind} records to {}; what is not sent \
+                 within the drain limit goes to the spool.\n\nq again to stop now (what is left \
+                 is counted).",
+                app.status.as_ref().map_or("Elasticsearch", |s| s.sink.target.as_str())
+            ),
+            Color::Yellow,
+        ),
         Some(Phase::Stopping) => message_box(
             frame,
             area,

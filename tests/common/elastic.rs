@@ -26,6 +26,24 @@ pub struct Cluster {
     pub documents: HashMap<(String, String), Value>,
     /// Ids in the order they were indexed, overwrites included.
     pub arrivals: Vec<String>,
+    /// When the first and the latest document got in.
+    pub first_arrival: Option<std::time::Instant>,
+    pub last_arrival: Option<std::time::Instant>,
+    /// (index, id) → the external version stored, for versioned writes.
+    pub versions: HashMap<(String, String), u64>,
+    /// Versioned writes answered 409 (the same or a newer version is there).
+    pub conflicts: usize,
+    /// Every nth `_bulk` request is answered 429 whole.
+    pub throttle_every_nth_request: Option<usize>,
+    /// Every nth item (counted over all requests) is answered 429.
+    pub throttle_every_nth_item: Option<usize>,
+    pub items_seen: usize,
+    /// Every `_bulk` request is answered with this status (401 after a
+    /// credential change, say) until cleared.
+    pub refuse_with: Option<u16>,
+    /// Bodies larger than this are answered 413.
+    pub max_body_bytes: Option<usize>,
+    pub too_large_answers: usize,
     pub templates: Vec<String>,
     pub bulk_requests: usize,
     /// Status codes for the next whole `_bulk` requests.
@@ -82,6 +100,16 @@ impl FakeElastic {
 
     pub fn with<T>(&self, f: impl FnOnce(&mut Cluster) -> T) -> T {
         f(&mut self.cluster.lock().unwrap())
+    }
+
+    /// Documents indexed per second between the first and the latest.
+    pub fn indexing_rate(&self) -> f64 {
+        self.with(|c| match (c.first_arrival, c.last_arrival) {
+            (Some(first), Some(last)) if last > first => {
+                c.arrivals.len() as f64 / (last - first).as_secs_f64()
+            }
+            _ => 0.0,
+        })
     }
 
     /// Ids stored in `index`.
@@ -155,7 +183,19 @@ async fn template(
 async fn bulk(State(cluster): State<Shared>, headers: HeaderMap, body: Bytes) -> impl IntoResponse {
     let mut cluster = cluster.lock().unwrap();
     cluster.bulk_requests += 1;
-    if let Some(status) = cluster.fail_requests.pop_front() {
+    let too_large = cluster.max_body_bytes.is_some_and(|max| body.len() > max);
+    let throttled = cluster
+        .throttle_every_nth_request
+        .is_some_and(|n| cluster.bulk_requests % n == 0);
+    let injected = if too_large {
+        cluster.too_large_answers += 1;
+        Some(413)
+    } else if throttled {
+        Some(429)
+    } else {
+        cluster.refuse_with
+    };
+    if let Some(status) = injected.or_else(|| cluster.fail_requests.pop_front()) {
         let code = StatusCode::from_u16(status).unwrap();
         return (
             code,
@@ -184,18 +224,43 @@ async fn bulk(State(cluster): State<Shared>, headers: HeaderMap, body: Bytes) ->
         let meta = &action["index"];
         let index = meta["_index"].as_str().expect("_index").to_owned();
         let id = meta["_id"].as_str().expect("_id").to_owned();
-        let item = if cluster.reject.contains(&id) {
+        let version = meta["version"].as_u64();
+        assert!(
+            version.is_none() || meta["version_type"] == "external",
+            "versions are external"
+        );
+        cluster.items_seen += 1;
+        let item_throttled = cluster
+            .throttle_every_nth_item
+            .is_some_and(|n| cluster.items_seen % n == 0);
+        let key = (index.clone(), id.clone());
+        let stale =
+            version.is_some_and(|v| cluster.versions.get(&key).is_some_and(|had| *had >= v));
+        let item = if item_throttled {
+            errors = true;
+            json!({"_index": index, "_id": id, "status": 429, "error": {"type": "es_rejected_execution_exception", "reason": "rejected execution (queue capacity 200)"}})
+        } else if stale {
+            errors = true;
+            cluster.conflicts += 1;
+            json!({"_index": index, "_id": id, "status": 409, "error": {"type": "version_conflict_engine_exception", "reason": "version conflict, current version is higher or equal"}})
+        } else if cluster.reject.contains(&id) {
             errors = true;
             json!({"_index": index, "_id": id, "status": 400, "error": {"type": "mapper_parsing_exception", "reason": "failed to parse field [value]"}})
         } else if cluster.throttle_once.remove(&id) {
             errors = true;
             json!({"_index": index, "_id": id, "status": 429, "error": {"type": "es_rejected_execution_exception", "reason": "queue full"}})
         } else {
+            if let Some(version) = version {
+                cluster.versions.insert(key, version);
+            }
             let created = cluster
                 .documents
                 .insert((index.clone(), id.clone()), source)
                 .is_none();
             cluster.arrivals.push(id.clone());
+            let now = std::time::Instant::now();
+            cluster.first_arrival.get_or_insert(now);
+            cluster.last_arrival = Some(now);
             json!({"_index": index, "_id": id, "status": if created { 201 } else { 200 }, "result": if created { "created" } else { "updated" }})
         };
         items.push(json!({ "index": item }));
@@ -228,4 +293,32 @@ async fn kibana_import(
         StatusCode::OK,
         Json(json!({"success": true, "successCount": 1})),
     )
+}
+
+/// Every (index, id) in the spool under `data_dir` (a directory per
+/// process), and how many operations it holds.
+pub fn spooled(data_dir: &std::path::Path) -> (HashSet<(String, String)>, usize) {
+    let mut ids = HashSet::new();
+    let mut operations = 0;
+    for process in std::fs::read_dir(data_dir.join("spool")).unwrap() {
+        for entry in std::fs::read_dir(process.unwrap().path()).unwrap() {
+            let path = entry.unwrap().path();
+            let segment = path.file_name().unwrap().to_str().unwrap().to_owned();
+            if !segment.ends_with(".ndjson") || segment.starts_with("dead-letter") {
+                continue;
+            }
+            for (n, line) in std::fs::read_to_string(path).unwrap().lines().enumerate() {
+                if n % 2 == 0 {
+                    let action: Value = serde_json::from_str(line).unwrap();
+                    let meta = &action["index"];
+                    ids.insert((
+                        meta["_index"].as_str().unwrap().into(),
+                        meta["_id"].as_str().unwrap().into(),
+                    ));
+                    operations += 1;
+                }
+            }
+        }
+    }
+    (ids, operations)
 }

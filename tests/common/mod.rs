@@ -30,6 +30,7 @@ pub fn config(target: BrokerTarget, time_scale: f64) -> PipelineConfig {
             target,
             topic: "orders".into(),
             events_topic: "orders.events".into(),
+            metrics_topic: "orders.metrics".into(),
             partitions: PARTITIONS,
             replication: 1,
             group: "orderdeck-test".into(),
@@ -52,6 +53,7 @@ pub fn config(target: BrokerTarget, time_scale: f64) -> PipelineConfig {
             target: SinkTarget::Spool,
             data_dir: scratch_dir(),
             names: IndexNames::default(),
+            spool_max_bytes: 1 << 30,
         },
         notify: None,
         tls: None,
@@ -59,12 +61,12 @@ pub fn config(target: BrokerTarget, time_scale: f64) -> PipelineConfig {
 }
 
 /// A broker the test owns (it outlives every process under test), reached
-/// over TCP on loopback, with the orders and events topics made.
+/// over TCP on loopback, with the orders, events and metrics topics made.
 pub fn cluster_with_topics(
     partitions: i32,
 ) -> rdkafka::mocking::MockCluster<'static, rdkafka::producer::DefaultProducerContext> {
     let cluster = rdkafka::mocking::MockCluster::new(1).unwrap();
-    for topic in ["orders", "orders.events"] {
+    for topic in ["orders", "orders.events", "orders.metrics"] {
         cluster.create_topic(topic, partitions, 1).unwrap();
     }
     cluster

@@ -11,7 +11,7 @@ use ratatui::{
 use crate::{
     kafka::BrokerHealth,
     session::Phase,
-    sinks::SinkStatus,
+    sinks::{MirrorState, SinkStatus},
     tui::{
         app::App,
         format::{hms, per_second},
@@ -76,6 +76,7 @@ pub fn render(frame: &mut Frame, area: Rect, app: &App) {
         Phase::Starting => "starting…".to_owned(),
         Phase::Draining { waiting } => format!("draining {waiting} orders…"),
         Phase::Stopping => "stopping…".to_owned(),
+        Phase::Mirroring { behind } => format!("mirroring {behind} records…"),
         _ => hms(status.metrics.elapsed),
     }));
     frame.render_widget(Paragraph::new(Line::from(spans)), area);
@@ -91,26 +92,32 @@ fn running(count: usize, what: &str, on: bool, stopped_mark: &str) -> Span<'stat
     Span::styled(format!("{count} {what} {mark}"), Style::new().fg(color))
 }
 
-/// Where documents go and how that is going: `es ● 1200/s` or
-/// `es ✗ 300 spooled`, `spool 1500`; failures in red.
+/// Where documents go and how that is going: `es ● 1200/s · lag 30`,
+/// `es throttled · lag 900`, `es ✗ down · lag 4000`, `spool 1500`;
+/// refusals and a stopped mirror in red.
 fn sink(sink: &SinkStatus, indexed_per_s: f64, wide: bool) -> Span<'static> {
     let elastic = !sink.target.starts_with("spool");
-    let (text, color) = match (&sink.down, elastic) {
+    let lag = if wide {
+        format!(" · lag {}", sink.lag)
+    } else {
+        String::new()
+    };
+    let (text, color) = match (&sink.state, elastic) {
+        (MirrorState::Stopped(_), _) => (format!("mirror stopped{lag}"), Color::Red),
         (_, false) => (format!("spool {}", sink.spooled), Color::DarkGray),
-        (Some(_), true) => (format!("es ✗ {} spooled", sink.spooled), Color::Red),
-        (None, true) if wide => (
-            format!(
-                "es ● {} · {} queued",
-                per_second(indexed_per_s),
-                sink.queued
-            ),
+        (MirrorState::Down(_), true) => (format!("es ✗ down{lag}"), Color::Red),
+        (MirrorState::Throttled, true) => (
+            format!("es throttled {}{lag}", per_second(indexed_per_s)),
+            Color::Yellow,
+        ),
+        (MirrorState::Running, true) => (
+            format!("es ● {}{lag}", per_second(indexed_per_s)),
             Color::Green,
         ),
-        (None, true) => (format!("es ● {}", per_second(indexed_per_s)), Color::Green),
     };
-    if sink.failed > 0 {
+    if sink.dead_lettered > 0 {
         return Span::styled(
-            format!("{text} · {} failed", sink.failed),
+            format!("{text} · {} refused", sink.dead_lettered),
             Style::new().fg(Color::Red),
         );
     }
