@@ -22,6 +22,7 @@ use crate::{
     },
     metrics::{Counter, Latency, Metrics},
     order::{Order, OrderId},
+    sync::Locked,
 };
 
 /// The original data set's header, in order.
@@ -202,12 +203,8 @@ impl Pacer {
         }
     }
 
-    fn lock(&self) -> std::sync::MutexGuard<'_, PacerState> {
-        self.state.lock().unwrap_or_else(|e| e.into_inner())
-    }
-
     pub fn set_rate(&self, rate: Option<f64>) {
-        let mut state = self.lock();
+        let mut state = self.state.locked();
         state.rate = rate;
         state.next_due = None;
     }
@@ -215,13 +212,13 @@ impl Pacer {
     /// Forgets the schedule, so clients that start again do not burst to
     /// catch up on the time they were stopped.
     pub fn restart(&self) {
-        self.lock().next_due = None;
+        self.state.locked().next_due = None;
     }
 
     /// The next order number and when it is due (None = now), or None when
     /// the total has been handed out.
     fn take(&self) -> Option<(u64, Option<Instant>)> {
-        let mut state = self.lock();
+        let mut state = self.state.locked();
         if self.total.is_some_and(|total| state.issued >= total) {
             return None;
         }

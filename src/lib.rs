@@ -40,6 +40,7 @@ pub mod pipeline;
 pub mod report;
 pub mod session;
 pub mod sinks;
+pub mod sync;
 pub mod tui;
 
 use cli::{Cli, Command};

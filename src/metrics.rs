@@ -13,6 +13,7 @@ use hdrhistogram::Histogram;
 use serde::Serialize;
 
 use crate::order::State;
+use crate::sync::Locked;
 
 /// Everything the pipeline counts, each in one place.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -243,17 +244,13 @@ impl Metrics {
 
     pub fn record(&self, kind: Latency, latency: Duration) {
         let micros = (latency.as_micros() as u64).clamp(1, HISTOGRAM_MAX_MICROS);
-        self.lock_histograms().record(kind, micros);
-    }
-
-    fn lock_histograms(&self) -> std::sync::MutexGuard<'_, Histograms> {
-        self.histograms.lock().unwrap_or_else(|e| e.into_inner())
+        self.histograms.locked().record(kind, micros);
     }
 
     /// Latencies since the last call, then starts a new window. One reader
     /// (the status monitor) calls this on a fixed period.
     pub fn take_window(&self) -> WindowStats {
-        let mut histograms = self.lock_histograms();
+        let mut histograms = self.histograms.locked();
         let stats = WindowStats {
             send: summarize(&histograms.window_send),
             end_to_end: summarize(&histograms.window_end_to_end),
@@ -278,7 +275,7 @@ impl Metrics {
     }
 
     pub fn snapshot(&self) -> MetricsSnapshot {
-        let histograms = self.lock_histograms();
+        let histograms = self.histograms.locked();
         let c = |counter| self.get(counter);
         MetricsSnapshot {
             elapsed: self.started.elapsed(),

@@ -19,6 +19,7 @@ use tokio::{
 };
 
 use crate::metrics::{self, LatencySummary};
+use crate::sync::Locked;
 
 /// When an order counts as done.
 pub enum Done {
@@ -92,9 +93,9 @@ impl Tally {
     fn done(&self, since: Instant) {
         let now = Instant::now();
         let micros = now.saturating_duration_since(since).as_micros() as u64;
-        let _ = lock(&self.latencies).record(micros.max(1));
+        let _ = self.latencies.locked().record(micros.max(1));
         self.completed.fetch_add(1, Ordering::Relaxed);
-        let mut last = lock(&self.last_completion);
+        let mut last = self.last_completion.locked();
         if last.is_none_or(|l| l < now) {
             *last = Some(now);
         }
@@ -102,24 +103,23 @@ impl Tally {
 
     fn failed(&self, error: String) {
         self.errors.fetch_add(1, Ordering::Relaxed);
-        lock(&self.first_error).get_or_insert(error);
+        self.first_error.locked().get_or_insert(error);
     }
 
     fn outcome(&self, started: Instant) -> Outcome {
         Outcome {
             completed: self.completed.load(Ordering::Relaxed),
             errors: self.errors.load(Ordering::Relaxed),
-            first_error: lock(&self.first_error).clone(),
-            elapsed: lock(&self.last_completion).map_or(Duration::ZERO, |last| {
-                last.saturating_duration_since(started)
-            }),
-            latency: metrics::summarize(&lock(&self.latencies)),
+            first_error: self.first_error.locked().clone(),
+            elapsed: self
+                .last_completion
+                .locked()
+                .map_or(Duration::ZERO, |last| {
+                    last.saturating_duration_since(started)
+                }),
+            latency: metrics::summarize(&self.latencies.locked()),
         }
     }
-}
-
-fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    mutex.lock().unwrap_or_else(|e| e.into_inner())
 }
 
 /// Sends the whole load and waits (bounded) for every completion.
@@ -191,7 +191,7 @@ pub async fn drive<T: Target>(target: Arc<T>, load: Load) -> Outcome {
         let missing = completions.len() as u64;
         completions.abort_all();
         tally.errors.fetch_add(missing, Ordering::Relaxed);
-        lock(&tally.first_error).get_or_insert_with(|| {
+        tally.first_error.locked().get_or_insert_with(|| {
             format!(
                 "orders still incomplete {} s after the last send",
                 DRAIN_LIMIT.as_secs()

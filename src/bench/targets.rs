@@ -29,6 +29,7 @@ use crate::{
         Dial,
     },
     order::{Order, OrderId, OrderRecord, State, Transition},
+    sync::Locked,
 };
 
 /// Callers share this many channels (HTTP/2 multiplexes the rest).
@@ -66,10 +67,7 @@ impl FinishWatch {
                 };
                 match transition {
                     Ok(t) if t.to == State::Finished => {
-                        let waiter = waiting
-                            .lock()
-                            .unwrap_or_else(|e| e.into_inner())
-                            .remove(&t.order_id);
+                        let waiter = waiting.locked().remove(&t.order_id);
                         if let Some(waiter) = waiter {
                             let _ = waiter.send(());
                         }
@@ -86,16 +84,12 @@ impl FinishWatch {
 
     fn expect(&self, id: OrderId) -> oneshot::Receiver<()> {
         let (tx, rx) = oneshot::channel();
-        self.lock().insert(id, tx);
+        self.waiting.locked().insert(id, tx);
         rx
     }
 
     fn forget(&self, id: &OrderId) {
-        self.lock().remove(id);
-    }
-
-    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<OrderId, oneshot::Sender<()>>> {
-        self.waiting.lock().unwrap_or_else(|e| e.into_inner())
+        self.waiting.locked().remove(id);
     }
 }
 

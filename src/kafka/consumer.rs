@@ -55,6 +55,7 @@ use crate::{
         flow::{OrderFlow, RunOutcome},
         registry::{Claim, OrderRegistry},
     },
+    sync::Locked,
 };
 
 /// Everything a member needs, shared by all members of the group.
@@ -94,20 +95,16 @@ pub struct PartitionLag {
 }
 
 impl LagBoard {
-    fn lock(&self) -> std::sync::MutexGuard<'_, BTreeMap<i32, PartitionLag>> {
-        self.partitions.lock().unwrap_or_else(|e| e.into_inner())
-    }
-
     pub fn partitions(&self) -> Vec<PartitionLag> {
-        self.lock().values().copied().collect()
+        self.partitions.locked().values().copied().collect()
     }
 
     fn update(&self, lag: PartitionLag) {
-        self.lock().insert(lag.partition, lag);
+        self.partitions.locked().insert(lag.partition, lag);
     }
 
     fn release(&self, member: MemberId, partition: i32) {
-        let mut board = self.lock();
+        let mut board = self.partitions.locked();
         if board.get(&partition).is_some_and(|p| p.member == member) {
             board.remove(&partition);
         }
@@ -168,19 +165,15 @@ impl OrderControl {
 }
 
 impl MemberWork {
-    fn lock(&self) -> std::sync::MutexGuard<'_, WorkState> {
-        self.state.lock().unwrap_or_else(|e| e.into_inner())
-    }
-
     fn running(&self) -> usize {
-        self.lock().running
+        self.state.locked().running
     }
 
     /// Registers an order before its task starts, so a hand-over sees it.
     /// Returns the run's number, and whether the partition still needs its
     /// catch-up read.
     fn begin(&self, partition: i32, offset: i64, cancel: CancellationToken) -> (u64, bool) {
-        let mut state = self.lock();
+        let mut state = self.state.locked();
         state.running += 1;
         let run = state.next_run;
         state.next_run += 1;
@@ -198,7 +191,7 @@ impl MemberWork {
     }
 
     fn set_abort(&self, partition: i32, offset: i64, run: u64, abort: AbortHandle) {
-        let mut state = self.lock();
+        let mut state = self.state.locked();
         match state
             .partitions
             .get_mut(&partition)
@@ -214,7 +207,7 @@ impl MemberWork {
     /// Run `run` of an order ended: finished (its offset may now be
     /// committed) or not (cancelled, aborted: the next owner runs it).
     fn end(&self, partition: i32, offset: i64, run: u64, finished: bool) {
-        let mut state = self.lock();
+        let mut state = self.state.locked();
         if let Some(work) = state.partitions.get_mut(&partition) {
             if work.orders.get(&offset).is_some_and(|c| c.run == run) {
                 work.orders.remove(&offset);
@@ -232,7 +225,7 @@ impl MemberWork {
 
     /// Committable offsets not yet stored.
     fn take_to_store(&self) -> Vec<(i32, i64)> {
-        let mut state = self.lock();
+        let mut state = self.state.locked();
         state
             .partitions
             .iter_mut()
@@ -247,7 +240,7 @@ impl MemberWork {
     /// event is queued in the producer either way, and while they run, a
     /// redelivery to another member of this process waits for them.
     fn hand_over(&self, partitions: &[i32], wait: Option<Duration>) -> Vec<(i32, i64)> {
-        let mut state = self.lock();
+        let mut state = self.state.locked();
         let mut cancelled = 0;
         for work in partitions.iter().filter_map(|p| state.partitions.get(p)) {
             for control in work.orders.values() {
@@ -293,7 +286,7 @@ impl MemberWork {
 
     /// Stops every order where it is (a crash).
     fn kill_all(&self) {
-        let state = self.lock();
+        let state = self.state.locked();
         for work in state.partitions.values() {
             work.orders.values().for_each(OrderControl::kill);
         }
@@ -301,7 +294,7 @@ impl MemberWork {
 
     /// Waits up to `limit` for every order to end.
     fn wait_idle(&self, limit: Duration) -> bool {
-        let state = self.lock();
+        let state = self.state.locked();
         let (state, _) = self
             .ended
             .wait_timeout_while(state, limit, |s| s.running > 0)

@@ -18,6 +18,7 @@ use rdkafka::{
 
 use super::{finished_watch::finished_event, KafkaConnection};
 use crate::order::OrderId;
+use crate::sync::Locked;
 
 /// How far before a record's timestamp its order's events may be stamped:
 /// producers on other machines may run slightly behind this one's clock.
@@ -60,7 +61,7 @@ impl FinishedLog {
     /// shared position had not read yet. Blocks: members call it from their
     /// polling thread, before they run a newly assigned partition's records.
     pub fn finished_since(&self, since_ms: i64) -> KafkaResult<Vec<OrderId>> {
-        let mut state = self.state.lock().unwrap_or_else(|e| e.into_inner());
+        let mut state = self.state.locked();
         if state.reader.is_none() {
             state.reader = Some(reader(&self.connection)?);
         }

@@ -10,6 +10,7 @@ use std::{
 };
 
 use crate::order::OrderId;
+use crate::sync::Locked;
 
 /// Which process finished an order.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -68,12 +69,8 @@ impl AckLedger {
         }
     }
 
-    fn lock(&self) -> std::sync::MutexGuard<'_, Inner> {
-        self.inner.lock().unwrap_or_else(|e| e.into_inner())
-    }
-
     pub fn acknowledged(&self, id: OrderId) {
-        let mut inner = self.lock();
+        let mut inner = self.inner.locked();
         inner.acknowledged += 1;
         if let Some(by) = inner.finished_early.remove(&id) {
             inner.count(by);
@@ -94,7 +91,7 @@ impl AckLedger {
     /// once, whichever report comes first; returns whether this one counted
     /// an acknowledged order.
     pub fn finished_by(&self, id: OrderId, by: FinishedBy) -> bool {
-        let mut inner = self.lock();
+        let mut inner = self.inner.locked();
         if let Some(seq) = inner.awaiting_finish.remove(&id) {
             inner.by_age.remove(&seq);
             inner.count(by);
@@ -116,13 +113,13 @@ impl AckLedger {
 
     /// Acknowledged orders that have not finished yet.
     pub fn unfinished(&self) -> usize {
-        self.lock().awaiting_finish.len()
+        self.inner.locked().awaiting_finish.len()
     }
 
     /// Entries kept in all, for checking the bookkeeping stays bounded.
     #[cfg(test)]
     fn entries(&self) -> usize {
-        let inner = self.lock();
+        let inner = self.inner.locked();
         inner.awaiting_finish.len()
             + inner.by_age.len()
             + inner.finished_early.len()
@@ -132,7 +129,7 @@ impl AckLedger {
     /// Everything at once, consistently; orders waiting longer than
     /// `overdue_after` count as overdue.
     pub fn tally(&self, overdue_after: Duration) -> LedgerTally {
-        let inner = self.lock();
+        let inner = self.inner.locked();
         let overdue = inner
             .by_age
             .values()

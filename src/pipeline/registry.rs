@@ -11,6 +11,7 @@ use std::{
 use tokio::sync::watch;
 
 use crate::order::OrderId;
+use crate::sync::Locked;
 
 /// A set that remembers only the most recent `capacity` members, so memory
 /// stays flat however long the pipeline runs. Redeliveries only ever concern
@@ -89,14 +90,10 @@ impl OrderRegistry {
         })
     }
 
-    fn lock(&self) -> std::sync::MutexGuard<'_, Inner> {
-        self.inner.lock().unwrap_or_else(|e| e.into_inner())
-    }
-
     /// Records orders that finished elsewhere (a previous owner of their
     /// partition), so their redeliveries are skipped.
     pub fn finished_elsewhere(&self, ids: impl IntoIterator<Item = OrderId>) {
-        let mut inner = self.lock();
+        let mut inner = self.inner.locked();
         for id in ids {
             if !inner.in_flight.contains_key(&id) {
                 inner.finished.insert(id);
@@ -107,7 +104,7 @@ impl OrderRegistry {
     /// Records that `id` finished (its Finished event was read back) unless
     /// it is running here; returns whether it was not running here.
     pub fn note_finished(&self, id: OrderId) -> bool {
-        let mut inner = self.lock();
+        let mut inner = self.inner.locked();
         if inner.in_flight.contains_key(&id) {
             return false;
         }
@@ -116,7 +113,7 @@ impl OrderRegistry {
     }
 
     pub fn claim(self: &Arc<Self>, id: OrderId) -> Claim {
-        let mut inner = self.lock();
+        let mut inner = self.inner.locked();
         if inner.finished.contains(&id) {
             return Claim::Finished;
         }
@@ -137,7 +134,7 @@ impl OrderRegistry {
     }
 
     pub fn in_flight(&self) -> usize {
-        self.lock().in_flight.len()
+        self.inner.locked().in_flight.len()
     }
 }
 
@@ -151,7 +148,7 @@ pub struct RunGuard {
 
 impl RunGuard {
     pub fn finish(mut self) {
-        let mut inner = self.registry.lock();
+        let mut inner = self.registry.inner.locked();
         inner.in_flight.remove(&self.id);
         inner.finished.insert(self.id);
         drop(inner);
@@ -165,7 +162,7 @@ impl Drop for RunGuard {
     fn drop(&mut self) {
         if self.done.is_some() {
             // Abandoned: waiters see the sender close and claim it again.
-            self.registry.lock().in_flight.remove(&self.id);
+            self.registry.inner.locked().in_flight.remove(&self.id);
         }
     }
 }

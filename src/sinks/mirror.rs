@@ -41,6 +41,7 @@ use crate::{
         apply_rebalance, is_cooperative, producer::OrderProducer, rebalance_of, KafkaConnection,
     },
     order::Transition,
+    sync::Locked,
 };
 
 /// How long documents gather before they are sent, at most.
@@ -341,7 +342,7 @@ struct MirrorContext {
 
 impl ClientContext for MirrorContext {
     fn stats(&self, statistics: Statistics) {
-        let mut lag = self.lag.lock().unwrap_or_else(|e| e.into_inner());
+        let mut lag = self.lag.locked();
         for (name, topic) in &statistics.topics {
             for (partition, stats) in &topic.partitions {
                 if *partition >= 0 && stats.desired {
@@ -363,7 +364,7 @@ impl ConsumerContext for MirrorContext {
         if let Err(error) = apply_rebalance(consumer, &rebalance, self.cooperative) {
             tracing::warn!(%error, "the mirror could not apply a rebalance");
         }
-        let mut assigned = self.assigned.lock().unwrap_or_else(|e| e.into_inner());
+        let mut assigned = self.assigned.locked();
         let named = |list: &TopicPartitionList| -> Vec<(String, i32)> {
             list.elements()
                 .iter()
@@ -659,8 +660,8 @@ impl Mirror {
     /// Records not yet mirrored in the partitions this member holds, as
     /// librdkafka's last statistics saw them.
     fn lag(&self) -> u64 {
-        let assigned = self.assigned.lock().unwrap_or_else(|e| e.into_inner());
-        let lag = self.lag.lock().unwrap_or_else(|e| e.into_inner());
+        let assigned = self.assigned.locked();
+        let lag = self.lag.locked();
         assigned
             .iter()
             .filter_map(|partition| lag.get(partition))
@@ -674,11 +675,7 @@ impl Mirror {
     async fn drain_targets(&mut self) -> KafkaResult<HashMap<PartitionKey, i64>> {
         let consumer = Arc::clone(&self.consumer);
         let topics = [self.topics.events.clone(), self.topics.metrics.clone()];
-        let assigned = self
-            .assigned
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .clone();
+        let assigned = self.assigned.locked().clone();
         let everything = self.embedded;
         let (targets, committed) = tokio::task::spawn_blocking(move || {
             let partitions: Vec<PartitionKey> = if everything {
