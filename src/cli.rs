@@ -4,7 +4,7 @@ use std::{net::SocketAddr, path::PathBuf, time::Duration};
 
 use clap::{Args, Parser, Subcommand};
 
-use crate::{clients::BadRowPolicy, clock::TimeScale, config::LoadLevel, order::State};
+use crate::{clients::BadRowPolicy, clock::TimeScale, load::LoadLevel, order::State};
 
 #[derive(Debug, Parser)]
 #[command(

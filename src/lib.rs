@@ -34,6 +34,7 @@ pub mod commands;
 pub mod config;
 pub mod grpc;
 pub mod kafka;
+pub mod load;
 pub mod metrics;
 pub mod order;
 pub mod pipeline;

@@ -13,11 +13,11 @@ use tokio_util::sync::CancellationToken;
 use crate::{
     clients::{ClientPool, Pacer},
     clock::{unix_millis_now, DelayRange, SimClock},
-    config::{LoadLevel, LoadPreset},
     kafka::{
         consumer::{MemberLoad, PartitionLag},
         BrokerHealth,
     },
+    load::{LoadLevel, LoadPreset},
     metrics::{per_second, MetricsSnapshot, WindowStats},
     order::{Order, State, Transition},
     pipeline::{

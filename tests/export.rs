@@ -196,7 +196,7 @@ fn compose_runs_the_stack_the_readme_documents() {
 async fn the_tui_export_key_imports_the_dashboard_and_says_so() {
     use orderdeck::{
         clock::SimClock,
-        config::LoadLevel,
+        load::LoadLevel,
         session::{self, Command, Phase, SessionSettings},
         sinks::elastic::ElasticConfig,
     };

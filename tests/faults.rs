@@ -355,7 +355,7 @@ async fn until(
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_session_shows_a_fault_and_the_recovery_live() {
     use orderdeck::{
-        config::LoadLevel,
+        load::LoadLevel,
         session::{self, Command, Phase, SessionSettings},
     };
     let mut pipeline = chaos_config(0.0);

@@ -5,7 +5,7 @@ use ratatui::crossterm::event::{Event, KeyCode, KeyEvent, KeyEventKind, KeyModif
 use std::time::Duration;
 
 use super::app::{App, Overlay, Screen};
-use crate::{config::LoadLevel, pipeline::chaos::Chaos};
+use crate::{load::LoadLevel, pipeline::chaos::Chaos};
 
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Action {

@@ -7,7 +7,7 @@ use tui_input::Input;
 
 use super::action::Action;
 use crate::{
-    config::LoadLevel,
+    load::LoadLevel,
     metrics::{BucketCounts, OrderCounts},
     order::{Order, OrderId, State, Transition},
     session::{Command, Phase, Sample, SessionStatus},

@@ -15,11 +15,11 @@ use super::{
     ui,
 };
 use crate::{
-    config::LoadLevel,
     kafka::{
         consumer::{MemberLoad, PartitionLag},
         BrokerHealth,
     },
+    load::LoadLevel,
     metrics::{LatencySummary, MetricsSnapshot, OrderCounts, WindowStats},
     order::{Order, OrderId, State, Transition},
     pipeline::{chaos::Chaos, ledger::LedgerTally},

@@ -9,7 +9,7 @@ use ratatui::{
 };
 
 use super::{centered, panel};
-use crate::{config::LoadLevel, tui::app::App};
+use crate::{load::LoadLevel, tui::app::App};
 
 pub fn render(frame: &mut Frame, area: Rect, app: &App) {
     let dim = Style::new().fg(Color::DarkGray);
