@@ -29,6 +29,23 @@ pub struct LoadPreset {
 impl LoadLevel {
     pub const ALL: [LoadLevel; 3] = [LoadLevel::Low, LoadLevel::Medium, LoadLevel::High];
 
+    fn position(self) -> usize {
+        self as usize
+    }
+
+    pub fn lower(self) -> Option<LoadLevel> {
+        Self::ALL.get(self.position().checked_sub(1)?).copied()
+    }
+
+    pub fn higher(self) -> Option<LoadLevel> {
+        Self::ALL.get(self.position() + 1).copied()
+    }
+
+    /// The next level up, from high back to low (the `l` key).
+    pub fn cycled(self) -> LoadLevel {
+        self.higher().unwrap_or(LoadLevel::Low)
+    }
+
     pub fn preset(self) -> LoadPreset {
         let secs = Duration::from_secs_f64;
         match self {
@@ -94,6 +111,14 @@ mod tests {
             assert_eq!(LoadLevel::from_str(level.spanish_name(), true), Ok(level));
         }
         assert!(LoadLevel::from_str("extreme", true).is_err());
+    }
+
+    #[test]
+    fn levels_step_and_cycle() {
+        assert_eq!(LoadLevel::Low.lower(), None);
+        assert_eq!(LoadLevel::Medium.higher(), Some(LoadLevel::High));
+        assert_eq!(LoadLevel::High.cycled(), LoadLevel::Low);
+        assert_eq!(LoadLevel::Low.cycled(), LoadLevel::Medium);
     }
 
     #[test]

@@ -301,14 +301,11 @@ impl App {
     }
 
     fn update_start(&mut self, action: Action) -> Option<Effect> {
-        let index = LoadLevel::ALL
-            .iter()
-            .position(|l| *l == self.start_choice)
-            .unwrap_or(1);
+        let choice = self.start_choice;
         match action {
-            Action::Up => self.start_choice = LoadLevel::ALL[index.saturating_sub(1)],
-            Action::Down => self.start_choice = LoadLevel::ALL[(index + 1).min(2)],
-            Action::CycleLoad => self.start_choice = LoadLevel::ALL[(index + 1) % 3],
+            Action::Up => self.start_choice = choice.lower().unwrap_or(choice),
+            Action::Down => self.start_choice = choice.higher().unwrap_or(choice),
+            Action::CycleLoad => self.start_choice = choice.cycled(),
             Action::SetLoad(level) => {
                 self.start_choice = level;
                 self.screen = Screen::Main;
@@ -369,11 +366,7 @@ impl App {
             Action::SetLoad(level) => Command::SetLoad(level),
             Action::CycleLoad => {
                 let current = self.status.as_ref().map_or(self.start_choice, |s| s.load);
-                let index = LoadLevel::ALL
-                    .iter()
-                    .position(|l| *l == current)
-                    .unwrap_or(0);
-                Command::SetLoad(LoadLevel::ALL[(index + 1) % 3])
+                Command::SetLoad(current.cycled())
             }
             Action::AddClient => Command::AddClient,
             Action::RemoveClient => Command::RemoveClient,

@@ -10,6 +10,7 @@
 pub mod action;
 pub mod app;
 pub mod format;
+pub mod keymap;
 pub mod ui;
 pub mod widgets;
 
@@ -27,8 +28,9 @@ use ratatui::{
 use tokio::sync::{broadcast, watch};
 
 use self::{
-    action::{action_for, Action},
+    action::Action,
     app::{App, Effect, StartInfo},
+    keymap::action_for,
 };
 use crate::{
     cli::CommonArgs,

@@ -10,8 +10,9 @@ use ratatui::{
 };
 
 use super::{
-    action::{action_for, Action},
+    action::Action,
     app::{App, Effect, Focus, Overlay, Screen, StartInfo},
+    keymap::action_for,
     ui,
 };
 use crate::{
