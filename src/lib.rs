@@ -38,8 +38,10 @@ pub mod load;
 pub mod metrics;
 pub mod order;
 pub mod pipeline;
+pub mod processing;
 pub mod report;
 pub mod session;
+pub mod signals;
 pub mod sinks;
 pub mod sync;
 pub mod tui;
@@ -125,7 +127,7 @@ pub fn raise_open_file_limit() -> Option<u64> {
 /// Runs the command the user asked for.
 pub async fn run(cli: Cli) -> Result<(), AppError> {
     match cli.command.unwrap_or(Command::Tui) {
-        Command::Tui => tui::run(&cli.common, cli.common.load).await,
+        Command::Tui => commands::tui::tui(&cli.common).await,
         Command::Run => commands::run::run(&cli.common).await,
         Command::Serve => commands::serve::serve(&cli.common).await,
         Command::Worker => commands::serve::worker(&cli.common).await,

@@ -22,9 +22,9 @@ use crate::{
     order::{Order, State, Transition},
     pipeline::{
         chaos::{Chaos, ChaosLog},
-        ledger::LedgerTally,
         Pipeline, PipelineConfig, StopProgress, Unfinished,
     },
+    processing::ledger::LedgerTally,
     sinks::{elastic::ElasticConfig, kibana::import_saved_objects, MirrorState, SinkStatus},
 };
 use futures::FutureExt;

@@ -8,7 +8,8 @@ use std::{
 
 use tokio_util::sync::CancellationToken;
 
-use super::{conclude, finish, progress::Progress, stop_signals, Closing};
+use super::{conclude, finish, progress::Progress, Closing};
+use crate::signals::stop_signals;
 use crate::{
     cli::CommonArgs,
     clients::{load_orders, run_clients, ClientPlan},

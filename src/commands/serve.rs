@@ -6,7 +6,8 @@ use std::{
     time::{Duration, Instant},
 };
 
-use super::{conclude, finish, stop_signals, Closing, StopSignals};
+use super::{conclude, finish, Closing};
+use crate::signals::{stop_signals, StopSignals};
 use crate::{
     cli::CommonArgs,
     config::{broker_target, pipeline_config},

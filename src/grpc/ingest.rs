@@ -10,7 +10,6 @@ use crate::{
     kafka::producer::{Delivered, OrderProducer, ProduceError},
     metrics::{Counter, Metrics},
     order::{Order, OrderError, OrderId, OrderRecord},
-    pipeline::ledger::AckLedger,
     sinks::{Document, MetricKind, SinkHandle},
 };
 
@@ -27,10 +26,16 @@ pub struct Accepted {
     pub delivered: Delivered,
 }
 
+/// Who hears of each acknowledged order (the ledger that reconciles them
+/// with finished ones, by id).
+pub trait Acknowledgements: Send + Sync {
+    fn acknowledged(&self, order: OrderId);
+}
+
 pub struct Ingest {
     producer: Arc<OrderProducer>,
     metrics: Arc<Metrics>,
-    ledger: Arc<AckLedger>,
+    acknowledgements: Arc<dyn Acknowledgements>,
     in_flight: Semaphore,
     limits: ServerLimits,
     sink: SinkHandle,
@@ -40,14 +45,14 @@ impl Ingest {
     pub fn new(
         producer: Arc<OrderProducer>,
         metrics: Arc<Metrics>,
-        ledger: Arc<AckLedger>,
+        acknowledgements: Arc<dyn Acknowledgements>,
         limits: ServerLimits,
         sink: SinkHandle,
     ) -> Self {
         Self {
             producer,
             metrics,
-            ledger,
+            acknowledgements,
             in_flight: Semaphore::new(limits.max_in_flight.max(1)),
             limits,
             sink,
@@ -93,7 +98,7 @@ impl Ingest {
         match self.producer.send_order(&record).await {
             Ok(delivered) => {
                 self.metrics.incr(Counter::Acknowledged);
-                self.ledger.acknowledged(record.order_id);
+                self.acknowledgements.acknowledged(record.order_id);
                 // The server's share of the send time: receipt until durable.
                 let send_time = Document::metric(
                     MetricKind::SendTime,

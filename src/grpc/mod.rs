@@ -13,7 +13,7 @@ use tokio_stream::wrappers::TcpListenerStream;
 use tokio_util::sync::CancellationToken;
 use tonic::transport::Server;
 
-pub use ingest::{Ingest, ServerLimits};
+pub use ingest::{Acknowledgements, Ingest, ServerLimits};
 
 use crate::order::Transition;
 

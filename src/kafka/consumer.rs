@@ -16,7 +16,6 @@
 use std::{
     collections::{BTreeMap, HashMap},
     future::Future,
-    panic::AssertUnwindSafe,
     sync::{
         atomic::{AtomicBool, AtomicU8, Ordering},
         Arc, Condvar, Mutex,
@@ -24,7 +23,7 @@ use std::{
     time::{Duration, Instant},
 };
 
-use futures::FutureExt;
+use futures::future::BoxFuture;
 use rdkafka::{
     client::ClientContext,
     config::RDKafkaLogLevel,
@@ -48,22 +47,40 @@ use super::{
     HealthContext, KafkaConnection,
 };
 use crate::{
-    clock::Backoff,
     metrics::{Counter, Metrics},
-    order::OrderRecord,
-    pipeline::{
-        flow::{OrderFlow, RunOutcome},
-        registry::{Claim, OrderRegistry},
-    },
+    order::{OrderId, OrderRecord},
     sync::Locked,
 };
+
+/// How a record's run ended.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum RunOutcome {
+    /// Done, its Finished event in Kafka: the offset may be committed.
+    Finished,
+    /// Stopped before Finished (its partition moved): the next owner runs it.
+    Cancelled,
+}
+
+/// What the group does with each order record: the consumer knows offsets,
+/// partitions and hand-overs; the handler knows what running an order means.
+pub trait RecordHandler: Send + Sync + 'static {
+    /// Runs the order to its end, or until `cancel` (its partition leaves
+    /// this member). A redelivered record comes here too.
+    fn run(
+        self: Arc<Self>,
+        record: OrderRecord,
+        cancel: CancellationToken,
+    ) -> BoxFuture<'static, RunOutcome>;
+
+    /// A previous owner of a partition finished these orders.
+    fn finished_elsewhere(&self, orders: Vec<OrderId>);
+}
 
 /// Everything a member needs, shared by all members of the group.
 #[derive(Clone)]
 pub struct GroupShared {
     pub connection: KafkaConnection,
-    pub flow: Arc<OrderFlow>,
-    pub registry: Arc<OrderRegistry>,
+    pub handler: Arc<dyn RecordHandler>,
     /// Which orders a previous owner of a partition already finished.
     pub finished_log: Arc<FinishedLog>,
     pub metrics: Arc<Metrics>,
@@ -593,6 +610,11 @@ async fn close<T: Send + 'static>(consumers: T) {
 
 /// How long a stop waits for consumers to leave the group.
 const CLOSE_LIMIT: Duration = Duration::from_secs(10);
+/// How long one poll waits: the member looks at its stop mode and its
+/// capacity at least this often.
+const POLL: Duration = Duration::from_millis(100);
+/// A crashed member's orders end at their next await; this bounds the wait.
+const ABORT_LIMIT: Duration = Duration::from_secs(5);
 
 fn member_config(connection: &KafkaConnection) -> ClientConfig {
     let mut config = connection.client_config();
@@ -626,17 +648,6 @@ fn member_config(connection: &KafkaConnection) -> ClientConfig {
 /// the full wait, even when records are ready (real brokers answer as soon
 /// as data arrives), so the wait is kept short.
 pub const MOCK_FETCH_WAIT: (&str, &str) = ("fetch.wait.max.ms", "5");
-
-/// How long one poll waits: the member looks at its stop mode and its
-/// capacity at least this often.
-const POLL: Duration = Duration::from_millis(100);
-/// A crashed member's orders end at their next await; this bounds the wait.
-const ABORT_LIMIT: Duration = Duration::from_secs(5);
-/// Waits before running a panicked order again.
-const PANIC_RETRY: Backoff = Backoff {
-    first: Duration::from_millis(100),
-    max: Duration::from_secs(5),
-};
 
 /// One member's polling thread.
 struct MemberPoller {
@@ -801,7 +812,7 @@ impl MemberPoller {
                     took_ms = started.elapsed().as_millis() as u64,
                     "read which orders a previous owner finished"
                 );
-                self.shared.registry.finished_elsewhere(finished)
+                self.shared.handler.finished_elsewhere(finished)
             }
             Err(error) => tracing::warn!(
                 %error,
@@ -849,87 +860,11 @@ impl OrderTask {
             run: self.run,
             finished: false,
         };
-        let outcome = run_order(&self.shared, &self.record, &self.cancel).await;
+        let handler = Arc::clone(&self.shared.handler);
+        let outcome = handler.run(self.record, self.cancel).await;
         if outcome == RunOutcome::Cancelled {
             self.shared.metrics.incr(Counter::HandedOver);
         }
         ending.finished = outcome == RunOutcome::Finished;
-    }
-}
-
-/// Runs an order; a panic is logged with the order id, counted, and the
-/// order run again, so its partition never stalls in silence.
-async fn run_order(
-    shared: &GroupShared,
-    record: &OrderRecord,
-    cancel: &CancellationToken,
-) -> RunOutcome {
-    let mut counted = false;
-    let mut wait = PANIC_RETRY.first;
-    loop {
-        let attempt = AssertUnwindSafe(settle(shared, record, cancel, &mut counted));
-        match attempt.catch_unwind().await {
-            Ok(outcome) => return outcome,
-            Err(panic) => {
-                let reason = panic
-                    .downcast_ref::<String>()
-                    .map(String::as_str)
-                    .or_else(|| panic.downcast_ref::<&str>().copied())
-                    .unwrap_or("unknown");
-                tracing::error!(order = %record.order_id, reason, "an order's run panicked; running it again");
-                shared.metrics.incr(Counter::Panics);
-                tokio::select! {
-                    _ = cancel.cancelled() => return RunOutcome::Cancelled,
-                    _ = tokio::time::sleep(wait) => {}
-                }
-                wait = PANIC_RETRY.next(wait);
-            }
-        }
-    }
-}
-
-/// Runs an order unless it already ran here: redeliveries wait for the run in
-/// flight, or are skipped once it finished. Returns Finished once the order
-/// is finished (by this record or another), Cancelled if handed over first.
-async fn settle(
-    shared: &GroupShared,
-    record: &OrderRecord,
-    cancel: &CancellationToken,
-    counted: &mut bool,
-) -> RunOutcome {
-    loop {
-        match shared.registry.claim(record.order_id) {
-            Claim::Run { guard, first_time } => {
-                if !*counted {
-                    *counted = true;
-                    shared.metrics.incr(if first_time {
-                        Counter::Consumed
-                    } else {
-                        Counter::Redelivered
-                    });
-                }
-                return shared.flow.run(guard, record, cancel).await;
-            }
-            Claim::Finished => {
-                if !*counted {
-                    *counted = true;
-                    shared.metrics.incr(Counter::Redelivered);
-                }
-                return RunOutcome::Finished;
-            }
-            Claim::InFlight(mut running) => {
-                if !*counted {
-                    *counted = true;
-                    shared.metrics.incr(Counter::Redelivered);
-                }
-                tokio::select! {
-                    _ = cancel.cancelled() => return RunOutcome::Cancelled,
-                    done = running.wait_for(|done| *done) => if done.is_ok() {
-                        return RunOutcome::Finished;
-                    },
-                }
-                // The other run was abandoned: claim it again.
-            }
-        }
     }
 }

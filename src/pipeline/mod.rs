@@ -2,9 +2,6 @@
 //! started together and stopped in the order that loses nothing.
 
 pub mod chaos;
-pub mod flow;
-pub mod ledger;
-pub mod registry;
 
 use std::{net::SocketAddr, sync::Arc, time::Duration};
 
@@ -17,7 +14,7 @@ use crate::{
     clock::{DelayRange, SimClock},
     grpc::{
         tls::{TlsFiles, TlsSettings},
-        Dial, GrpcError, GrpcServer, Ingest, ServerLimits,
+        Acknowledgements, Dial, GrpcError, GrpcServer, Ingest, ServerLimits,
     },
     kafka::{
         consumer::{ConsumerGroup, GroupShared, MemberLoad, PartitionLag, StopMode},
@@ -37,10 +34,11 @@ use crate::{
 };
 use tokio_util::sync::CancellationToken;
 
-use self::{
-    chaos::{Chaos, ChaosError, ChaosLog},
+use self::chaos::{Chaos, ChaosError, ChaosLog};
+use crate::processing::{
     flow::OrderFlow,
-    ledger::{AckLedger, FinishedBy},
+    handler::OrderHandler,
+    ledger::{AckLedger, Completions},
     registry::OrderRegistry,
 };
 
@@ -156,6 +154,8 @@ pub struct Pipeline {
     registry: Arc<OrderRegistry>,
     transitions: broadcast::Sender<Transition>,
     stage_delay: watch::Sender<DelayRange>,
+    /// The state machine, for injecting a panic into the next order.
+    flow: Arc<OrderFlow>,
     group_shared: GroupShared,
     server: Option<GrpcServer>,
     tls: Option<TlsSettings>,
@@ -229,6 +229,10 @@ impl Pipeline {
         // An ack cannot trail its order's finish by more than a delivery timeout.
         let ledger = Arc::new(AckLedger::new(config.kafka.delivery_timeout * 2));
         let registry = OrderRegistry::new(config.dedup_memory);
+        let completions = Completions {
+            metrics: Arc::clone(&metrics),
+            ledger: Arc::clone(&ledger),
+        };
         let (stage_delay, stage_delay_rx) = watch::channel(config.stage_delay);
         let flow = Arc::new(OrderFlow {
             clock: config.clock,
@@ -236,14 +240,18 @@ impl Pipeline {
             metrics: Arc::clone(&metrics),
             transitions: transitions.clone(),
             events: Arc::clone(&producer),
-            ledger: Arc::clone(&ledger),
+            completions: completions.clone(),
             notifier,
             injected_panics: Default::default(),
         });
+        let handler = Arc::new(OrderHandler {
+            flow: Arc::clone(&flow),
+            registry: Arc::clone(&registry),
+            metrics: Arc::clone(&metrics),
+        });
         let group_shared = GroupShared {
             connection: connection.clone(),
-            flow,
-            registry: Arc::clone(&registry),
+            handler,
             finished_log: Arc::new(FinishedLog::new(connection.clone())),
             metrics: Arc::clone(&metrics),
             max_in_flight_per_member: config.max_in_flight_per_consumer,
@@ -253,15 +261,9 @@ impl Pipeline {
         };
         let consumers = ConsumerGroup::start(group_shared.clone(), config.consumers)?;
         let finished_watch = match config.listen {
-            Some(_) => Some(
-                watch_finished_orders(
-                    &connection,
-                    Arc::clone(&ledger),
-                    Arc::clone(&registry),
-                    Arc::clone(&metrics),
-                )
-                .await?,
-            ),
+            Some(_) => {
+                Some(watch_finished_orders(&connection, completions, Arc::clone(&registry)).await?)
+            }
             None => None,
         };
         let server = match config.listen {
@@ -269,7 +271,7 @@ impl Pipeline {
                 let ingest = Arc::new(Ingest::new(
                     Arc::clone(&producer),
                     Arc::clone(&metrics),
-                    Arc::clone(&ledger),
+                    Arc::clone(&ledger) as Arc<dyn Acknowledgements>,
                     config.limits,
                     sink.clone(),
                 ));
@@ -285,6 +287,7 @@ impl Pipeline {
             registry,
             transitions,
             stage_delay,
+            flow,
             group_shared,
             server,
             tls,
@@ -427,7 +430,7 @@ impl Pipeline {
     /// supervisor would restart a crashed task).
     pub fn inject(&mut self, chaos: Chaos) -> Result<(), ChaosError> {
         if chaos == Chaos::PanicOrder {
-            self.group_shared.flow.inject_panic();
+            self.flow.inject_panic();
             self.chaos.record(chaos);
             return Ok(());
         }
@@ -632,29 +635,18 @@ impl Pipeline {
 }
 
 /// Follows the events topic: an order read back as finished is skipped if
-/// redelivered here, and the ledger counts it, here or elsewhere. A run here
-/// counts itself before it lets go of its order, so an echo of this
-/// process's own Finished event counts only a run that was cut short after
-/// writing it (a consumer killed at that moment).
+/// redelivered here, and counted where it belongs (see
+/// [`Completions::seen`]); one still running here counts itself.
 async fn watch_finished_orders(
     connection: &KafkaConnection,
-    ledger: Arc<AckLedger>,
+    completions: Completions,
     registry: Arc<OrderRegistry>,
-    metrics: Arc<Metrics>,
 ) -> Result<FinishedWatch, PipelineError> {
     let connection = connection.clone();
     tokio::task::spawn_blocking(move || {
         FinishedWatch::start(&connection, move |event| {
-            if !registry.note_finished(event.order_id) {
-                return; // running here: the run counts itself
-            }
-            let by = if event.here {
-                FinishedBy::Here
-            } else {
-                FinishedBy::Elsewhere
-            };
-            if ledger.finished_by(event.order_id, by) && event.here {
-                metrics.incr(crate::metrics::Counter::Finished);
+            if registry.note_finished(event.order_id) {
+                completions.seen(event);
             }
         })
     })

@@ -17,7 +17,7 @@ pub mod widgets;
 #[cfg(test)]
 mod tests;
 
-use std::{io, sync::Arc, time::Duration};
+use std::{io, time::Duration};
 
 use futures::{Stream, StreamExt};
 use ratatui::{
@@ -33,16 +33,10 @@ use self::{
     keymap::action_for,
 };
 use crate::{
-    cli::CommonArgs,
-    clients::load_orders,
-    clock::SimClock,
-    commands::{stop_signals, StopSignals},
-    config::{broker_target, effective_load, pipeline_config},
-    kafka::BrokerTarget,
     load::LoadLevel,
-    order::{Order, Transition},
-    session::{self, Command, Phase, SessionHandle, SessionSettings, SessionStatus},
-    sinks::elastic::ElasticConfig,
+    order::Transition,
+    session::{Command, Phase, SessionHandle, SessionStatus},
+    signals::StopSignals,
     AppError,
 };
 
@@ -62,47 +56,16 @@ impl Drop for TerminalGuard {
     }
 }
 
-pub async fn run(args: &CommonArgs, preselected: Option<LoadLevel>) -> Result<(), AppError> {
-    // Problems with the input are reported before the screen is taken.
-    let csv = load_orders(&args.csv, args.on_bad_row)?;
-    let orders: Arc<[Order]> = csv.orders.into();
-    let start = StartInfo {
-        broker: match broker_target(args) {
-            BrokerTarget::Embedded => "embedded (in-process Kafka mock cluster)".to_owned(),
-            BrokerTarget::External(list) => list,
-        },
-        sink: match &args.es {
-            Some(url) => format!(
-                "Elasticsearch {url} (spool in {} while it is away)",
-                args.data_dir.display()
-            ),
-            None => format!(
-                "spool in {} (orderdeck export --es URL replays it)",
-                args.data_dir.display()
-            ),
-        },
-        time_scale: args.time_scale.factor(),
-    };
-    let signals = stop_signals();
-    let start_session = |level: LoadLevel| {
-        let mut args = args.clone();
-        args.load = Some(level);
-        session::spawn(SessionSettings {
-            pipeline: pipeline_config(
-                &args,
-                Some(args.listen.unwrap_or(([127, 0, 0, 1], 0).into())),
-            ),
-            load: level,
-            preset: effective_load(&args),
-            orders: Arc::clone(&orders),
-            clock: SimClock::new(args.time_scale),
-            kibana: args
-                .kibana
-                .clone()
-                .map(|url| (url.clone(), ElasticConfig::from_env(url, None))),
-            drain_limit: args.drain_timeout.0,
-        })
-    };
+/// Takes the screen and runs the control center until the user quits:
+/// the start screen (unless `preselected`), then the session that
+/// `start_session` starts. The terminal is restored however it ends.
+/// Returns the session's last status.
+pub async fn show(
+    start: StartInfo,
+    preselected: Option<LoadLevel>,
+    start_session: impl Fn(LoadLevel) -> SessionHandle,
+    signals: StopSignals,
+) -> Result<Option<SessionStatus>, AppError> {
     let mut terminal = ratatui::init();
     keep_the_screen_on_task_panics();
     let guard = TerminalGuard;
@@ -116,23 +79,9 @@ pub async fn run(args: &CommonArgs, preselected: Option<LoadLevel>) -> Result<()
         signals,
     )
     .await
-    .map_err(|e| AppError::Terminal(e.to_string()))?;
+    .map_err(|e| AppError::Terminal(e.to_string()));
     drop(guard);
-    match last.map(|status| status.unfinished) {
-        Some(unfinished) if unfinished.lost > 0 => Err(AppError::Incomplete(format!(
-            "{} acknowledged orders were abandoned at quit and are lost (only the embedded \
-             broker held them)",
-            unfinished.lost
-        ))),
-        Some(unfinished) if unfinished.left_in_kafka > 0 => {
-            eprintln!(
-                "{} acknowledged orders are left in Kafka for group {:?}: its next member runs them",
-                unfinished.left_in_kafka, args.group
-            );
-            Ok(())
-        }
-        _ => Ok(()),
-    }
+    last
 }
 
 /// ratatui's panic hook restores the terminal on any panic; a panic inside

@@ -23,7 +23,8 @@ use crate::{
     load::LoadLevel,
     metrics::{LatencySummary, MetricsSnapshot, OrderCounts, WindowStats},
     order::{Order, OrderId, State, Transition},
-    pipeline::{chaos::Chaos, ledger::LedgerTally},
+    pipeline::chaos::Chaos,
+    processing::ledger::LedgerTally,
     session::{Command, Phase, Sample, SessionStatus},
     sinks::{MirrorState, SinkStatus},
 };

@@ -13,10 +13,10 @@ use rdkafka::producer::future_producer::DeliveryFuture;
 use tokio::sync::{broadcast, watch};
 use tokio_util::sync::CancellationToken;
 
-use super::{ledger::AckLedger, registry::RunGuard};
+use super::{ledger::Completions, registry::RunGuard};
 use crate::{
     clock::{elapsed_since_unix_seconds, Backoff, DelayRange, SimClock},
-    kafka::{producer::OrderProducer, this_process},
+    kafka::{consumer::RunOutcome, producer::OrderProducer, this_process},
     metrics::{Counter, Latency, Metrics},
     order::{OrderRecord, State, Transition},
     sinks::notify::Notifier,
@@ -29,8 +29,7 @@ pub struct OrderFlow {
     pub metrics: Arc<Metrics>,
     pub transitions: broadcast::Sender<Transition>,
     pub events: Arc<OrderProducer>,
-    pub ledger: Arc<AckLedger>,
-    /// Mirrors the order and its metrics to Elasticsearch or the spool.
+    pub completions: Completions,
     /// E-mails the customer on chosen transitions, if configured.
     pub notifier: Option<Notifier>,
     /// Panics still to inject (chaos).
@@ -49,15 +48,6 @@ impl Drop for StateGauge<'_> {
             self.metrics.leave_state(state);
         }
     }
-}
-
-/// How a run ended.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum RunOutcome {
-    /// Finished, its Finished event in Kafka.
-    Finished,
-    /// Stopped before Finished (its partition moved): the next owner runs it.
-    Cancelled,
 }
 
 /// Waits between attempts to publish a Finished event that did not land.
@@ -123,8 +113,7 @@ impl OrderFlow {
         );
         // Counted before the run lets go of the order, so the events
         // topic's echo of this Finished event never counts it again.
-        self.metrics.incr(Counter::Finished);
-        self.ledger.finished(record.order_id);
+        self.completions.ran_here(record.order_id);
         guard.finish();
         RunOutcome::Finished
     }

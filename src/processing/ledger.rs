@@ -5,12 +5,17 @@
 
 use std::{
     collections::{BTreeMap, HashMap, VecDeque},
-    sync::Mutex,
+    sync::{Arc, Mutex},
     time::{Duration, Instant},
 };
 
-use crate::order::OrderId;
 use crate::sync::Locked;
+use crate::{
+    grpc::Acknowledgements,
+    kafka::finished_watch::FinishedEvent,
+    metrics::{Counter, Metrics},
+    order::OrderId,
+};
 
 /// Which process finished an order.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -59,6 +64,12 @@ pub struct AckLedger {
     /// An ack can never come later than this after the finish (the delivery
     /// timeout bounds it), so older early finishes were someone else's orders.
     early_horizon: Duration,
+}
+
+impl Acknowledgements for AckLedger {
+    fn acknowledged(&self, id: OrderId) {
+        AckLedger::acknowledged(self, id);
+    }
 }
 
 impl AckLedger {
@@ -151,6 +162,37 @@ impl Inner {
         match by {
             FinishedBy::Here => self.finished_here += 1,
             FinishedBy::Elsewhere => self.finished_elsewhere += 1,
+        }
+    }
+}
+
+/// Where finished orders are counted: the Finished counter (orders this
+/// process ran) and the ledger that reconciles acknowledgements by id.
+#[derive(Clone)]
+pub struct Completions {
+    pub metrics: Arc<Metrics>,
+    pub ledger: Arc<AckLedger>,
+}
+
+impl Completions {
+    /// This process ran `order` to Finished (its event is in Kafka).
+    pub fn ran_here(&self, order: OrderId) {
+        self.metrics.incr(Counter::Finished);
+        self.ledger.finished(order);
+    }
+
+    /// A Finished event read back from the events topic. A run here counts
+    /// itself before it lets go of its order, so an echo of this process's
+    /// own event counts only a run cut short after writing it (a consumer
+    /// killed at that moment).
+    pub fn seen(&self, event: FinishedEvent) {
+        let by = if event.here {
+            FinishedBy::Here
+        } else {
+            FinishedBy::Elsewhere
+        };
+        if self.ledger.finished_by(event.order_id, by) && event.here {
+            self.metrics.incr(Counter::Finished);
         }
     }
 }

@@ -1,0 +1,77 @@
+//! The control center: reads the orders, then hands the screen to the TUI
+//! with a way to start the session the user picks.
+
+use std::sync::Arc;
+
+use crate::{
+    cli::CommonArgs,
+    clients::load_orders,
+    clock::SimClock,
+    config::{broker_target, effective_load, pipeline_config},
+    kafka::BrokerTarget,
+    order::Order,
+    session::{self, SessionSettings},
+    signals::stop_signals,
+    sinks::elastic::ElasticConfig,
+    tui::{self, app::StartInfo},
+    AppError,
+};
+
+pub async fn tui(args: &CommonArgs) -> Result<(), AppError> {
+    // Problems with the input are reported before the screen is taken.
+    let csv = load_orders(&args.csv, args.on_bad_row)?;
+    let orders: Arc<[Order]> = csv.orders.into();
+    let start = StartInfo {
+        broker: match broker_target(args) {
+            BrokerTarget::Embedded => "embedded (in-process Kafka mock cluster)".to_owned(),
+            BrokerTarget::External(list) => list,
+        },
+        sink: match &args.es {
+            Some(url) => format!(
+                "Elasticsearch {url} (Kafka holds what waits; the spool in {} keeps what a quit cannot send)",
+                args.data_dir.display()
+            ),
+            None => format!(
+                "spool in {} (orderdeck export --es URL sends it)",
+                args.data_dir.display()
+            ),
+        },
+        time_scale: args.time_scale.factor(),
+    };
+    let signals = stop_signals();
+    let start_session = |level| {
+        let mut args = args.clone();
+        args.load = Some(level);
+        session::spawn(SessionSettings {
+            pipeline: pipeline_config(
+                &args,
+                Some(args.listen.unwrap_or(([127, 0, 0, 1], 0).into())),
+            ),
+            load: level,
+            preset: effective_load(&args),
+            orders: Arc::clone(&orders),
+            clock: SimClock::new(args.time_scale),
+            kibana: args
+                .kibana
+                .clone()
+                .map(|url| (url.clone(), ElasticConfig::from_env(url, None))),
+            drain_limit: args.drain_timeout.0,
+        })
+    };
+    let last = tui::show(start, args.load, start_session, signals).await?;
+    match last.map(|status| status.unfinished) {
+        Some(unfinished) if unfinished.lost > 0 => Err(AppError::Incomplete(format!(
+            "{} acknowledged orders were abandoned at quit and are lost (only the embedded \
+             broker held them)",
+            unfinished.lost
+        ))),
+        Some(unfinished) if unfinished.left_in_kafka > 0 => {
+            eprintln!(
+                "{} acknowledged orders are left in Kafka for group {:?}: its next member runs them",
+                unfinished.left_in_kafka, args.group
+            );
+            Ok(())
+        }
+        _ => Ok(()),
+    }
+}
