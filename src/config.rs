@@ -37,27 +37,20 @@ pub fn broker_target(args: &CommonArgs) -> BrokerTarget {
 }
 
 pub fn pipeline_config(args: &CommonArgs, listen: Option<SocketAddr>) -> PipelineConfig {
-    let events_topic = args
-        .events_topic
-        .clone()
-        .unwrap_or_else(|| format!("{}.events", args.topic));
+    let mut kafka = KafkaOptions::new(broker_target(args), &args.topic);
+    if let Some(events) = &args.events_topic {
+        kafka.events_topic = events.clone();
+    }
+    kafka.partitions = args.partitions;
+    kafka.replication = args.replication;
+    kafka.group = args.group.clone();
+    kafka.extra = args
+        .kafka_settings
+        .iter()
+        .map(|s| (s.key.clone(), s.value.clone()))
+        .collect();
+    kafka.delivery_timeout = args.delivery_timeout.0;
     PipelineConfig {
-        kafka: KafkaOptions {
-            target: broker_target(args),
-            topic: args.topic.clone(),
-            events_topic,
-            metrics_topic: format!("{}.metrics", args.topic),
-            partitions: args.partitions,
-            replication: args.replication,
-            group: args.group.clone(),
-            extra: args
-                .kafka_settings
-                .iter()
-                .map(|s| (s.key.clone(), s.value.clone()))
-                .collect(),
-            delivery_timeout: args.delivery_timeout.0,
-        },
-        embedded_brokers: 3,
         listen,
         limits: ServerLimits {
             max_in_flight: args.max_in_flight,
@@ -68,7 +61,6 @@ pub fn pipeline_config(args: &CommonArgs, listen: Option<SocketAddr>) -> Pipelin
         clock: SimClock::new(args.time_scale),
         stage_delay: effective_load(args).stage_delay,
         transition_buffer: args.event_buffer,
-        dedup_memory: 200_000,
         sink: sink_settings(args),
         notify: args.notify_smtp.as_ref().map(|url| NotifySettings {
             smtp_url: url.clone(),
@@ -85,6 +77,7 @@ pub fn pipeline_config(args: &CommonArgs, listen: Option<SocketAddr>) -> Pipelin
             }),
             _ => None,
         },
+        ..PipelineConfig::loopback(kafka)
     }
 }
 

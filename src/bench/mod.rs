@@ -8,11 +8,7 @@ pub mod resources;
 pub mod standin;
 pub mod targets;
 
-use std::{
-    net::{Ipv4Addr, SocketAddr},
-    sync::Arc,
-    time::Duration,
-};
+use std::{sync::Arc, time::Duration};
 
 use serde::Serialize;
 use tokio_util::sync::CancellationToken;
@@ -24,8 +20,7 @@ use self::{
     targets::{BareProducer, FinishWatch, Legacy, Orderdeck, ReferenceServer},
 };
 use crate::{
-    clock::{DelayRange, SimClock, TimeScale},
-    grpc::ServerLimits,
+    clock::{SimClock, TimeScale},
     kafka::{
         consumer::MOCK_FETCH_WAIT, producer::durable_config, BrokerTarget, EmbeddedBroker,
         KafkaConnection, KafkaOptions,
@@ -33,9 +28,7 @@ use crate::{
     metrics::{Counter, LatencySummary},
     order::Order,
     pipeline::{Pipeline, PipelineConfig, PipelineError},
-    sinks::{
-        elastic::ElasticConfig, mirror::SPOOL_MAX_BYTES, IndexNames, SinkSettings, SinkTarget,
-    },
+    sinks::{elastic::ElasticConfig, SinkTarget},
 };
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum, Serialize)]
@@ -320,15 +313,10 @@ fn kafka_options(plan: &BenchPlan, bootstrap: &str, topic: &str) -> KafkaOptions
     let mut extra = vec![(key.to_owned(), value.to_owned())];
     extra.extend(plan.kafka_settings.iter().cloned());
     KafkaOptions {
-        target: BrokerTarget::External(bootstrap.to_owned()),
-        topic: topic.to_owned(),
-        events_topic: format!("{topic}.events"),
-        metrics_topic: format!("{topic}.metrics"),
         partitions: PARTITIONS,
-        replication: 1,
         group: topic.to_owned(),
         extra,
-        delivery_timeout: Duration::from_secs(10),
+        ..KafkaOptions::new(BrokerTarget::External(bootstrap.to_owned()), topic)
     }
 }
 
@@ -342,29 +330,14 @@ async fn bench_pipeline(
     sink: SinkTarget,
 ) -> Result<Pipeline, BenchError> {
     let kafka = kafka_options(plan, bootstrap, topic);
-    let config = PipelineConfig {
-        kafka,
-        embedded_brokers: 3,
-        listen: Some(SocketAddr::from((Ipv4Addr::LOCALHOST, 0))),
-        limits: ServerLimits {
-            max_in_flight: 10_000,
-            max_message_bytes: 16 * 1024,
-        },
-        consumers,
-        max_in_flight_per_consumer: 10_000,
-        clock: SimClock::new(TimeScale::new(time_scale).expect("a valid scale")),
-        stage_delay: DelayRange::new(Duration::from_secs(1), Duration::from_secs(3)),
-        transition_buffer: 1 << 16,
-        dedup_memory: 200_000,
-        sink: SinkSettings {
-            target: sink,
-            data_dir: std::env::temp_dir().join(format!("orderdeck-bench-{}", std::process::id())),
-            names: IndexNames::default(),
-            spool_max_bytes: SPOOL_MAX_BYTES,
-        },
-        notify: None,
-        tls: None,
-    };
+    let mut config = PipelineConfig::loopback(kafka);
+    config.consumers = consumers;
+    config.clock = SimClock::new(TimeScale::new(time_scale).expect("a valid scale"));
+    config.transition_buffer = 1 << 16;
+    config.sink.target = sink;
+    config.sink.data_dir =
+        std::env::temp_dir().join(format!("orderdeck-bench-{}", std::process::id()));
+
     let pipeline = Pipeline::start(config).await?;
     if !pipeline.wait_until_consuming(Duration::from_secs(60)).await {
         return Err(BenchError::Setup {

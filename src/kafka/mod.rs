@@ -110,6 +110,23 @@ pub struct KafkaOptions {
 }
 
 impl KafkaOptions {
+    /// The defaults for `topic`: `<topic>.events` and `<topic>.metrics`
+    /// beside it, 6 partitions, replication 1, group `orderdeck`, a 10 s
+    /// delivery timeout.
+    pub fn new(target: BrokerTarget, topic: &str) -> Self {
+        Self {
+            target,
+            topic: topic.to_owned(),
+            events_topic: format!("{topic}.events"),
+            metrics_topic: format!("{topic}.metrics"),
+            partitions: 6,
+            replication: 1,
+            group: "orderdeck".to_owned(),
+            extra: Vec::new(),
+            delivery_timeout: Duration::from_secs(10),
+        }
+    }
+
     /// Every topic orderdeck uses: orders, events, metrics.
     pub fn topics(&self) -> [&String; 3] {
         [&self.topic, &self.events_topic, &self.metrics_topic]

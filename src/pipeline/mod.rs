@@ -11,7 +11,7 @@ use tokio::{
 };
 
 use crate::{
-    clock::{DelayRange, SimClock},
+    clock::{DelayRange, SimClock, TimeScale},
     grpc::{
         tls::{TlsFiles, TlsSettings},
         Acknowledgements, Dial, GrpcError, GrpcServer, Ingest, ServerLimits,
@@ -27,9 +27,9 @@ use crate::{
     order::Transition,
     sinks::{
         self,
-        mirror::SinkError,
+        mirror::{SinkError, SPOOL_MAX_BYTES},
         notify::{self, NotifyCounts, NotifyError, NotifySettings, NotifyTask},
-        Document, SinkHandle, SinkSettings, SinkStatus, SinkTask,
+        Document, IndexNames, SinkHandle, SinkSettings, SinkStatus, SinkTarget, SinkTask,
     },
 };
 use tokio_util::sync::CancellationToken;
@@ -64,6 +64,38 @@ pub struct PipelineConfig {
     pub notify: Option<NotifySettings>,
     /// TLS for the gRPC server, if any.
     pub tls: Option<TlsFiles>,
+}
+
+impl PipelineConfig {
+    /// The defaults, on loopback: the gRPC server on an ephemeral port,
+    /// three consumers, the original's 1–3 s per state at time-scale 1, a
+    /// three-broker embedded cluster (if `kafka` asks for one), documents
+    /// to the spool in `./orderdeck-data`. Callers override what differs.
+    pub fn loopback(kafka: KafkaOptions) -> Self {
+        Self {
+            kafka,
+            embedded_brokers: 3,
+            listen: Some(SocketAddr::from(([127, 0, 0, 1], 0))),
+            limits: ServerLimits {
+                max_in_flight: 10_000,
+                max_message_bytes: 16 * 1024,
+            },
+            consumers: 3,
+            max_in_flight_per_consumer: 10_000,
+            clock: SimClock::new(TimeScale::ORIGINAL),
+            stage_delay: DelayRange::new(Duration::from_secs(1), Duration::from_secs(3)),
+            transition_buffer: 4096,
+            dedup_memory: 200_000,
+            sink: SinkSettings {
+                target: SinkTarget::Spool,
+                data_dir: "orderdeck-data".into(),
+                names: IndexNames::default(),
+                spool_max_bytes: SPOOL_MAX_BYTES,
+            },
+            notify: None,
+            tls: None,
+        }
+    }
 }
 
 /// What a stop left behind, for the report.

@@ -1,21 +1,14 @@
 //! Shared test setup: real pipelines on loopback, real Kafka clients.
 #![allow(dead_code)] // each test binary uses a different part of this
 
-use std::{
-    collections::HashMap,
-    net::{Ipv4Addr, SocketAddr},
-    sync::Arc,
-    time::Duration,
-};
+use std::{collections::HashMap, sync::Arc, time::Duration};
 
 use orderdeck::{
     clients::{load_orders, BadRowPolicy},
-    clock::{DelayRange, SimClock, TimeScale},
-    grpc::ServerLimits,
+    clock::{SimClock, TimeScale},
     kafka::{BrokerTarget, KafkaOptions},
     order::{Order, OrderId, Transition},
     pipeline::{Pipeline, PipelineConfig},
-    sinks::{IndexNames, SinkSettings, SinkTarget},
 };
 use tokio::sync::broadcast;
 
@@ -25,39 +18,18 @@ pub mod workdir;
 pub const PARTITIONS: i32 = 4;
 
 pub fn config(target: BrokerTarget, time_scale: f64) -> PipelineConfig {
-    PipelineConfig {
-        kafka: KafkaOptions {
-            target,
-            topic: "orders".into(),
-            events_topic: "orders.events".into(),
-            metrics_topic: "orders.metrics".into(),
-            partitions: PARTITIONS,
-            replication: 1,
-            group: "orderdeck-test".into(),
-            extra: Vec::new(),
-            delivery_timeout: Duration::from_secs(10),
-        },
-        embedded_brokers: 1,
-        listen: Some(SocketAddr::from((Ipv4Addr::LOCALHOST, 0))),
-        limits: ServerLimits {
-            max_in_flight: 10_000,
-            max_message_bytes: 16 * 1024,
-        },
-        consumers: 2,
-        max_in_flight_per_consumer: 10_000,
-        clock: SimClock::new(TimeScale::new(time_scale).unwrap()),
-        stage_delay: DelayRange::new(Duration::from_secs(1), Duration::from_secs(3)),
-        transition_buffer: 1 << 16,
-        dedup_memory: 100_000,
-        sink: SinkSettings {
-            target: SinkTarget::Spool,
-            data_dir: scratch_dir(),
-            names: IndexNames::default(),
-            spool_max_bytes: 1 << 30,
-        },
-        notify: None,
-        tls: None,
-    }
+    let mut config = PipelineConfig::loopback(KafkaOptions {
+        partitions: PARTITIONS,
+        group: "orderdeck-test".into(),
+        ..KafkaOptions::new(target, "orders")
+    });
+    config.embedded_brokers = 1;
+    config.consumers = 2;
+    config.clock = SimClock::new(TimeScale::new(time_scale).unwrap());
+    config.transition_buffer = 1 << 16;
+    config.dedup_memory = 100_000;
+    config.sink.data_dir = scratch_dir();
+    config
 }
 
 /// A broker the test owns (it outlives every process under test), reached
