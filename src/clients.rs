@@ -154,21 +154,21 @@ fn parse_row(record: &csv::StringRecord) -> Result<Order, String> {
         ));
     }
     let field = |i: usize| record[i].trim().to_owned();
-    let precio = record[1].trim().parse::<f64>().map_err(|_| {
+    let price = record[1].trim().parse::<f64>().map_err(|_| {
         format!(
             "Precio {:?} is not a number (use a dot for decimals, e.g. 19.99)",
             &record[1]
         )
     })?;
     let order = Order {
-        nombre_producto: field(0),
-        precio,
-        pasarela_pago: field(2),
-        marca_tarjeta: field(3),
-        banco: field(4),
+        product: field(0),
+        price,
+        payment_gateway: field(2),
+        card_brand: field(3),
+        bank: field(4),
         region: field(5),
-        direccion: field(6),
-        correo: field(7),
+        address: field(6),
+        email: field(7),
     };
     order.validate().map_err(|e| e.to_string())?;
     Ok(order)

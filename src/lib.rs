@@ -64,7 +64,7 @@ pub enum AppError {
     #[error(transparent)]
     Elastic(#[from] sinks::elastic::ElasticError),
     #[error(transparent)]
-    Export(#[from] sinks::export::ExportError),
+    Backfill(#[from] sinks::backfill::BackfillError),
     #[error(transparent)]
     Kibana(#[from] sinks::kibana::KibanaError),
     #[error(transparent)]
@@ -95,7 +95,7 @@ impl AppError {
             )
             | AppError::SinkIncomplete(_)
             | AppError::Elastic(_)
-            | AppError::Export(_)
+            | AppError::Backfill(_)
             | AppError::Kibana(_) => 6,
             AppError::Pipeline(pipeline::PipelineError::Grpc(_))
             | AppError::Bench(_)

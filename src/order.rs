@@ -32,17 +32,25 @@ impl FromStr for OrderId {
     }
 }
 
-/// An order as the original system sent it: the JSON keys are the wire format.
+/// An order as the original system sent it. The JSON keys are the wire
+/// format and stay the original's (Spanish); the Rust names are English.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct Order {
-    pub nombre_producto: String,
-    pub precio: f64,
-    pub pasarela_pago: String,
-    pub marca_tarjeta: String,
-    pub banco: String,
+    #[serde(rename = "nombre_producto")]
+    pub product: String,
+    #[serde(rename = "precio")]
+    pub price: f64,
+    #[serde(rename = "pasarela_pago")]
+    pub payment_gateway: String,
+    #[serde(rename = "marca_tarjeta")]
+    pub card_brand: String,
+    #[serde(rename = "banco")]
+    pub bank: String,
     pub region: String,
-    pub direccion: String,
-    pub correo: String,
+    #[serde(rename = "direccion")]
+    pub address: String,
+    #[serde(rename = "correo")]
+    pub email: String,
 }
 
 #[derive(Debug, thiserror::Error, PartialEq)]
@@ -73,26 +81,26 @@ impl Order {
 
     /// Checks what JSON types alone cannot: a usable price and no empty fields.
     pub fn validate(&self) -> Result<(), OrderError> {
-        if !self.precio.is_finite() {
+        if !self.price.is_finite() {
             return Err(OrderError::Field {
                 field: "precio",
-                problem: format!("must be a finite number, got {}", self.precio),
+                problem: format!("must be a finite number, got {}", self.price),
             });
         }
-        if self.precio < 0.0 {
+        if self.price < 0.0 {
             return Err(OrderError::Field {
                 field: "precio",
-                problem: format!("must not be negative, got {}", self.precio),
+                problem: format!("must not be negative, got {}", self.price),
             });
         }
         for (field, value) in [
-            ("nombre_producto", &self.nombre_producto),
-            ("pasarela_pago", &self.pasarela_pago),
-            ("marca_tarjeta", &self.marca_tarjeta),
-            ("banco", &self.banco),
+            ("nombre_producto", &self.product),
+            ("pasarela_pago", &self.payment_gateway),
+            ("marca_tarjeta", &self.card_brand),
+            ("banco", &self.bank),
             ("region", &self.region),
-            ("direccion", &self.direccion),
-            ("correo", &self.correo),
+            ("direccion", &self.address),
+            ("correo", &self.email),
         ] {
             if value.trim().is_empty() {
                 return Err(OrderError::Field {
@@ -117,7 +125,8 @@ pub struct OrderRecord {
     pub order: Order,
     pub order_id: OrderId,
     /// Epoch seconds when the server accepted the order, as the original did.
-    pub timestamp_envio: f64,
+    #[serde(rename = "timestamp_envio")]
+    pub accepted_at: f64,
 }
 
 /// The stages every order passes through, in order.
@@ -232,8 +241,12 @@ pub struct Transition {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub order: Option<Order>,
     /// When the order was acknowledged (epoch seconds), with the order.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub timestamp_envio: Option<f64>,
+    #[serde(
+        rename = "timestamp_envio",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub accepted_at: Option<f64>,
     /// The process that drove it (`host:pid`), so any reader of the events
     /// topic knows where each order ran.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -254,10 +267,10 @@ impl Transition {
             estado: to.spanish_name().to_owned(),
             at_unix_ms: crate::clock::unix_millis_now(),
             previous_state_ms: previous_state.as_secs_f64() * 1e3,
-            product: record.order.nombre_producto.clone(),
+            product: record.order.product.clone(),
             region: record.order.region.clone(),
             order: Some(record.order.clone()),
-            timestamp_envio: Some(record.timestamp_envio),
+            accepted_at: Some(record.accepted_at),
             by: None,
         }
     }
@@ -267,7 +280,7 @@ impl Transition {
         Some(OrderRecord {
             order: self.order.clone()?,
             order_id: self.order_id,
-            timestamp_envio: self.timestamp_envio?,
+            accepted_at: self.accepted_at?,
         })
     }
 }
@@ -285,8 +298,8 @@ mod tests {
     #[test]
     fn parses_the_original_json() {
         let order = Order::from_json(sample_json()).unwrap();
-        assert_eq!(order.nombre_producto, "Cámara");
-        assert_eq!(order.precio, 1921.15);
+        assert_eq!(order.product, "Cámara");
+        assert_eq!(order.price, 1921.15);
         assert_eq!(Order::from_json(&order.to_json()).unwrap(), order);
     }
 
@@ -317,7 +330,7 @@ mod tests {
         let record = OrderRecord {
             order: Order::from_json(sample_json()).unwrap(),
             order_id: OrderId::new_random(),
-            timestamp_envio: 1.5,
+            accepted_at: 1.5,
         };
         let value: serde_json::Value = serde_json::to_value(&record).unwrap();
         for key in [

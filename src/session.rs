@@ -40,7 +40,7 @@ pub enum Command {
     RemoveConsumer,
     TogglePause,
     /// Import the Kibana dashboard (with --kibana).
-    ExportToKibana,
+    ImportDashboard,
     /// Break something on purpose (the chaos menu).
     Inject(Chaos),
     /// Stop clients, drain in-flight orders, commit, flush.
@@ -373,7 +373,7 @@ impl Live {
                     "consumers resumed".to_owned()
                 });
             }
-            Command::ExportToKibana => match (&self.kibana, &self.export) {
+            Command::ImportDashboard => match (&self.kibana, &self.export) {
                 (_, Some(_)) => status.notice = Some("an export is already running".to_owned()),
                 (None, None) => {
                     status.notice =

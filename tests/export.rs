@@ -217,7 +217,11 @@ async fn the_tui_export_key_imports_the_dashboard_and_says_so() {
         .unwrap()
         .clone();
     assert_eq!(running.phase, Phase::Running);
-    handle.commands.send(Command::ExportToKibana).await.unwrap();
+    handle
+        .commands
+        .send(Command::ImportDashboard)
+        .await
+        .unwrap();
     let done = tokio::time::timeout(
         std::time::Duration::from_secs(20),
         status.wait_for(|s| {

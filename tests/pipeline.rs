@@ -59,7 +59,7 @@ async fn every_order_passes_the_five_states_once_on_the_embedded_broker() {
     }
     let products: usize = by_order
         .values()
-        .filter(|t| t[0].product == orders[0].nombre_producto)
+        .filter(|t| t[0].product == orders[0].product)
         .count();
     assert!(products > 0, "transitions carry the product");
     assert_eq!(counts.sent, 500);

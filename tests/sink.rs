@@ -14,8 +14,8 @@ use orderdeck::{
     kafka::{producer::OrderProducer, BrokerTarget, KafkaConnection},
     order::{Order, OrderId, OrderRecord, State, Transition},
     sinks::{
+        backfill::backfill,
         elastic::{ElasticClient, ElasticConfig},
-        export::export_spool,
         indexer::Indexer,
         mirror, Document, IndexNames, MetricKind, MirrorState, SinkHandle, SinkSettings,
         SinkStatus, SinkTarget, SinkTask,
@@ -77,17 +77,17 @@ impl Rig {
         for n in 0..orders {
             let record = OrderRecord {
                 order: Order {
-                    nombre_producto: format!("product {n}"),
-                    precio: 10.0 + n as f64,
-                    pasarela_pago: "PayPal".into(),
-                    marca_tarjeta: "Visa".into(),
-                    banco: "Banco".into(),
+                    product: format!("product {n}"),
+                    price: 10.0 + n as f64,
+                    payment_gateway: "PayPal".into(),
+                    card_brand: "Visa".into(),
+                    bank: "Banco".into(),
                     region: "Europa".into(),
-                    direccion: "1 Calle".into(),
-                    correo: "a@b.c".into(),
+                    address: "1 Calle".into(),
+                    email: "a@b.c".into(),
                 },
                 order_id: OrderId::new_random(),
-                timestamp_envio: 1.0e9,
+                accepted_at: 1.0e9,
             };
             let mut from = None;
             for to in State::ALL {
@@ -365,7 +365,7 @@ async fn a_401_stops_the_mirror_loudly_and_the_documents_are_kept() {
         IndexNames::default(),
     )
     .unwrap();
-    let exported = export_spool(&rig.data_dir, &mut Indexer::new(client), false, |_, _| {})
+    let exported = backfill(&rig.data_dir, &mut Indexer::new(client), false, |_, _| {})
         .await
         .unwrap();
     assert_eq!(exported.indexed, late.operations);
@@ -439,7 +439,7 @@ async fn a_stop_while_down_spools_the_rest_within_the_limit() {
         IndexNames::default(),
     )
     .unwrap();
-    export_spool(&rig.data_dir, &mut Indexer::new(client), false, |_, _| {})
+    backfill(&rig.data_dir, &mut Indexer::new(client), false, |_, _| {})
         .await
         .unwrap();
     expected.assert_in(&elastic);

@@ -203,7 +203,7 @@ impl Target for BareProducer {
         let record = OrderRecord {
             order: self.orders[n as usize % self.orders.len()].clone(),
             order_id: OrderId::new_random(),
-            timestamp_envio: crate::clock::unix_seconds_now(),
+            accepted_at: crate::clock::unix_seconds_now(),
         };
         let key = record.order_id.to_string();
         let value = serde_json::to_vec(&record).map_err(|e| e.to_string())?;

@@ -12,8 +12,8 @@ use crate::{
     config::{pipeline_config, sink_settings},
     kafka::{producer::OrderProducer, KafkaConnection},
     sinks::{
+        backfill::backfill,
         elastic::{ElasticClient, ElasticConfig},
-        export::export_spool,
         indexer::Indexer,
         kibana::import_saved_objects,
         mirror,
@@ -41,7 +41,7 @@ pub async fn export(args: &CommonArgs, export: &ExportArgs) -> Result<(), AppErr
             )
             .expect("valid progress template"),
         );
-        let summary = export_spool(
+        let summary = backfill(
             &args.data_dir,
             &mut indexer,
             export.restart,
@@ -70,7 +70,7 @@ pub async fn export(args: &CommonArgs, export: &ExportArgs) -> Result<(), AppErr
                 "{} documents refused (kept in {}): {}",
                 summary.failed,
                 args.data_dir
-                    .join(crate::sinks::export::EXPORT_DEAD_LETTERS)
+                    .join(crate::sinks::backfill::BACKFILL_DEAD_LETTERS)
                     .display(),
                 summary.failures.join("; ")
             )));

@@ -93,7 +93,7 @@ impl Ingest {
         let record = OrderRecord {
             order,
             order_id: order_id.unwrap_or_else(OrderId::new_random),
-            timestamp_envio: unix_seconds_now(),
+            accepted_at: unix_seconds_now(),
         };
         match self.producer.send_order(&record).await {
             Ok(delivered) => {

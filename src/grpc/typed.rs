@@ -38,14 +38,14 @@ impl TypedService {
 impl From<v1::Order> for Order {
     fn from(o: v1::Order) -> Self {
         Order {
-            nombre_producto: o.product,
-            precio: o.price,
-            pasarela_pago: o.payment_gateway,
-            marca_tarjeta: o.card_brand,
-            banco: o.bank,
+            product: o.product,
+            price: o.price,
+            payment_gateway: o.payment_gateway,
+            card_brand: o.card_brand,
+            bank: o.bank,
             region: o.region,
-            direccion: o.address,
-            correo: o.email,
+            address: o.address,
+            email: o.email,
         }
     }
 }
@@ -53,14 +53,14 @@ impl From<v1::Order> for Order {
 impl From<&Order> for v1::Order {
     fn from(o: &Order) -> Self {
         v1::Order {
-            product: o.nombre_producto.clone(),
-            price: o.precio,
-            payment_gateway: o.pasarela_pago.clone(),
-            card_brand: o.marca_tarjeta.clone(),
-            bank: o.banco.clone(),
+            product: o.product.clone(),
+            price: o.price,
+            payment_gateway: o.payment_gateway.clone(),
+            card_brand: o.card_brand.clone(),
+            bank: o.bank.clone(),
             region: o.region.clone(),
-            address: o.direccion.clone(),
-            email: o.correo.clone(),
+            address: o.address.clone(),
+            email: o.email.clone(),
         }
     }
 }

@@ -43,7 +43,7 @@ use tokio_util::sync::CancellationToken;
 
 use super::{
     finished_log::{FinishedLog, CLOCK_SKEW},
-    offsets::PartitionOffsets,
+    offsets::{Committable, PartitionOffsets},
     HealthContext, KafkaConnection,
 };
 use crate::{
@@ -241,12 +241,18 @@ impl MemberWork {
     }
 
     /// Committable offsets not yet stored.
-    fn take_to_store(&self) -> Vec<(i32, i64)> {
+    fn take_to_store(&self) -> Vec<Committable> {
         let mut state = self.state.locked();
         state
             .partitions
             .iter_mut()
-            .filter_map(|(partition, work)| work.to_store.take().map(|o| (*partition, o)))
+            .filter_map(|(partition, work)| {
+                let offset = work.to_store.take()?;
+                Some(Committable {
+                    partition: *partition,
+                    offset,
+                })
+            })
             .collect()
     }
 
@@ -256,7 +262,7 @@ impl MemberWork {
     /// writing their Finished event are never killed: their
     /// event is queued in the producer either way, and while they run, a
     /// redelivery to another member of this process waits for them.
-    fn hand_over(&self, partitions: &[i32], wait: Option<Duration>) -> Vec<(i32, i64)> {
+    fn hand_over(&self, partitions: &[i32], wait: Option<Duration>) -> Vec<Committable> {
         let mut state = self.state.locked();
         let mut cancelled = 0;
         for work in partitions.iter().filter_map(|p| state.partitions.get(p)) {
@@ -296,7 +302,10 @@ impl MemberWork {
             .iter()
             .filter_map(|p| {
                 let work = state.partitions.remove(p)?;
-                Some((*p, work.offsets.committable()?))
+                Some(Committable {
+                    partition: *p,
+                    offset: work.offsets.committable()?,
+                })
             })
             .collect()
     }
@@ -403,10 +412,11 @@ impl ConsumerContext for MemberContext {
             .hand_over(&partitions, settle.then_some(self.hand_over_limit));
         if settle && !committable.is_empty() {
             let mut offsets = TopicPartitionList::new();
-            for (partition, offset) in &committable {
-                let next = Offset::Offset(offset + 1);
-                if let Err(error) = offsets.add_partition_offset(&self.topic, *partition, next) {
-                    tracing::warn!(%error, partition, "cannot name the offset to commit");
+            for done in &committable {
+                let next = Offset::Offset(done.next());
+                if let Err(error) = offsets.add_partition_offset(&self.topic, done.partition, next)
+                {
+                    tracing::warn!(%error, done.partition, "cannot name the offset to commit");
                 }
             }
             if let Err(error) = consumer.commit(&offsets, CommitMode::Sync) {
@@ -733,11 +743,14 @@ impl MemberPoller {
     /// Stores the offsets that became committable; auto-commit sends them.
     fn store_offsets(&self) {
         let topic = &self.shared.connection.options.topic;
-        for (partition, committable) in self.work.take_to_store() {
-            // Stores committable + 1 (the next offset to read).
-            if let Err(error) = self.consumer.store_offset(topic, partition, committable) {
+        for done in self.work.take_to_store() {
+            // librdkafka stores `offset + 1` itself (the next one to read).
+            if let Err(error) = self
+                .consumer
+                .store_offset(topic, done.partition, done.offset)
+            {
                 // The partition was revoked meanwhile; it was committed then.
-                tracing::debug!(partition, committable, %error, "offset not stored");
+                tracing::debug!(?done, %error, "offset not stored");
             }
         }
     }

@@ -8,6 +8,21 @@
 
 use std::collections::BTreeSet;
 
+/// A partition's last offset whose order, and every one before it,
+/// finished: the group may commit past it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Committable {
+    pub partition: i32,
+    pub offset: i64,
+}
+
+impl Committable {
+    /// The offset a commit names: the next one to read.
+    pub fn next(self) -> i64 {
+        self.offset + 1
+    }
+}
+
 #[derive(Debug, Default)]
 pub struct PartitionOffsets {
     /// Handed to a worker, not finished.

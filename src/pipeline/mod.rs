@@ -100,7 +100,7 @@ impl PipelineConfig {
 
 /// What a stop left behind, for the report.
 #[derive(Clone, Debug, Default)]
-pub struct Shutdown {
+pub struct StopReport {
     pub sink: SinkStatus,
     pub notifications: NotifyCounts,
     /// Acknowledged orders that did not finish, and where they are.
@@ -570,7 +570,7 @@ impl Pipeline {
         mirror_limit: Duration,
         abandon: &CancellationToken,
         mirror_progress: impl FnMut(&SinkStatus),
-    ) -> Shutdown {
+    ) -> StopReport {
         self.stop_accepting().await;
         if let Some(group) = self.consumers.take() {
             group.stop(mode).await;
@@ -601,7 +601,7 @@ impl Pipeline {
         };
         let unfinished = Unfinished::of(self.ledger.unfinished(), self.broker_is_embedded());
         drop(self);
-        Shutdown {
+        StopReport {
             sink,
             notifications,
             unfinished,
@@ -619,7 +619,7 @@ impl Pipeline {
         limit: Duration,
         abandon: &CancellationToken,
         mut progress: impl FnMut(StopProgress<'_>),
-    ) -> Shutdown {
+    ) -> StopReport {
         let drain = self
             .drain_acknowledged(limit, abandon, |waiting| {
                 progress(StopProgress::Orders(waiting))
@@ -643,19 +643,19 @@ impl Pipeline {
             _ = abandon.cancelled(), if mode == StopMode::Drain => {
                 let mut sink = sink.borrow().clone();
                 sink.left = sink.lag;
-                Shutdown {
+                StopReport {
                     sink,
                     unfinished: Unfinished::of(ledger.unfinished(), embedded),
-                    ..Shutdown::default()
+                    ..StopReport::default()
                 }
             }
         };
-        Shutdown { drain, ..stopped }
+        StopReport { drain, ..stopped }
     }
 
     /// A graceful stop: see [`Pipeline::shutdown_with`]; the mirror gets
     /// [`MIRROR_DRAIN_LIMIT`] to catch up.
-    pub async fn shutdown(self) -> Shutdown {
+    pub async fn shutdown(self) -> StopReport {
         self.shutdown_with(
             StopMode::Drain,
             MIRROR_DRAIN_LIMIT,

@@ -70,7 +70,7 @@ impl OrderFlow {
         if cancel.is_cancelled() {
             return RunOutcome::Cancelled;
         }
-        let end_to_end = elapsed_since_unix_seconds(record.timestamp_envio);
+        let end_to_end = elapsed_since_unix_seconds(record.accepted_at);
         self.metrics.record(Latency::EndToEnd, end_to_end);
         let mut gauge = StateGauge {
             metrics: &self.metrics,
@@ -109,7 +109,7 @@ impl OrderFlow {
         self.deliver_finished(&finished, delivery).await;
         self.metrics.record(
             Latency::Completion,
-            elapsed_since_unix_seconds(record.timestamp_envio),
+            elapsed_since_unix_seconds(record.accepted_at),
         );
         // Counted before the run lets go of the order, so the events
         // topic's echo of this Finished event never counts it again.

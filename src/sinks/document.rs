@@ -109,7 +109,7 @@ impl Document {
         };
         let mut documents = Self::for_transition(&record, transition);
         if transition.from.is_none() {
-            let accepted_ms = record.timestamp_envio * 1e3;
+            let accepted_ms = record.accepted_at * 1e3;
             documents.push(Self::metric(
                 MetricKind::EndToEndLatency,
                 Some(record.order_id),
@@ -157,7 +157,7 @@ impl Document {
         source["state"] = json!(state.name());
         source["estado"] = json!(state.spanish_name());
         source["@timestamp"] = json!(at_unix_ms);
-        source["accepted_at"] = json!((record.timestamp_envio * 1e3) as i64);
+        source["accepted_at"] = json!((record.accepted_at * 1e3) as i64);
         Self {
             index: IndexKind::Orders,
             id: record.order_id.to_string(),
@@ -247,17 +247,17 @@ mod tests {
     fn record() -> OrderRecord {
         OrderRecord {
             order: Order {
-                nombre_producto: "Cámara".into(),
-                precio: 10.0,
-                pasarela_pago: "PayPal".into(),
-                marca_tarjeta: "Visa".into(),
-                banco: "B".into(),
+                product: "Cámara".into(),
+                price: 10.0,
+                payment_gateway: "PayPal".into(),
+                card_brand: "Visa".into(),
+                bank: "B".into(),
                 region: "Europa".into(),
-                direccion: "1 Calle".into(),
-                correo: "a@b.c".into(),
+                address: "1 Calle".into(),
+                email: "a@b.c".into(),
             },
             order_id: OrderId::new_random(),
-            timestamp_envio: 1.5,
+            accepted_at: 1.5,
         }
     }
 

@@ -2,9 +2,9 @@
 //! of its own) indexes them into Elasticsearch in bulk, or writes them to an
 //! on-disk spool that `export` sends later; e-mail notifications.
 
+pub mod backfill;
 pub mod document;
 pub mod elastic;
-pub mod export;
 pub mod indexer;
 pub mod kibana;
 pub mod mirror;

@@ -90,10 +90,10 @@ impl Notifier {
         }
         let order = &record.order;
         let email = Email {
-            to: order.correo.clone(),
+            to: order.email.clone(),
             subject: format!(
                 "Your order {}: {} / {}",
-                order.nombre_producto,
+                order.product,
                 state.name(),
                 state.spanish_name()
             ),
@@ -102,9 +102,9 @@ impl Notifier {
                 state.name(),
                 state.spanish_name(),
                 record.order_id,
-                order.nombre_producto,
-                order.precio,
-                order.direccion,
+                order.product,
+                order.price,
+                order.address,
                 order.region
             ),
         };

@@ -32,7 +32,7 @@ pub enum Action {
     FilterInput(Event),
     WiderWindow,
     NarrowerWindow,
-    ExportToKibana,
+    ImportDashboard,
     OpenChaos,
     /// A choice in the chaos menu.
     Inject(Chaos),

@@ -372,7 +372,7 @@ impl App {
             Action::RemoveClient => Command::RemoveClient,
             Action::AddConsumer => Command::AddConsumer,
             Action::RemoveConsumer => Command::RemoveConsumer,
-            Action::ExportToKibana => Command::ExportToKibana,
+            Action::ImportDashboard => Command::ImportDashboard,
             other => {
                 self.navigate(other);
                 return None;

@@ -75,7 +75,7 @@ fn command(key: &KeyEvent) -> Option<Action> {
         KeyCode::Char('-') => Action::RemoveClient,
         KeyCode::Char('c') => Action::AddConsumer,
         KeyCode::Char('C') => Action::RemoveConsumer,
-        KeyCode::Char('e') => Action::ExportToKibana,
+        KeyCode::Char('e') => Action::ImportDashboard,
         KeyCode::Char('x') => Action::OpenChaos,
         _ => return None,
     })

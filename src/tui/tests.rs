@@ -122,14 +122,14 @@ fn status() -> SessionStatus {
 
 fn order(i: u128) -> Order {
     Order {
-        nombre_producto: ["Cámara", "Laptop", "Reloj inteligente"][(i % 3) as usize].into(),
-        precio: 100.0 + i as f64,
-        pasarela_pago: "PayPal".into(),
-        marca_tarjeta: "Visa".into(),
-        banco: "Banco del Pueblo".into(),
+        product: ["Cámara", "Laptop", "Reloj inteligente"][(i % 3) as usize].into(),
+        price: 100.0 + i as f64,
+        payment_gateway: "PayPal".into(),
+        card_brand: "Visa".into(),
+        bank: "Banco del Pueblo".into(),
         region: ["Europa", "África", "Sudamérica"][(i % 3) as usize].into(),
-        direccion: "901 Vía Antigua".into(),
-        correo: format!("user{i}@ejemplo.com"),
+        address: "901 Vía Antigua".into(),
+        email: format!("user{i}@ejemplo.com"),
     }
 }
 
@@ -157,10 +157,10 @@ fn transitions() -> Vec<Transition> {
                 } else {
                     0.0
                 },
-                product: o.nombre_producto.clone(),
+                product: o.product.clone(),
                 region: o.region.clone(),
                 order: from.is_none().then(|| o.clone()),
-                timestamp_envio: None,
+                accepted_at: None,
                 by: None,
             });
             from = Some(to);
@@ -334,7 +334,7 @@ fn simulation_keys_send_commands() {
         (KeyCode::Char('-'), Command::RemoveClient),
         (KeyCode::Char('c'), Command::AddConsumer),
         (KeyCode::Char('C'), Command::RemoveConsumer),
-        (KeyCode::Char('e'), Command::ExportToKibana),
+        (KeyCode::Char('e'), Command::ImportDashboard),
     ];
     for (code, command) in expected {
         assert_eq!(key(&mut app, code), Some(Effect::Send(command)), "{code:?}");
@@ -578,7 +578,7 @@ fn chaos_keys_inject_and_close_the_menu() {
     let mut app = running_app();
     assert_eq!(
         key(&mut app, KeyCode::Char('e')),
-        Some(Effect::Send(Command::ExportToKibana))
+        Some(Effect::Send(Command::ImportDashboard))
     );
     let mut app = running_app();
     key(&mut app, KeyCode::Char('x'));

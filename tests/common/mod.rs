@@ -172,7 +172,7 @@ pub async fn produce_orders(bootstrap: &str, count: usize) -> Vec<OrderId> {
             let record = orderdeck::order::OrderRecord {
                 order: orders[n % orders.len()].clone(),
                 order_id: OrderId::new_random(),
-                timestamp_envio: orderdeck::clock::unix_seconds_now(),
+                accepted_at: orderdeck::clock::unix_seconds_now(),
             };
             let key = record.order_id.to_string();
             let value = serde_json::to_vec(&record).unwrap();

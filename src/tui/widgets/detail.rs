@@ -39,15 +39,15 @@ pub fn render(frame: &mut Frame, area: Rect, app: &App, id: OrderId) {
     let mut fields = vec![field("id", id.to_string())];
     if let Some(order) = &timeline.order {
         fields.extend([
-            field("product", order.nombre_producto.clone()),
-            field("price", format!("{:.2}", order.precio)),
+            field("product", order.product.clone()),
+            field("price", format!("{:.2}", order.price)),
             field(
                 "payment",
-                format!("{} · {}", order.pasarela_pago, order.marca_tarjeta),
+                format!("{} · {}", order.payment_gateway, order.card_brand),
             ),
-            field("bank", order.banco.clone()),
-            field("ship to", format!("{}, {}", order.direccion, order.region)),
-            field("email", order.correo.clone()),
+            field("bank", order.bank.clone()),
+            field("ship to", format!("{}, {}", order.address, order.region)),
+            field("email", order.email.clone()),
         ]);
     }
     let [top, bottom] = Layout::vertical([

@@ -14,7 +14,7 @@ use super::{
 };
 
 #[derive(Debug, thiserror::Error)]
-pub enum ExportError {
+pub enum BackfillError {
     #[error(transparent)]
     Spool(#[from] SpoolError),
     #[error("cannot write the dead-letter file {path}: {source}")]
@@ -37,7 +37,7 @@ pub enum ExportError {
 }
 
 #[derive(Debug, Default, PartialEq)]
-pub struct ExportSummary {
+pub struct BackfillSummary {
     pub indexed: u64,
     pub failures: Vec<String>,
     /// Refused for good, written to the export's dead-letter file.
@@ -47,25 +47,25 @@ pub struct ExportSummary {
 }
 
 /// The export's own dead-letter file, beside the spool.
-pub const EXPORT_DEAD_LETTERS: &str = "export-dead-letter.ndjson";
+pub const BACKFILL_DEAD_LETTERS: &str = "export-dead-letter.ndjson";
 
 /// Sends the spool under `data_dir` from where the last export stopped (or
 /// from the start with `restart`), calling `progress` with (done, total)
 /// after each request. Back-pressure is waited out; an outage ends the
 /// export (resumable); a refusal of the whole request ends it with why.
-pub async fn export_spool(
+pub async fn backfill(
     data_dir: &Path,
     indexer: &mut Indexer,
     restart: bool,
     mut progress: impl FnMut(u64, u64),
-) -> Result<ExportSummary, ExportError> {
+) -> Result<BackfillSummary, BackfillError> {
     let mut reader = SpoolReader::open(data_dir, restart)?;
     let total = reader.remaining()?;
-    let mut summary = ExportSummary {
+    let mut summary = BackfillSummary {
         in_use: reader.in_use.len(),
-        ..ExportSummary::default()
+        ..BackfillSummary::default()
     };
-    let dead_letters = data_dir.join(EXPORT_DEAD_LETTERS);
+    let dead_letters = data_dir.join(BACKFILL_DEAD_LETTERS);
     let mut done = 0;
     progress(done, total);
     loop {
@@ -89,17 +89,17 @@ pub async fn export_spool(
             Ok(sent) => sent,
             Err(Stopped { why, .. }) => {
                 return Err(match why {
-                    Unsent::GaveUp => ExportError::Interrupted {
+                    Unsent::GaveUp => BackfillError::Interrupted {
                         done,
                         total,
                         reason: outage,
                     },
-                    Unsent::Refused { error } => ExportError::Refused { done, total, error },
+                    Unsent::Refused { error } => BackfillError::Refused { done, total, error },
                 })
             }
         };
         append_dead_letters(&dead_letters, &sent.refused).map_err(|source| {
-            ExportError::DeadLetters {
+            BackfillError::DeadLetters {
                 path: dead_letters.display().to_string(),
                 source,
             }
