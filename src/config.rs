@@ -10,7 +10,9 @@ use crate::{
     kafka::{BrokerTarget, KafkaOptions},
     load::{LoadLevel, LoadPreset},
     pipeline::PipelineConfig,
-    sinks::{elastic::ElasticConfig, notify::NotifySettings, IndexNames, SinkSettings, SinkTarget},
+    sinks::{
+        elastic::ElasticConfig, notify::NotifySettings, IndexNames, MirrorSettings, MirrorTarget,
+    },
 };
 
 pub fn load_level(args: &CommonArgs) -> LoadLevel {
@@ -61,7 +63,7 @@ pub fn pipeline_config(args: &CommonArgs, listen: Option<SocketAddr>) -> Pipelin
         clock: SimClock::new(args.time_scale),
         stage_delay: effective_load(args).stage_delay,
         transition_buffer: args.event_buffer,
-        sink: sink_settings(args),
+        mirror: mirror_settings(args),
         notify: args.notify_smtp.as_ref().map(|url| NotifySettings {
             smtp_url: url.clone(),
             from: args.notify_from.clone(),
@@ -81,13 +83,13 @@ pub fn pipeline_config(args: &CommonArgs, listen: Option<SocketAddr>) -> Pipelin
     }
 }
 
-pub fn sink_settings(args: &CommonArgs) -> SinkSettings {
-    SinkSettings {
+pub fn mirror_settings(args: &CommonArgs) -> MirrorSettings {
+    MirrorSettings {
         target: match &args.es {
             Some(url) => {
-                SinkTarget::Elastic(ElasticConfig::from_env(url.clone(), args.es_ca.clone()))
+                MirrorTarget::Elastic(ElasticConfig::from_env(url.clone(), args.es_ca.clone()))
             }
-            None => SinkTarget::Spool,
+            None => MirrorTarget::Spool,
         },
         data_dir: args.data_dir.clone(),
         spool_max_bytes: args.spool_max_bytes.0,

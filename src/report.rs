@@ -9,7 +9,7 @@ use crate::{
     order::State,
     pipeline::Unfinished,
     sinks::notify::NotifyCounts,
-    sinks::{MirrorState, SinkStatus},
+    sinks::{MirrorState, MirrorStatus},
 };
 
 #[derive(Debug, Serialize)]
@@ -100,8 +100,8 @@ impl SinkTotals {
     }
 }
 
-impl From<SinkStatus> for SinkTotals {
-    fn from(s: SinkStatus) -> Self {
+impl From<MirrorStatus> for SinkTotals {
+    fn from(s: MirrorStatus) -> Self {
         Self {
             target: s.target,
             state: match s.state {
@@ -205,7 +205,7 @@ pub struct RunContext {
     pub unfinished: Unfinished,
     pub finished_elsewhere: u64,
     pub interrupted: bool,
-    pub sink: SinkStatus,
+    pub sink: MirrorStatus,
     pub notifications: NotifyCounts,
     pub problems: Vec<String>,
 }

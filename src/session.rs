@@ -25,7 +25,7 @@ use crate::{
         Pipeline, PipelineConfig, StopProgress, Unfinished,
     },
     processing::ledger::LedgerTally,
-    sinks::{elastic::ElasticConfig, kibana::import_saved_objects, MirrorState, SinkStatus},
+    sinks::{elastic::ElasticConfig, kibana::import_saved_objects, MirrorState, MirrorStatus},
 };
 use futures::FutureExt;
 
@@ -99,7 +99,7 @@ pub struct SessionStatus {
     pub last_sample: Option<Sample>,
     pub partitions: Vec<PartitionLag>,
     pub members: Vec<MemberLoad>,
-    pub sink: SinkStatus,
+    pub sink: MirrorStatus,
     /// Faults injected from the chaos menu, and those in force.
     pub chaos: ChaosLog,
     /// Acknowledged orders: finished, waiting, overdue.
@@ -128,7 +128,7 @@ impl SessionStatus {
             last_sample: None,
             partitions: Vec::new(),
             members: Vec::new(),
-            sink: SinkStatus::default(),
+            sink: MirrorStatus::default(),
             chaos: ChaosLog::default(),
             reconciliation: LedgerTally::default(),
             notice: None,

@@ -17,8 +17,8 @@ use orderdeck::{
         backfill::backfill,
         elastic::{ElasticClient, ElasticConfig},
         indexer::Indexer,
-        mirror, Document, IndexNames, MetricKind, MirrorState, SinkHandle, SinkSettings,
-        SinkStatus, SinkTarget, SinkTask,
+        mirror, Document, IndexNames, MetricKind, MirrorHandle, MirrorSettings, MirrorState,
+        MirrorStatus, MirrorTarget, MirrorTask,
     },
 };
 use tokio_util::sync::CancellationToken;
@@ -48,18 +48,18 @@ impl Rig {
         }
     }
 
-    fn settings(&self, url: &str) -> SinkSettings {
+    fn settings(&self, url: &str) -> MirrorSettings {
         let mut elastic = ElasticConfig::from_env(url.to_owned(), None);
         elastic.timeout = Duration::from_secs(2);
-        SinkSettings {
-            target: SinkTarget::Elastic(elastic),
+        MirrorSettings {
+            target: MirrorTarget::Elastic(elastic),
             data_dir: self.data_dir.clone(),
             names: IndexNames::default(),
             spool_max_bytes: 1 << 30,
         }
     }
 
-    async fn mirror(&self, url: &str) -> (SinkHandle, SinkTask) {
+    async fn mirror(&self, url: &str) -> (MirrorHandle, MirrorTask) {
         mirror::start(
             &self.connection,
             Arc::clone(&self.producer),
@@ -72,7 +72,7 @@ impl Rig {
 
     /// `orders` orders walked Processing → Finished on the events topic, and
     /// a send-time metric each through the mirror's own handle.
-    fn publish(&self, sink: &SinkHandle, orders: usize) -> Expected {
+    fn publish(&self, sink: &MirrorHandle, orders: usize) -> Expected {
         let mut expected = Expected::default();
         for n in 0..orders {
             let record = OrderRecord {
@@ -176,11 +176,11 @@ impl Expected {
     }
 }
 
-async fn close(task: SinkTask, limit: Duration) -> SinkStatus {
+async fn close(task: MirrorTask, limit: Duration) -> MirrorStatus {
     task.close(limit, &CancellationToken::new(), |_| {}).await
 }
 
-fn assert_reconciles(status: &SinkStatus, expected: &Expected) {
+fn assert_reconciles(status: &MirrorStatus, expected: &Expected) {
     assert_eq!(status.read, expected.operations, "{status:?}");
     assert_eq!(
         status.read,
@@ -192,7 +192,7 @@ fn assert_reconciles(status: &SinkStatus, expected: &Expected) {
 
 /// Every state the mirror reported while `until` ran.
 async fn states_while<T>(
-    sink: &SinkHandle,
+    sink: &MirrorHandle,
     until: impl std::future::Future<Output = T>,
 ) -> (T, Vec<MirrorState>) {
     let mut status = sink.status();

@@ -28,7 +28,7 @@ use crate::{
     metrics::{Counter, LatencySummary},
     order::Order,
     pipeline::{Pipeline, PipelineConfig, PipelineError},
-    sinks::{elastic::ElasticConfig, SinkTarget},
+    sinks::{elastic::ElasticConfig, MirrorTarget},
 };
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum, Serialize)]
@@ -255,15 +255,15 @@ async fn run_scenario(
             let standin;
             let sink = match scenario {
                 Scenario::EndToEndSink => match &plan.es {
-                    Some(url) => SinkTarget::Elastic(ElasticConfig::from_env(url.clone(), None)),
+                    Some(url) => MirrorTarget::Elastic(ElasticConfig::from_env(url.clone(), None)),
                     None => {
                         standin = ElasticStandIn::start()
                             .await
                             .map_err(|e| fail(e.to_string()))?;
-                        SinkTarget::Elastic(ElasticConfig::from_env(standin.url.clone(), None))
+                        MirrorTarget::Elastic(ElasticConfig::from_env(standin.url.clone(), None))
                     }
                 },
-                _ => SinkTarget::Off,
+                _ => MirrorTarget::Off,
             };
             let consumers = if scenario == Scenario::Ingest { 0 } else { 3 };
             let scale = if scenario == Scenario::OriginalTimings {
@@ -327,15 +327,15 @@ async fn bench_pipeline(
     topic: &str,
     consumers: usize,
     time_scale: f64,
-    sink: SinkTarget,
+    sink: MirrorTarget,
 ) -> Result<Pipeline, BenchError> {
     let kafka = kafka_options(plan, bootstrap, topic);
     let mut config = PipelineConfig::loopback(kafka);
     config.consumers = consumers;
     config.clock = SimClock::new(TimeScale::new(time_scale).expect("a valid scale"));
     config.transition_buffer = 1 << 16;
-    config.sink.target = sink;
-    config.sink.data_dir =
+    config.mirror.target = sink;
+    config.mirror.data_dir =
         std::env::temp_dir().join(format!("orderdeck-bench-{}", std::process::id()));
 
     let pipeline = Pipeline::start(config).await?;
@@ -439,7 +439,7 @@ async fn soak(plan: &BenchPlan, orders: u64) -> Result<Soak, BenchError> {
     let standin = ElasticStandIn::start()
         .await
         .map_err(|e| fail(e.to_string()))?;
-    let sink = SinkTarget::Elastic(ElasticConfig::from_env(standin.url.clone(), None));
+    let sink = MirrorTarget::Elastic(ElasticConfig::from_env(standin.url.clone(), None));
     let pipeline = bench_pipeline(plan, &broker.bootstrap, topic, 3, 0.0, sink).await?;
     let url = pipeline.dial().expect("the bench runs a server").url;
     let stop = CancellationToken::new();

@@ -9,7 +9,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::{
     cli::{CommonArgs, ExportArgs},
-    config::{pipeline_config, sink_settings},
+    config::{mirror_settings, pipeline_config},
     kafka::{producer::OrderProducer, KafkaConnection},
     sinks::{
         backfill::backfill,
@@ -33,7 +33,7 @@ pub async fn export(args: &CommonArgs, export: &ExportArgs) -> Result<(), AppErr
             catch_up_from_kafka(args, brokers).await?;
         }
         let config = ElasticConfig::from_env(url.clone(), args.es_ca.clone());
-        let mut indexer = Indexer::new(ElasticClient::new(&config, sink_settings(args).names)?);
+        let mut indexer = Indexer::new(ElasticClient::new(&config, mirror_settings(args).names)?);
         let bar = ProgressBar::with_draw_target(Some(0), ProgressDrawTarget::stderr());
         bar.set_style(
             ProgressStyle::with_template(
@@ -98,7 +98,7 @@ async fn catch_up_from_kafka(args: &CommonArgs, brokers: &str) -> Result<(), App
         .map_err(crate::pipeline::PipelineError::from)?;
     let producer =
         Arc::new(OrderProducer::new(&connection).map_err(crate::pipeline::PipelineError::from)?);
-    let (_, task) = mirror::start(&connection, producer, true, sink_settings(args))
+    let (_, task) = mirror::start(&connection, producer, true, mirror_settings(args))
         .await
         .map_err(crate::pipeline::PipelineError::from)?;
     let status = task

@@ -14,7 +14,7 @@ use crate::{
     pipeline::{DrainEnd, Pipeline, StopProgress},
     report::{Report, RunContext},
     signals::StopSignals,
-    sinks::SinkStatus,
+    sinks::MirrorStatus,
     AppError,
 };
 
@@ -45,7 +45,9 @@ pub async fn finish(
     let stopped = pipeline
         .stop(args.drain_timeout.0, &signals.abandon, |progress| {
             let line = match progress {
-                StopProgress::Orders(0) | StopProgress::Mirror(SinkStatus { lag: 0, .. }) => return,
+                StopProgress::Orders(0) | StopProgress::Mirror(MirrorStatus { lag: 0, .. }) => {
+                    return
+                }
                 StopProgress::Orders(waiting) => format!(
                     "draining: {waiting} acknowledged orders exist only in the embedded broker; \
                      finishing them (Ctrl-C again abandons them)"

@@ -10,7 +10,7 @@ use crate::{
     kafka::producer::{Delivered, OrderProducer, ProduceError},
     metrics::{Counter, Metrics},
     order::{Order, OrderError, OrderId, OrderRecord},
-    sinks::{Document, MetricKind, SinkHandle},
+    sinks::{Document, MetricKind, MirrorHandle},
 };
 
 #[derive(Clone, Copy, Debug)]
@@ -38,7 +38,7 @@ pub struct Ingest {
     acknowledgements: Arc<dyn Acknowledgements>,
     in_flight: Semaphore,
     limits: ServerLimits,
-    sink: SinkHandle,
+    sink: MirrorHandle,
 }
 
 impl Ingest {
@@ -47,7 +47,7 @@ impl Ingest {
         metrics: Arc<Metrics>,
         acknowledgements: Arc<dyn Acknowledgements>,
         limits: ServerLimits,
-        sink: SinkHandle,
+        sink: MirrorHandle,
     ) -> Self {
         Self {
             producer,

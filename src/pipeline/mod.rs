@@ -27,9 +27,9 @@ use crate::{
     order::Transition,
     sinks::{
         self,
-        mirror::{SinkError, SPOOL_MAX_BYTES},
+        mirror::{MirrorError, SPOOL_MAX_BYTES},
         notify::{self, NotifyCounts, NotifyError, NotifySettings, NotifyTask},
-        Document, IndexNames, SinkHandle, SinkSettings, SinkStatus, SinkTarget, SinkTask,
+        Document, IndexNames, MirrorHandle, MirrorSettings, MirrorStatus, MirrorTarget, MirrorTask,
     },
 };
 use tokio_util::sync::CancellationToken;
@@ -59,7 +59,7 @@ pub struct PipelineConfig {
     /// Order ids remembered for de-duplicating redeliveries.
     pub dedup_memory: usize,
     /// Where orders and metrics are mirrored.
-    pub sink: SinkSettings,
+    pub mirror: MirrorSettings,
     /// E-mail notifications, if any.
     pub notify: Option<NotifySettings>,
     /// TLS for the gRPC server, if any.
@@ -86,8 +86,8 @@ impl PipelineConfig {
             stage_delay: DelayRange::new(Duration::from_secs(1), Duration::from_secs(3)),
             transition_buffer: 4096,
             dedup_memory: 200_000,
-            sink: SinkSettings {
-                target: SinkTarget::Spool,
+            mirror: MirrorSettings {
+                target: MirrorTarget::Spool,
                 data_dir: "orderdeck-data".into(),
                 names: IndexNames::default(),
                 spool_max_bytes: SPOOL_MAX_BYTES,
@@ -101,7 +101,7 @@ impl PipelineConfig {
 /// What a stop left behind, for the report.
 #[derive(Clone, Debug, Default)]
 pub struct StopReport {
-    pub sink: SinkStatus,
+    pub sink: MirrorStatus,
     pub notifications: NotifyCounts,
     /// Acknowledged orders that did not finish, and where they are.
     pub unfinished: Unfinished,
@@ -157,7 +157,7 @@ pub enum StopProgress<'a> {
     /// Acknowledged orders still waiting to finish.
     Orders(usize),
     /// The mirror catching up with Kafka (`lag` records to go).
-    Mirror(&'a SinkStatus),
+    Mirror(&'a MirrorStatus),
 }
 
 /// How long a graceful [`Pipeline::shutdown`] lets the mirror catch up
@@ -173,7 +173,7 @@ pub enum PipelineError {
     #[error(transparent)]
     Grpc(#[from] GrpcError),
     #[error(transparent)]
-    Sink(#[from] SinkError),
+    Sink(#[from] MirrorError),
     #[error(transparent)]
     Notify(#[from] NotifyError),
 }
@@ -196,8 +196,8 @@ pub struct Pipeline {
     partitions: usize,
     /// Members leaving the group, finishing their orders.
     draining: JoinSet<()>,
-    sink: SinkHandle,
-    sink_task: Option<SinkTask>,
+    sink: MirrorHandle,
+    sink_task: Option<MirrorTask>,
     notify_task: Option<NotifyTask>,
     stop_throughput: CancellationToken,
     chaos: ChaosLog,
@@ -242,7 +242,7 @@ impl Pipeline {
             &connection,
             Arc::clone(&producer),
             broker.is_some(),
-            config.sink.clone(),
+            config.mirror.clone(),
         )
         .await?;
         let (notifier, notify_task) = match config.notify.clone() {
@@ -403,7 +403,7 @@ impl Pipeline {
     }
 
     /// The sink's counters and health.
-    pub fn sink_status(&self) -> SinkStatus {
+    pub fn sink_status(&self) -> MirrorStatus {
         self.sink.status().borrow().clone()
     }
 
@@ -569,7 +569,7 @@ impl Pipeline {
         mode: StopMode,
         mirror_limit: Duration,
         abandon: &CancellationToken,
-        mirror_progress: impl FnMut(&SinkStatus),
+        mirror_progress: impl FnMut(&MirrorStatus),
     ) -> StopReport {
         self.stop_accepting().await;
         if let Some(group) = self.consumers.take() {
@@ -688,7 +688,7 @@ async fn watch_finished_orders(
 }
 
 /// Once a second, the pipeline's throughput as a metric document.
-async fn report_throughput(metrics: Arc<Metrics>, sink: SinkHandle, stop: CancellationToken) {
+async fn report_throughput(metrics: Arc<Metrics>, sink: MirrorHandle, stop: CancellationToken) {
     let mut tick = tokio::time::interval(Duration::from_secs(1));
     let mut last = metrics.get(crate::metrics::Counter::Finished);
     tick.tick().await;

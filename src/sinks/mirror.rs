@@ -57,7 +57,7 @@ const SETUP_LIMIT: Duration = Duration::from_secs(10);
 pub const SPOOL_MAX_BYTES: u64 = 1 << 30;
 
 #[derive(Clone, Debug)]
-pub enum SinkTarget {
+pub enum MirrorTarget {
     /// No Elasticsearch: everything goes to the spool, for `orderdeck export`.
     Spool,
     Elastic(ElasticConfig),
@@ -66,8 +66,8 @@ pub enum SinkTarget {
 }
 
 #[derive(Clone, Debug)]
-pub struct SinkSettings {
-    pub target: SinkTarget,
+pub struct MirrorSettings {
+    pub target: MirrorTarget,
     /// The spool lives in `<data_dir>/spool`.
     pub data_dir: PathBuf,
     pub names: IndexNames,
@@ -76,7 +76,7 @@ pub struct SinkSettings {
 }
 
 #[derive(Debug, thiserror::Error)]
-pub enum SinkError {
+pub enum MirrorError {
     #[error(transparent)]
     Elastic(#[from] ElasticError),
     #[error("the Elasticsearch mirror cannot read Kafka: {0}")]
@@ -100,7 +100,7 @@ pub enum MirrorState {
 
 /// Counters that reconcile: read = indexed + spooled + dead_lettered + pending.
 #[derive(Clone, Debug, Default, PartialEq)]
-pub struct SinkStatus {
+pub struct MirrorStatus {
     /// `spool <dir>` or the Elasticsearch URL.
     pub target: String,
     pub state: MirrorState,
@@ -137,13 +137,13 @@ pub struct SinkStatus {
 /// The order path's side of the mirror: metric documents go to Kafka
 /// without waiting; cheap to clone.
 #[derive(Clone)]
-pub struct SinkHandle {
+pub struct MirrorHandle {
     producer: Option<Arc<OrderProducer>>,
     metrics_dropped: Arc<AtomicU64>,
-    status: watch::Receiver<SinkStatus>,
+    status: watch::Receiver<MirrorStatus>,
 }
 
-impl SinkHandle {
+impl MirrorHandle {
     /// Queues a metric document for the mirror; never waits.
     pub fn publish(&self, document: &Document) {
         if let Some(producer) = &self.producer {
@@ -153,7 +153,7 @@ impl SinkHandle {
         }
     }
 
-    pub fn status(&self) -> watch::Receiver<SinkStatus> {
+    pub fn status(&self) -> watch::Receiver<MirrorStatus> {
         self.status.clone()
     }
 }
@@ -168,15 +168,15 @@ enum Control {
 }
 
 /// The running mirror; `close` drains it.
-pub struct SinkTask {
+pub struct MirrorTask {
     control: watch::Sender<Control>,
     /// Ends waiting for Elasticsearch: the rest goes to the spool.
     give_up: CancellationToken,
-    status: watch::Receiver<SinkStatus>,
+    status: watch::Receiver<MirrorStatus>,
     task: Option<JoinHandle<()>>,
 }
 
-impl SinkTask {
+impl MirrorTask {
     /// Catches up with everything in Kafka (call once nothing produces):
     /// into Elasticsearch for up to `limit`, then what is left into the
     /// spool. `abandon` stops at once, counting what is left. `progress`
@@ -185,8 +185,8 @@ impl SinkTask {
         mut self,
         limit: Duration,
         abandon: &CancellationToken,
-        mut progress: impl FnMut(&SinkStatus),
-    ) -> SinkStatus {
+        mut progress: impl FnMut(&MirrorStatus),
+    ) -> MirrorStatus {
         let Some(mut task) = self.task.take() else {
             return self.status.borrow().clone();
         };
@@ -224,25 +224,25 @@ impl SinkTask {
     }
 }
 
-impl Drop for SinkTask {
+impl Drop for MirrorTask {
     fn drop(&mut self) {
         self.give_up.cancel();
         self.control.send_replace(Control::Abandon);
     }
 }
 
-/// Starts the mirror's consumer (nothing with `SinkTarget::Off`).
+/// Starts the mirror's consumer (nothing with `MirrorTarget::Off`).
 pub async fn start(
     connection: &KafkaConnection,
     producer: Arc<OrderProducer>,
     embedded: bool,
-    settings: SinkSettings,
-) -> Result<(SinkHandle, SinkTask), SinkError> {
+    settings: MirrorSettings,
+) -> Result<(MirrorHandle, MirrorTask), MirrorError> {
     let spool = SpoolWriter::new(&settings.data_dir, settings.spool_max_bytes);
     let (indexer, target) = match &settings.target {
-        SinkTarget::Off => return Ok(switched_off()),
-        SinkTarget::Spool => (None, format!("spool {}", spool.root().display())),
-        SinkTarget::Elastic(config) => {
+        MirrorTarget::Off => return Ok(switched_off()),
+        MirrorTarget::Spool => (None, format!("spool {}", spool.root().display())),
+        MirrorTarget::Elastic(config) => {
             let client = ElasticClient::new(config, settings.names.clone())?;
             (Some(Indexer::new(client)), config.url.clone())
         }
@@ -272,10 +272,10 @@ pub async fn start(
     };
     consumer.subscribe(&[&topics.events, &topics.metrics])?;
     let metrics_dropped = Arc::new(AtomicU64::new(0));
-    let status_now = SinkStatus {
+    let status_now = MirrorStatus {
         target,
         batch: indexer.as_ref().map_or(SPOOL_BATCH, Indexer::batch),
-        ..SinkStatus::default()
+        ..MirrorStatus::default()
     };
     let (status_tx, status) = watch::channel(status_now.clone());
     let (control, control_rx) = watch::channel(Control::Run);
@@ -298,12 +298,12 @@ pub async fn start(
     };
     let task = tokio::spawn(mirror.run(control_rx));
     Ok((
-        SinkHandle {
+        MirrorHandle {
             producer: Some(producer),
             metrics_dropped,
             status: status.clone(),
         },
-        SinkTask {
+        MirrorTask {
             control,
             give_up,
             status,
@@ -312,17 +312,17 @@ pub async fn start(
     ))
 }
 
-fn switched_off() -> (SinkHandle, SinkTask) {
-    let (_, status) = watch::channel(SinkStatus {
+fn switched_off() -> (MirrorHandle, MirrorTask) {
+    let (_, status) = watch::channel(MirrorStatus {
         target: "off".to_owned(),
-        ..SinkStatus::default()
+        ..MirrorStatus::default()
     });
-    let handle = SinkHandle {
+    let handle = MirrorHandle {
         producer: None,
         metrics_dropped: Arc::default(),
         status: status.clone(),
     };
-    let task = SinkTask {
+    let task = MirrorTask {
         control: watch::channel(Control::Run).0,
         give_up: CancellationToken::new(),
         status,
@@ -411,9 +411,9 @@ struct Mirror {
     /// given up on).
     indexer: Option<Indexer>,
     spool: SpoolWriter,
-    counts: SinkStatus,
+    counts: MirrorStatus,
     metrics_dropped: Arc<AtomicU64>,
-    published: watch::Sender<SinkStatus>,
+    published: watch::Sender<MirrorStatus>,
     /// The next offset to read per partition, as committed by this mirror.
     committed: HashMap<PartitionKey, i64>,
     give_up: CancellationToken,

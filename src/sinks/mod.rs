@@ -12,4 +12,6 @@ pub mod notify;
 pub mod spool;
 
 pub use document::{Document, IndexNames, MetricKind};
-pub use mirror::{MirrorState, SinkHandle, SinkSettings, SinkStatus, SinkTarget, SinkTask};
+pub use mirror::{
+    MirrorHandle, MirrorSettings, MirrorState, MirrorStatus, MirrorTarget, MirrorTask,
+};

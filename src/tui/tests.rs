@@ -26,7 +26,7 @@ use crate::{
     pipeline::chaos::Chaos,
     processing::ledger::LedgerTally,
     session::{Command, Phase, Sample, SessionStatus},
-    sinks::{MirrorState, SinkStatus},
+    sinks::{MirrorState, MirrorStatus},
 };
 
 const T0: i64 = 1_764_201_600_000; // 2025-11-27 00:00:00 UTC
@@ -96,11 +96,11 @@ fn status() -> SessionStatus {
         oldest_waiting: Some(Duration::from_millis(8_400)),
         overdue: 0,
     };
-    status.sink = SinkStatus {
+    status.sink = MirrorStatus {
         target: "spool orderdeck-data/spool".into(),
         read: 15_000,
         spooled: 15_000,
-        ..SinkStatus::default()
+        ..MirrorStatus::default()
     };
     status.partitions = (0..6)
         .map(|p| PartitionLag {
@@ -511,10 +511,10 @@ fn the_header_shows_elasticsearch_health_rate_and_failures() {
     let header = |app: &App| render(app, 120, 30).lines().next().unwrap().to_owned();
     let mut up = status();
     up.metrics.elapsed += Duration::from_secs(1);
-    up.sink = SinkStatus {
+    up.sink = MirrorStatus {
         target: "http://localhost:9200".into(),
         indexed: 1_300,
-        ..SinkStatus::default()
+        ..MirrorStatus::default()
     };
     app.ingest_status(up.clone());
     up.metrics.elapsed += Duration::from_secs(1);

@@ -28,7 +28,7 @@ pub fn config(target: BrokerTarget, time_scale: f64) -> PipelineConfig {
     config.clock = SimClock::new(TimeScale::new(time_scale).unwrap());
     config.transition_buffer = 1 << 16;
     config.dedup_memory = 100_000;
-    config.sink.data_dir = scratch_dir();
+    config.mirror.data_dir = scratch_dir();
     config
 }
 

@@ -11,7 +11,7 @@ use ratatui::{
 use crate::{
     kafka::BrokerHealth,
     session::Phase,
-    sinks::{MirrorState, SinkStatus},
+    sinks::{MirrorState, MirrorStatus},
     tui::{
         app::App,
         format::{hms, per_second},
@@ -95,7 +95,7 @@ fn running(count: usize, what: &str, on: bool, stopped_mark: &str) -> Span<'stat
 /// Where documents go and how that is going: `es ● 1200/s · lag 30`,
 /// `es throttled · lag 900`, `es ✗ down · lag 4000`, `spool 1500`;
 /// refusals and a stopped mirror in red.
-fn sink(sink: &SinkStatus, indexed_per_s: f64, wide: bool) -> Span<'static> {
+fn sink(sink: &MirrorStatus, indexed_per_s: f64, wide: bool) -> Span<'static> {
     let elastic = !sink.target.starts_with("spool");
     let lag = if wide {
         format!(" · lag {}", sink.lag)
