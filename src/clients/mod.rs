@@ -1,0 +1,231 @@
+//! Simulated clients: tokio tasks that read orders from a CSV file and send
+//! them to the server over real gRPC, each reusing its own channel.
+//! The orders file (`orders_file`) and the pacing (`pacer`) are their own
+//! modules; this one runs the clients.
+
+pub mod orders_file;
+pub mod pacer;
+
+pub use orders_file::{load_orders, read_orders, BadRowPolicy, CsvError, CsvOrders, RowError};
+pub use pacer::Pacer;
+
+use std::{
+    sync::Arc,
+    time::{Duration, Instant},
+};
+
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+use tonic::{
+    transport::{Channel, Endpoint},
+    Code,
+};
+
+use crate::{
+    clock::{Backoff, SimClock},
+    grpc::{
+        pb::v1::{self, orders_client::OrdersClient, PlaceOrderRequest},
+        Dial,
+    },
+    metrics::{Counter, Latency, Metrics},
+    order::{Order, OrderId},
+};
+
+/// What the clients saw, beyond the shared counters.
+#[derive(Debug, Default)]
+pub struct ClientsOutcome {
+    /// The first few errors, for the report and the screen.
+    pub errors: Vec<String>,
+}
+
+const KEPT_ERRORS: usize = 10;
+
+/// Attempts for an order that meets a transient failure.
+const ATTEMPTS: u32 = 8;
+/// Waits between those attempts.
+const RETRY: Backoff = Backoff {
+    first: Duration::from_millis(50),
+    max: Duration::from_secs(2),
+};
+
+/// Worth another try: Kafka or the server is busy or away, or the call never
+/// got through (a connection refused or reset under a burst of connects).
+/// Safe to repeat, because the client names the order: a second copy is the
+/// same order, which the consumers run once.
+fn is_transient(status: &tonic::Status) -> bool {
+    match status.code() {
+        Code::Unavailable | Code::ResourceExhausted | Code::Cancelled => true,
+        Code::Unknown => status.message().contains("transport error"),
+        _ => false,
+    }
+}
+
+struct RunningClient {
+    stop: CancellationToken,
+    task: JoinHandle<Vec<String>>,
+}
+
+/// A resizable set of simulated clients sharing one pacer.
+pub struct ClientPool {
+    endpoint: Endpoint,
+    orders: Arc<[Order]>,
+    pacer: Arc<Pacer>,
+    metrics: Arc<Metrics>,
+    /// Cancelling it stops every client, present and future.
+    stop: CancellationToken,
+    running: Vec<RunningClient>,
+}
+
+impl ClientPool {
+    pub fn new(
+        server: &Dial,
+        orders: Arc<[Order]>,
+        pacer: Arc<Pacer>,
+        metrics: Arc<Metrics>,
+        stop: CancellationToken,
+    ) -> Result<Self, tonic::transport::Error> {
+        Ok(Self {
+            endpoint: server.endpoint()?,
+            orders,
+            pacer,
+            metrics,
+            stop,
+            running: Vec::new(),
+        })
+    }
+
+    pub fn pacer(&self) -> &Arc<Pacer> {
+        &self.pacer
+    }
+
+    /// Grows or shrinks to `clients`; the newest stop first.
+    pub fn resize(&mut self, clients: usize) {
+        if self.running.is_empty() && clients > 0 {
+            self.pacer.restart();
+        }
+        while self.running.len() > clients {
+            if let Some(client) = self.running.pop() {
+                client.stop.cancel();
+            }
+        }
+        while self.running.len() < clients {
+            // One channel per client, connected on first use and reused.
+            let client = SimulatedClient {
+                grpc: OrdersClient::new(self.endpoint.connect_lazy()),
+                orders: Arc::clone(&self.orders),
+                pacer: Arc::clone(&self.pacer),
+                metrics: Arc::clone(&self.metrics),
+            };
+            let stop = self.stop.child_token();
+            let task = tokio::spawn(client.run(stop.clone()));
+            self.running.push(RunningClient { stop, task });
+        }
+    }
+
+    /// Waits until every client has stopped (the total was sent, or stop).
+    pub async fn join(mut self) -> ClientsOutcome {
+        let mut outcome = ClientsOutcome::default();
+        for client in self.running.drain(..) {
+            if let Ok(errors) = client.task.await {
+                let room = KEPT_ERRORS.saturating_sub(outcome.errors.len());
+                outcome.errors.extend(errors.into_iter().take(room));
+            }
+        }
+        outcome
+    }
+
+    pub fn stop_all(&mut self) {
+        self.resize(0);
+    }
+}
+
+/// How `run_clients` sends.
+#[derive(Clone, Debug)]
+pub struct ClientPlan {
+    pub clients: usize,
+    /// Total orders per second over all clients; None = as fast as they can.
+    pub rate: Option<f64>,
+    pub clock: SimClock,
+    /// Orders to send in total; None = until cancelled. Rows repeat in a cycle.
+    pub orders: Option<u64>,
+}
+
+/// Sends orders until the plan's total is reached or `cancel` fires.
+pub async fn run_clients(
+    server: impl Into<Dial>,
+    orders: Arc<[Order]>,
+    plan: ClientPlan,
+    metrics: Arc<Metrics>,
+    cancel: CancellationToken,
+) -> Result<ClientsOutcome, tonic::transport::Error> {
+    let pacer = Arc::new(Pacer::new(plan.rate, plan.clock, plan.orders));
+    let mut pool = ClientPool::new(&server.into(), orders, pacer, metrics, cancel)?;
+    pool.resize(plan.clients.max(1));
+    Ok(pool.join().await)
+}
+
+struct SimulatedClient {
+    grpc: OrdersClient<Channel>,
+    orders: Arc<[Order]>,
+    pacer: Arc<Pacer>,
+    metrics: Arc<Metrics>,
+}
+
+impl SimulatedClient {
+    async fn run(mut self, stop: CancellationToken) -> Vec<String> {
+        let mut errors = Vec::new();
+        while let Some((n, due)) = self.pacer.take() {
+            if let Some(due) = due {
+                tokio::select! {
+                    _ = stop.cancelled() => break,
+                    _ = tokio::time::sleep_until(due.into()) => {}
+                }
+            }
+            if stop.is_cancelled() {
+                break;
+            }
+            let orders = Arc::clone(&self.orders);
+            let order = &orders[(n % orders.len() as u64) as usize];
+            if let Err(error) = self.send(order).await {
+                if errors.len() < KEPT_ERRORS {
+                    errors.push(error);
+                }
+            }
+        }
+        errors
+    }
+
+    /// Sends one order, retrying transient refusals with exponential backoff.
+    /// The client names the order, so a retry after a failure that Kafka may
+    /// have persisted anyway is the same order, not a second one.
+    async fn send(&mut self, order: &Order) -> Result<(), String> {
+        self.metrics.incr(Counter::Sent);
+        let request = PlaceOrderRequest {
+            order: Some(v1::Order::from(order)),
+            order_id: OrderId::new_random().to_string(),
+        };
+        let mut backoff = RETRY.first;
+        for attempt in 1..=ATTEMPTS {
+            let started = Instant::now();
+            let reply = self.grpc.place_order(request.clone()).await;
+            match reply {
+                Ok(_) => {
+                    self.metrics.record(Latency::Send, started.elapsed());
+                    return Ok(());
+                }
+                Err(status) if is_transient(&status) && attempt < ATTEMPTS => {
+                    tokio::time::sleep(backoff).await;
+                    backoff = RETRY.next(backoff);
+                }
+                Err(status) => {
+                    // The server counts its own rejections; a give-up is ours.
+                    if status.code() != Code::InvalidArgument {
+                        self.metrics.incr(Counter::Failed);
+                    }
+                    return Err(format!("{:?}: {}", status.code(), status.message()));
+                }
+            }
+        }
+        unreachable!("the last attempt always returns")
+    }
+}
