@@ -11,6 +11,7 @@ pub mod latency;
 pub mod start;
 pub mod states;
 pub mod throughput;
+pub mod time_chart;
 pub mod transitions;
 
 use ratatui::{

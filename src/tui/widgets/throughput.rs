@@ -2,7 +2,7 @@
 
 use ratatui::{layout::Rect, style::Color, Frame};
 
-use super::latency::{render_time_chart, Series};
+use super::time_chart::{render_time_chart, Series};
 use crate::tui::app::App;
 
 pub fn render(frame: &mut Frame, area: Rect, app: &App) {
