@@ -4,9 +4,21 @@
 
 pub mod driver;
 pub mod output;
+pub mod report;
 pub mod resources;
+mod setup;
+mod soak;
 pub mod standin;
 pub mod targets;
+mod thresholds;
+
+pub use report::{BenchReport, Phase, Soak, TargetCheck};
+
+use self::{
+    report::{add_ratios, machine, phase},
+    setup::{bench_pipeline, kafka_options, PARTITIONS, WARM_UP_ORDERS},
+    thresholds::check_targets,
+};
 
 use std::{sync::Arc, time::Duration};
 
@@ -14,20 +26,15 @@ use serde::Serialize;
 use tokio_util::sync::CancellationToken;
 
 use self::{
-    driver::{drive, Load, Outcome, Target},
+    driver::{drive, Load, Target},
     resources::Usage,
     standin::ElasticStandIn,
     targets::{BareProducer, FinishWatch, Legacy, Orderdeck, ReferenceServer},
 };
 use crate::{
-    clock::{SimClock, TimeScale},
-    kafka::{
-        consumer::MOCK_FETCH_WAIT, producer::durable_config, BrokerTarget, EmbeddedBroker,
-        KafkaConnection, KafkaOptions,
-    },
-    metrics::{Counter, LatencySummary},
+    kafka::{producer::durable_config, EmbeddedBroker, KafkaConnection},
     order::Order,
-    pipeline::{Pipeline, PipelineConfig, PipelineError},
+    pipeline::PipelineError,
     sinks::{elastic::ElasticConfig, MirrorTarget},
 };
 
@@ -117,57 +124,6 @@ pub struct BenchPlan {
     pub orders: Arc<[Order]>,
 }
 
-#[derive(Clone, Debug, Serialize)]
-pub struct Phase {
-    pub scenario: Scenario,
-    pub title: &'static str,
-    pub measured_until: &'static str,
-    /// None: as fast as `callers` go; Some: the fixed rate.
-    pub offered_rate: Option<f64>,
-    pub orders: u64,
-    pub errors: u64,
-    pub first_error: Option<String>,
-    pub seconds: f64,
-    pub orders_per_s: f64,
-    pub latency_ms: LatencySummary,
-    pub cpu_s: f64,
-    pub peak_rss_mib: Option<f64>,
-    /// Throughput as a share of the bare producer's / the original design's.
-    pub vs_bare_producer: Option<f64>,
-    pub vs_original: Option<f64>,
-}
-
-#[derive(Clone, Debug, Serialize)]
-pub struct Soak {
-    pub orders: u64,
-    pub seconds: f64,
-    pub orders_per_s: f64,
-    /// (orders finished, RSS MiB), about once a second.
-    pub rss_samples: Vec<(u64, f64)>,
-    pub rss_at_10_percent_mib: f64,
-    pub rss_at_end_mib: f64,
-    pub peak_rss_mib: f64,
-    /// The broker process at the end (its retention bounds it).
-    pub broker_rss_mib: Option<f64>,
-}
-
-#[derive(Clone, Debug, Serialize)]
-pub struct TargetCheck {
-    pub target: String,
-    pub measured: String,
-    pub met: bool,
-}
-
-#[derive(Clone, Debug, Serialize)]
-pub struct BenchReport {
-    pub machine: String,
-    pub callers: usize,
-    pub rate: f64,
-    pub phases: Vec<Phase>,
-    pub soak: Option<Soak>,
-    pub targets: Vec<TargetCheck>,
-}
-
 #[derive(Debug, thiserror::Error)]
 pub enum BenchError {
     #[error("could not start the benchmark's broker: {0}")]
@@ -191,7 +147,7 @@ pub async fn run(plan: &BenchPlan, progress: impl Fn(&str)) -> Result<BenchRepor
     let soak = match plan.soak {
         Some(orders) => {
             progress("memory soak");
-            Some(soak(plan, orders).await?)
+            Some(soak::soak(plan, orders).await?)
         }
         None => None,
     };
@@ -303,51 +259,6 @@ async fn run_scenario(
     }
 }
 
-const PARTITIONS: i32 = 6;
-const WARM_UP_ORDERS: u64 = 200;
-
-fn kafka_options(plan: &BenchPlan, bootstrap: &str, topic: &str) -> KafkaOptions {
-    // The broker is the mock cluster reached as "external": give its
-    // consumers the embedded default. The user's -X settings come after, and win.
-    let (key, value) = MOCK_FETCH_WAIT;
-    let mut extra = vec![(key.to_owned(), value.to_owned())];
-    extra.extend(plan.kafka_settings.iter().cloned());
-    KafkaOptions {
-        partitions: PARTITIONS,
-        group: topic.to_owned(),
-        extra,
-        ..KafkaOptions::new(BrokerTarget::External(bootstrap.to_owned()), topic)
-    }
-}
-
-/// A pipeline on `bootstrap`, whose topics `topic` and `topic.events` exist.
-async fn bench_pipeline(
-    plan: &BenchPlan,
-    bootstrap: &str,
-    topic: &str,
-    consumers: usize,
-    time_scale: f64,
-    sink: MirrorTarget,
-) -> Result<Pipeline, BenchError> {
-    let kafka = kafka_options(plan, bootstrap, topic);
-    let mut config = PipelineConfig::loopback(kafka);
-    config.consumers = consumers;
-    config.clock = SimClock::new(TimeScale::new(time_scale).expect("a valid scale"));
-    config.transition_buffer = 1 << 16;
-    config.mirror.target = sink;
-    config.mirror.data_dir =
-        std::env::temp_dir().join(format!("orderdeck-bench-{}", std::process::id()));
-
-    let pipeline = Pipeline::start(config).await?;
-    if !pipeline.wait_until_consuming(Duration::from_secs(60)).await {
-        return Err(BenchError::Setup {
-            scenario: topic.to_owned(),
-            reason: "the consumer group never got its partitions".to_owned(),
-        });
-    }
-    Ok(pipeline)
-}
-
 async fn phases_of<T: Target>(plan: &BenchPlan, scenario: Scenario, target: Arc<T>) -> Vec<Phase> {
     // The fixed rate first, on young topics: the mock broker finds a fetch
     // offset by walking its log from the start, so its cost per fetch grows
@@ -382,254 +293,4 @@ async fn phases_of<T: Target>(plan: &BenchPlan, scenario: Scenario, target: Arc<
         phases.push(phase(scenario, load, outcome, cpu_s, peak_rss_mib));
     }
     phases
-}
-
-fn phase(
-    scenario: Scenario,
-    load: Load,
-    outcome: Outcome,
-    cpu_s: f64,
-    peak_rss_mib: Option<f64>,
-) -> Phase {
-    Phase {
-        scenario,
-        title: scenario.title(),
-        measured_until: scenario.measured_until(),
-        offered_rate: match load {
-            Load::Closed { .. } => None,
-            Load::Open { rate, .. } => Some(rate),
-        },
-        orders: outcome.completed,
-        errors: outcome.errors,
-        first_error: outcome.first_error.clone(),
-        seconds: outcome.elapsed.as_secs_f64(),
-        orders_per_s: outcome.per_second(),
-        latency_ms: outcome.latency,
-        cpu_s,
-        peak_rss_mib,
-        vs_bare_producer: None,
-        vs_original: None,
-    }
-}
-
-/// Throughput phases as a share of the bare producer's and the original's.
-fn add_ratios(phases: &mut [Phase]) {
-    let max_rate = |phases: &[Phase], scenario| {
-        phases
-            .iter()
-            .find(|p| p.scenario == scenario && p.offered_rate.is_none())
-            .map(|p| p.orders_per_s)
-            .filter(|rate| *rate > 0.0)
-    };
-    let producer = max_rate(phases, Scenario::BareProducer);
-    let original = max_rate(phases, Scenario::OriginalDesign);
-    for phase in phases.iter_mut().filter(|p| p.offered_rate.is_none()) {
-        phase.vs_bare_producer = producer.map(|r| phase.orders_per_s / r);
-        phase.vs_original = original.map(|r| phase.orders_per_s / r);
-    }
-}
-
-/// End to end with the sink on for `orders` orders, sampling memory. The
-/// broker runs in a child process (`orderdeck broker`), so the figures are
-/// orderdeck's own; the broker's are reported beside them.
-async fn soak(plan: &BenchPlan, orders: u64) -> Result<Soak, BenchError> {
-    let fail = setup_error(Scenario::EndToEndSink);
-    let topic = "bench-soak";
-    let broker = ChildBroker::start(topic).map_err(|e| fail(e.to_string()))?;
-    let standin = ElasticStandIn::start()
-        .await
-        .map_err(|e| fail(e.to_string()))?;
-    let sink = MirrorTarget::Elastic(ElasticConfig::from_env(standin.url.clone(), None));
-    let pipeline = bench_pipeline(plan, &broker.bootstrap, topic, 3, 0.0, sink).await?;
-    let url = pipeline.dial().expect("the bench runs a server").url;
-    let stop = CancellationToken::new();
-    let watch = FinishWatch::default();
-    watch.follow(pipeline.subscribe_transitions(), stop.clone());
-    let target = Arc::new(Orderdeck::new(&url, &plan.orders, Some(watch)).map_err(&fail)?);
-
-    let metrics = Arc::clone(pipeline.metrics());
-    let sampling = stop.clone();
-    let sampler = tokio::spawn(async move {
-        let mut samples = Vec::new();
-        let mut tick = tokio::time::interval(Duration::from_secs(1));
-        loop {
-            tokio::select! {
-                _ = sampling.cancelled() => break,
-                _ = tick.tick() => {}
-            }
-            if let Some(rss) = resources::rss_mib() {
-                samples.push((metrics.get(Counter::Finished), rss));
-            }
-        }
-        samples
-    });
-    let usage = Usage::start();
-    let outcome = drive(
-        target,
-        Load::Closed {
-            callers: plan.callers,
-            orders,
-            limit: Duration::MAX,
-        },
-    )
-    .await;
-    let (_, peak) = usage.finish();
-    stop.cancel();
-    let samples = sampler.await.unwrap_or_default();
-    pipeline.shutdown().await;
-    let broker_rss_mib = broker.rss_mib();
-    let rss_at = |share: f64| {
-        samples
-            .iter()
-            .find(|(finished, _)| *finished as f64 >= share * orders as f64)
-            .or(samples.last())
-            .map_or(0.0, |(_, rss)| *rss)
-    };
-    Ok(Soak {
-        orders: outcome.completed,
-        seconds: outcome.elapsed.as_secs_f64(),
-        orders_per_s: outcome.per_second(),
-        rss_at_10_percent_mib: rss_at(0.1),
-        rss_at_end_mib: samples.last().map_or(0.0, |(_, rss)| *rss),
-        peak_rss_mib: peak.unwrap_or(0.0),
-        broker_rss_mib,
-        rss_samples: samples,
-    })
-}
-
-/// `orderdeck broker` as a child process, killed when dropped.
-struct ChildBroker {
-    child: std::process::Child,
-    bootstrap: String,
-}
-
-impl ChildBroker {
-    fn start(topic: &str) -> std::io::Result<Self> {
-        use std::io::BufRead;
-        let log =
-            std::env::temp_dir().join(format!("orderdeck-bench-broker-{}.log", std::process::id()));
-        let mut child = std::process::Command::new(std::env::current_exe()?)
-            .args([
-                "broker",
-                "--topic",
-                topic,
-                "--partitions",
-                &PARTITIONS.to_string(),
-            ])
-            .arg("--log-file")
-            .arg(log)
-            .stdin(std::process::Stdio::null())
-            .stdout(std::process::Stdio::piped())
-            .stderr(std::process::Stdio::null())
-            .spawn()?;
-        let mut line = String::new();
-        let stdout = child
-            .stdout
-            .take()
-            .ok_or_else(|| std::io::Error::other("no stdout"))?;
-        std::io::BufReader::new(stdout).read_line(&mut line)?;
-        let bootstrap = line.trim().to_owned();
-        if bootstrap.is_empty() {
-            let _ = child.kill();
-            return Err(std::io::Error::other(
-                "the broker process printed no address",
-            ));
-        }
-        Ok(Self { child, bootstrap })
-    }
-
-    fn rss_mib(&self) -> Option<f64> {
-        resources::rss_mib_of(self.child.id())
-    }
-}
-
-impl Drop for ChildBroker {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-fn check_targets(plan: &BenchPlan, phases: &[Phase], soak: Option<&Soak>) -> Vec<TargetCheck> {
-    let find = |scenario: Scenario, fixed: bool| {
-        phases
-            .iter()
-            .find(|p| p.scenario == scenario && p.offered_rate.is_some() == fixed)
-    };
-    let mut checks = Vec::new();
-    if let Some(ingest) = find(Scenario::Ingest, false) {
-        if let Some(ratio) = ingest.vs_original {
-            checks.push(TargetCheck {
-                target: "ingest ≥ 10× the original design".to_owned(),
-                measured: format!("{ratio:.1}×"),
-                met: ratio >= 10.0,
-            });
-        }
-        if let Some(ratio) = ingest.vs_bare_producer {
-            checks.push(TargetCheck {
-                target: "ingest ≥ 50 % of the bare producer".to_owned(),
-                measured: format!("{:.0} %", ratio * 100.0),
-                met: ratio >= 0.5,
-            });
-        }
-    }
-    if let Some(e2e) = find(Scenario::EndToEnd, true) {
-        checks.push(TargetCheck {
-            target: format!(
-                "end-to-end p99 < 10 ms at {:.0} orders/s, no delays",
-                plan.rate
-            ),
-            measured: format!("p99 {:.1} ms", e2e.latency_ms.p99),
-            met: e2e.errors == 0 && e2e.latency_ms.p99 < 10.0,
-        });
-    }
-    if let Some(timed) = find(Scenario::OriginalTimings, true) {
-        let offered = (plan.rate * plan.rate_time.as_secs_f64()).round() as u64;
-        // Four states of 1–3 s each: the sleeps alone take 4–12 s.
-        let bounded_by_sleeps = timed.latency_ms.max <= 13_000.0;
-        checks.push(TargetCheck {
-            target: format!(
-                "original timings at {:.0} orders/s: every order finishes, each within its sleeps",
-                plan.rate
-            ),
-            measured: format!(
-                "{} of {} finished, p50 {:.1} s, max {:.1} s",
-                timed.orders,
-                offered,
-                timed.latency_ms.p50 / 1e3,
-                timed.latency_ms.max / 1e3
-            ),
-            met: timed.errors == 0 && timed.orders == offered && bounded_by_sleeps,
-        });
-    }
-    if let Some(soak) = soak {
-        let growth = soak.rss_at_end_mib - soak.rss_at_10_percent_mib;
-        checks.push(TargetCheck {
-            target: format!("RSS flat and < 200 MB over {} orders", soak.orders),
-            measured: format!(
-                "{:.0} MiB at 10 %, {:.0} MiB at the end, peak {:.0} MiB (broker process: {})",
-                soak.rss_at_10_percent_mib,
-                soak.rss_at_end_mib,
-                soak.peak_rss_mib,
-                soak.broker_rss_mib
-                    .map_or("?".to_owned(), |m| format!("{m:.0} MiB"))
-            ),
-            met: soak.peak_rss_mib < 200.0 && growth <= 0.1 * soak.rss_at_10_percent_mib.max(50.0),
-        });
-    }
-    checks
-}
-
-fn machine() -> String {
-    let cores = std::thread::available_parallelism().map_or(0, usize::from);
-    let model = std::fs::read_to_string("/proc/cpuinfo")
-        .ok()
-        .and_then(|info| {
-            info.lines()
-                .find(|l| l.starts_with("model name"))
-                .and_then(|l| l.split(':').nth(1))
-                .map(|m| m.trim().to_owned())
-        })
-        .unwrap_or_else(|| "unknown CPU".to_owned());
-    format!("{cores} cores, {model}")
 }
