@@ -227,9 +227,11 @@ async fn run_scenario(
             } else {
                 0.0
             };
-            broker
-                .create_topic(&format!("{topic}.events"), PARTITIONS, 1)
-                .map_err(|e| fail(e.to_string()))?;
+            for beside in ["events", "metrics"] {
+                broker
+                    .create_topic(&format!("{topic}.{beside}"), PARTITIONS, 1)
+                    .map_err(|e| fail(e.to_string()))?;
+            }
             let pipeline = bench_pipeline(
                 plan,
                 broker.bootstrap_servers(),

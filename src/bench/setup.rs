@@ -28,7 +28,8 @@ pub(super) fn kafka_options(plan: &BenchPlan, bootstrap: &str, topic: &str) -> K
     }
 }
 
-/// A pipeline on `bootstrap`, whose topics `topic` and `topic.events` exist.
+/// A pipeline on `bootstrap`, whose topics `topic`, `topic.events` and
+/// `topic.metrics` exist.
 pub(super) async fn bench_pipeline(
     plan: &BenchPlan,
     bootstrap: &str,
