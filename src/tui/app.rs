@@ -1,5 +1,8 @@
-//! The UI's state and the only place it changes (`update`). No I/O: the
-//! runner feeds it events and status, and carries out the effects it returns.
+//! The UI's state and the only places it changes: `update` (the user's
+//! actions) and the `ingest_*`/`note_*` methods (what the session reports).
+//! No I/O: the runner feeds it events and status, and carries out the
+//! effects it returns. Its fields are the TUI's own (`pub(super)`): widgets
+//! read them, nothing outside the TUI sees them.
 
 use std::collections::{HashMap, VecDeque};
 
@@ -100,27 +103,27 @@ pub struct StageRates {
 }
 
 pub struct App {
-    pub screen: Screen,
-    pub overlay: Overlay,
-    pub focus: Focus,
-    pub start: StartInfo,
+    pub(super) screen: Screen,
+    pub(super) overlay: Overlay,
+    pub(super) focus: Focus,
+    pub(super) start: StartInfo,
     /// Highlighted level on the start screen.
-    pub start_choice: LoadLevel,
-    pub status: Option<SessionStatus>,
-    pub history: VecDeque<Sample>,
-    pub rates: StageRates,
-    pub recent: VecDeque<Transition>,
-    pub orders: HashMap<OrderId, OrderTimeline>,
+    pub(super) start_choice: LoadLevel,
+    pub(super) status: Option<SessionStatus>,
+    pub(super) history: VecDeque<Sample>,
+    pub(super) rates: StageRates,
+    pub(super) recent: VecDeque<Transition>,
+    pub(super) orders: HashMap<OrderId, OrderTimeline>,
     order_arrivals: VecDeque<OrderId>,
-    pub filter: Input,
-    pub editing_filter: bool,
+    pub(super) filter: Input,
+    pub(super) editing_filter: bool,
     /// Index of the highlighted transition among those matching the filter.
-    pub selected: usize,
-    pub lag_scroll: usize,
-    pub chart_window: usize,
+    pub(super) selected: usize,
+    pub(super) lag_scroll: usize,
+    pub(super) chart_window: usize,
     /// Transitions the UI skipped because it fell behind the feed.
-    pub missed_transitions: u64,
-    pub quitting: bool,
+    missed_transitions: u64,
+    pub(super) quitting: bool,
 }
 
 impl App {
@@ -157,6 +160,15 @@ impl App {
 
     pub fn chart_window_s(&self) -> usize {
         CHART_WINDOWS_S[self.chart_window]
+    }
+
+    /// The live feed skipped `missed` transitions (the UI fell behind).
+    pub fn note_missed(&mut self, missed: u64) {
+        self.missed_transitions += missed;
+    }
+
+    pub fn missed_transitions(&self) -> u64 {
+        self.missed_transitions
     }
 
     /// Takes a status update from the session.

@@ -134,9 +134,7 @@ impl Attached {
                     app.ingest_transition(transition);
                     changed = true;
                 }
-                Err(broadcast::error::TryRecvError::Lagged(missed)) => {
-                    app.missed_transitions += missed
-                }
+                Err(broadcast::error::TryRecvError::Lagged(missed)) => app.note_missed(missed),
                 Err(_) => break,
             }
         }

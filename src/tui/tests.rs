@@ -615,3 +615,15 @@ fn a_fault_and_the_reconciliation_are_on_screen() {
     assert!(!screen.lines().next().unwrap().contains('⚡'));
     assert!(screen.contains("lost 0"), "{screen}");
 }
+
+#[test]
+fn transitions_the_view_skipped_are_counted_on_screen() {
+    let mut app = running_app();
+    assert!(!render(&app, 100, 30).contains("skipped"));
+    app.note_missed(120);
+    assert!(
+        render(&app, 100, 30).contains("· 120 skipped"),
+        "{}",
+        render(&app, 100, 30)
+    );
+}

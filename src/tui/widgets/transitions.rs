@@ -19,11 +19,15 @@ use crate::{
 
 pub fn render(frame: &mut Frame, area: Rect, app: &App) {
     let filter = app.filter.value();
-    let title = if filter.is_empty() {
+    let mut title = if filter.is_empty() {
         " Transitions (newest first) ".to_owned()
     } else {
         format!(" Transitions matching “{filter}” ")
     };
+    // The view skips ahead when it falls behind the feed: say by how much.
+    if app.missed_transitions() > 0 {
+        title.push_str(&format!("· {} skipped ", app.missed_transitions()));
+    }
     let block = panel(&title, app.focus == Focus::Transitions);
     let inner = block.inner(area);
     frame.render_widget(block, area);
