@@ -4,27 +4,38 @@
 //!
 //! ```text
 //! clients ──gRPC──▶ grpc ──produce, await ack──▶ kafka (orders topic)
-//!   (CSV rows)      (validate,                        │
-//!                    backpressure)                    ▼
-//!                              kafka::consumer (group of members)
-//!                                        │ one task per order
+//!   (CSV rows)      (validate, backpressure;          │
+//!                    acknowledgements → ledger)       ▼
+//!                     kafka::consumer (a group of members; offsets, hand-overs)
+//!                                        │ each record to a RecordHandler
 //!                                        ▼
-//!          pipeline::flow: Processing → Preparing → Shipped → Delivered → Finished
+//!      processing: handler (once per process) → flow: Processing → Preparing
+//!                  → Shipped → Delivered → Finished; ledger: acked = finished, by id
 //!                                        │
-//!             transitions ──▶ broadcast feed (UI, gRPC watchers) + events topic
-//!             metrics     ──▶ counters + histograms ──▶ snapshots, report
+//!        transitions ──▶ broadcast feed (UI, gRPC watchers) + events topic ─┐
+//!        metric documents (send time, throughput) ──▶ metrics topic ────────┤
+//!                                                                           ▼
+//!                    sinks::mirror (a consumer group of its own) ──▶ Elasticsearch / spool
+//!        metrics ──▶ counters + histograms ──▶ snapshots, report
 //! ```
 //!
-//! - [`order`]: orders, ids, the state machine (pure).
-//! - [`clock`]: the one scaled clock every simulated delay goes through.
-//! - [`grpc`]: the original `orders.OrderService` and the typed `orderdeck.v1` API.
-//! - [`clients`]: simulated clients reading the orders CSV.
+//! Layers, each importing only those above it in this list:
+//! - [`clock`], [`order`], [`metrics`], [`load`], [`sync`]: the core (pure types,
+//!   the one scaled clock, counters and histograms, load levels, locking).
 //! - [`kafka`]: embedded broker, durable producer, consumer group, offsets.
-//! - [`pipeline`]: everything assembled; the at-least-once, idempotent core.
-//! - [`metrics`], [`report`]: what is measured and how it is reported.
-//! - [`session`]: a live pipeline steered by commands, publishing its status.
+//! - [`sinks`]: documents, the Elasticsearch mirror and its spool, Kibana,
+//!   e-mail notifications.
+//! - [`grpc`]: the original `orders.OrderService` and the typed `orderdeck.v1` API.
+//! - [`processing`]: running each order exactly once per process.
+//! - [`pipeline`]: everything assembled, started and stopped in order.
+//! - [`clients`]: simulated clients reading the orders CSV.
+//! - [`report`], [`session`]: the run's report; a live pipeline steered by
+//!   commands, publishing its status.
+//! - [`bench`](mod@bench): the benchmark's scenarios and references.
+//! - [`cli`], [`config`], [`signals`]: the command line, the configuration it
+//!   builds, Ctrl-C and SIGTERM.
 //! - [`tui`]: the terminal control center on top of a session.
-//! - [`cli`], [`config`], [`commands`]: the edges.
+//! - [`commands`]: one entry per command (the TUI included).
 
 pub mod bench;
 pub mod cli;

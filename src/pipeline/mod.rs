@@ -610,7 +610,7 @@ impl Pipeline {
     }
 
     /// The whole stop as a user asks for it: drain (see
-    /// [`Pipeline::drain_acknowledged`]), then shut down; gracefully if the
+    /// `Pipeline::drain_acknowledged`), then shut down; gracefully if the
     /// drain completed, abandoning otherwise. `abandon` during the final
     /// stop ends the wait too, with the orders still waiting counted.
     /// `progress` hears the orders still waiting, then the mirror catching up.
@@ -653,7 +653,7 @@ impl Pipeline {
         StopReport { drain, ..stopped }
     }
 
-    /// A graceful stop: see [`Pipeline::shutdown_with`]; the mirror gets
+    /// A graceful stop: see `Pipeline::shutdown_with`; the mirror gets
     /// [`MIRROR_DRAIN_LIMIT`] to catch up.
     pub async fn shutdown(self) -> StopReport {
         self.shutdown_with(
