@@ -43,6 +43,16 @@ pub enum Command {
     /// Measure orderdeck against a bare producer, a bare gRPC echo and the
     /// original system's design, on one embedded broker.
     Bench(BenchArgs),
+    /// Simulated clients only, against a running server (load from a
+    /// process of its own): prints throughput and client-side latency.
+    Load(LoadArgs),
+}
+
+#[derive(Debug, Args, Clone)]
+pub struct LoadArgs {
+    /// The server: host:port or http(s)://host:port, speaking orderdeck.v1.
+    #[arg(long)]
+    pub target: String,
 }
 
 #[derive(Debug, Args, Clone)]

@@ -145,5 +145,6 @@ pub async fn run(cli: Cli) -> Result<(), AppError> {
         Command::Broker => commands::serve::broker(&cli.common).await,
         Command::Export(export) => commands::export::export(&cli.common, &export).await,
         Command::Bench(bench) => commands::bench::bench(&cli.common, &bench).await,
+        Command::Load(load) => commands::load::load(&cli.common, &load).await,
     }
 }

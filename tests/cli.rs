@@ -235,6 +235,55 @@ fn serve_takes_orders_from_any_client_and_stops_after_n() {
     assert_eq!(dir.report()["orders"]["finished"], 3);
 }
 
+/// `load` is the clients alone, in their own process: every order it sends
+/// to a `serve` elsewhere is acknowledged and finished there.
+#[test]
+fn load_drives_a_server_in_another_process() {
+    let dir = Workdir::new();
+    let addr = format!("127.0.0.1:{}", free_port());
+    let server = dir
+        .command(&[
+            "serve",
+            "--listen",
+            &addr,
+            "--orders",
+            "300",
+            "--time-scale",
+            "0",
+            "--report",
+            "report.json",
+        ])
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    while std::net::TcpStream::connect(&addr).is_err() {
+        assert!(std::time::Instant::now() < deadline, "serve listens");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let load = dir.run(&[
+        "load",
+        "--target",
+        &addr,
+        "--orders",
+        "300",
+        "--clients",
+        "8",
+        "--rate",
+        "0",
+    ]);
+    assert_exit(&load, 0);
+    let said = text(&load.stdout);
+    assert!(
+        said.contains("load: 300 orders") && said.contains("failed 0"),
+        "{said}"
+    );
+    assert_exit(&server.wait_with_output().unwrap(), 0);
+    let report = dir.report();
+    assert_eq!(report["orders"]["acknowledged"], 300);
+    assert_eq!(report["orders"]["finished"], 300);
+}
+
 #[test]
 fn a_worker_joins_the_group_and_finishes_what_is_in_the_topic() {
     let cluster = cluster_with_topics(PARTITIONS);

@@ -302,7 +302,7 @@ impl ReferenceServer {
             tonic::transport::Server::builder()
                 .add_service(service)
                 .serve_with_incoming_shutdown(
-                    tokio_stream::wrappers::TcpListenerStream::new(listener),
+                    crate::grpc::without_nagle(listener),
                     stopped.cancelled_owned(),
                 ),
         );

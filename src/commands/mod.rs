@@ -2,6 +2,7 @@
 
 pub mod bench;
 pub mod export;
+pub mod load;
 pub mod progress;
 pub mod run;
 pub mod serve;

@@ -9,7 +9,6 @@ pub mod typed;
 use std::{net::SocketAddr, sync::Arc};
 
 use tokio::{net::TcpListener, sync::broadcast, task::JoinHandle};
-use tokio_stream::wrappers::TcpListenerStream;
 use tokio_util::sync::CancellationToken;
 use tonic::transport::Server;
 
@@ -41,12 +40,20 @@ pub struct Dial {
 
 impl Dial {
     pub fn endpoint(&self) -> Result<tonic::transport::Endpoint, tonic::transport::Error> {
-        let endpoint = tonic::transport::Endpoint::from_shared(self.url.clone())?;
+        // tonic's default, stated: requests go out at once, not after an ACK.
+        let endpoint = tonic::transport::Endpoint::from_shared(self.url.clone())?.tcp_nodelay(true);
         match &self.tls {
             Some(tls) => endpoint.tls_config(tls.clone()),
             None => Ok(endpoint),
         }
     }
+}
+
+/// Accepted connections with `TCP_NODELAY`: a small reply must not wait
+/// for the client's delayed ACK (tonic ignores its own default when given
+/// a listener, and that wait put 40 ms in the p99).
+pub fn without_nagle(listener: tokio::net::TcpListener) -> tonic::transport::server::TcpIncoming {
+    tonic::transport::server::TcpIncoming::from(listener).with_nodelay(Some(true))
 }
 
 /// A plain-text server's URL.
@@ -142,7 +149,7 @@ impl GrpcServer {
                 .add_service(reflection_v1alpha)
                 .add_service(legacy)
                 .add_service(typed)
-                .serve_with_incoming_shutdown(TcpListenerStream::new(listener), async move {
+                .serve_with_incoming_shutdown(without_nagle(listener), async move {
                     stop.cancelled().await
                 }),
         );

@@ -1,0 +1,73 @@
+//! `orderdeck load --target ADDR`: the simulated clients alone, in a process
+//! of their own, against a server that runs elsewhere. Socket effects (Nagle,
+//! delayed ACKs) show here as they do for real clients, which a driver in
+//! the server's own process can hide.
+
+use std::{sync::Arc, time::Instant};
+
+use crate::{
+    cli::{CommonArgs, LoadArgs},
+    clients::{load_orders, run_clients, ClientPlan},
+    clock::{SimClock, TimeScale},
+    config::effective_load,
+    grpc::Dial,
+    metrics::{per_second, Metrics},
+    order::Order,
+    signals::stop_signals,
+    AppError,
+};
+
+pub async fn load(args: &CommonArgs, load: &LoadArgs) -> Result<(), AppError> {
+    let csv = load_orders(&args.csv, args.on_bad_row)?;
+    let orders: Arc<[Order]> = csv.orders.into();
+    let preset = effective_load(args);
+    let total = args.orders.unwrap_or(orders.len() as u64);
+    let plan = ClientPlan {
+        clients: preset.clients,
+        rate: preset.rate,
+        // The rate is real orders per second: --time-scale is the server's.
+        clock: SimClock::new(TimeScale::ORIGINAL),
+        orders: Some(total),
+    };
+    let url = if load.target.contains("://") {
+        load.target.clone()
+    } else {
+        format!("http://{}", load.target)
+    };
+    let metrics = Arc::new(Metrics::new());
+    let signals = stop_signals();
+    let started = Instant::now();
+    let outcome = run_clients(
+        Dial::from(url.clone()),
+        orders,
+        plan,
+        Arc::clone(&metrics),
+        signals.stop.clone(),
+    )
+    .await
+    .map_err(|e| AppError::Usage(format!("--target {url}: {e}")))?;
+    let elapsed = started.elapsed();
+    let snapshot = metrics.snapshot();
+    let counts = snapshot.counts;
+    let send = snapshot.send;
+    println!(
+        "load: {} orders to {url} by {} clients in {:.2} s: {:.0} orders/s answered · failed {} \
+         · latency ms p50 {:.2} p90 {:.2} p99 {:.2} max {:.2}",
+        counts.sent,
+        preset.clients,
+        elapsed.as_secs_f64(),
+        per_second(send.count, elapsed),
+        counts.failed,
+        send.p50,
+        send.p90,
+        send.p99,
+        send.max,
+    );
+    if !outcome.errors.is_empty() {
+        return Err(AppError::Incomplete(format!(
+            "clients gave up: {}",
+            outcome.errors.join("; ")
+        )));
+    }
+    Ok(())
+}
