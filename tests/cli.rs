@@ -53,6 +53,28 @@ fn run_on_the_embedded_broker_reports_every_order_finished() {
     assert!(report["throughput"]["orders_per_s"].as_f64().unwrap() > 0.0);
     assert!(report["elapsed_s"].as_f64().unwrap() > 0.0);
     assert!(text(&output.stdout).contains("finished 500"));
+    // The group forms in one go and the clients start right after: no
+    // seconds-long wait for members joining one by one.
+    let log = std::fs::read_to_string(dir.path("orderdeck.log")).unwrap();
+    let at = |what: &str| {
+        let line = log
+            .lines()
+            .find(|l| l.contains(what))
+            .unwrap_or_else(|| panic!("{what}: {log}"));
+        seconds_of_day(line)
+    };
+    let waited = at("simulated clients started") - at("consumer member started");
+    assert!(
+        waited < 1.0,
+        "clients started {waited:.2} s after the consumers"
+    );
+}
+
+/// The time of day of a log line (`2026-11-27T14:18:38.624655Z …`), in seconds.
+fn seconds_of_day(line: &str) -> f64 {
+    let time = &line[line.find('T').unwrap() + 1..line.find('Z').unwrap()];
+    let parts: Vec<f64> = time.split(':').map(|p| p.parse().unwrap()).collect();
+    parts[0] * 3600.0 + parts[1] * 60.0 + parts[2]
 }
 
 fn records_in(bootstrap: &str, topic: &str) -> i64 {

@@ -86,8 +86,8 @@ pub struct GroupShared {
     pub metrics: Arc<Metrics>,
     /// Orders one member runs at once; past it, the member stops fetching.
     pub max_in_flight_per_member: usize,
-    /// Partitions currently assigned over all members.
-    pub assigned: Arc<watch::Sender<usize>>,
+    /// Partitions currently assigned, by member.
+    pub assigned: Arc<watch::Sender<Assignment>>,
     /// While true, members fetch nothing (orders in flight still finish).
     pub paused: Arc<watch::Sender<bool>>,
     pub lag: Arc<LagBoard>,
@@ -95,6 +95,9 @@ pub struct GroupShared {
 
 /// Identifies a member for the screen: c1, c2, ... in start order.
 pub type MemberId = u32;
+
+/// How many partitions each member of this process holds.
+pub type Assignment = BTreeMap<MemberId, usize>;
 
 /// Who owns each partition and how far its committed offset trails the end.
 #[derive(Default)]
@@ -336,7 +339,7 @@ struct MemberContext {
     topic: String,
     health: HealthContext,
     work: Arc<MemberWork>,
-    assigned: Arc<watch::Sender<usize>>,
+    assigned: Arc<watch::Sender<Assignment>>,
     fetching_paused: Arc<AtomicBool>,
     lag: Arc<LagBoard>,
     /// How long a hand-over waits for Finished events being written.
@@ -428,14 +431,17 @@ impl ConsumerContext for MemberContext {
         for partition in &partitions {
             self.lag.release(self.id, *partition);
         }
-        self.assigned
-            .send_modify(|n| *n = n.saturating_sub(revoked.count()));
+        self.assigned.send_modify(|owned| {
+            let mine = owned.entry(self.id).or_default();
+            *mine = mine.saturating_sub(revoked.count());
+        });
         tracing::info!(member = self.id, ?partitions, lost, "partitions revoked");
     }
 
     fn post_rebalance(&self, consumer: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
         if let Rebalance::Assign(partitions) = rebalance {
-            self.assigned.send_modify(|n| *n += partitions.count());
+            self.assigned
+                .send_modify(|owned| *owned.entry(self.id).or_default() += partitions.count());
             if self.fetching_paused.load(Ordering::Relaxed) {
                 if let Err(error) = consumer.pause(partitions) {
                     tracing::warn!(%error, "could not keep new partitions paused");

@@ -10,9 +10,11 @@ use std::{
 };
 
 use rdkafka::{
-    error::KafkaError,
+    config::ClientConfig,
+    error::{KafkaError, KafkaResult},
     mocking::MockCluster,
-    types::{RDKafkaApiKey, RDKafkaRespErr},
+    producer::{BaseProducer, Producer},
+    types::{RDKafkaApiKey, RDKafkaErrorCode, RDKafkaRespErr},
 };
 
 /// A fault the embedded broker can be told to suffer, for chaos testing.
@@ -49,6 +51,9 @@ const RETRIABLE_PRODUCE_ERRORS: [RDKafkaRespErr; 2] = [
     RDKafkaRespErr::RD_KAFKA_RESP_ERR_NOT_ENOUGH_REPLICAS,
     RDKafkaRespErr::RD_KAFKA_RESP_ERR_LEADER_NOT_AVAILABLE,
 ];
+
+/// How long a new group waits for more members before its first assignment.
+const GROUP_FORMING_MS: i32 = 300;
 
 /// Every broker, in the mock cluster's broker-id arguments.
 const ALL_BROKERS: i32 = -1;
@@ -140,13 +145,33 @@ fn own_cluster(
     started: Sender<Result<String, KafkaError>>,
     inbox: Receiver<Command>,
 ) {
-    let cluster = match MockCluster::new(brokers) {
-        Ok(cluster) => cluster,
+    // The cluster belongs to this (otherwise idle) client, which gives the
+    // raw handle needed for the group setting below.
+    let owner: KafkaResult<BaseProducer> = ClientConfig::new()
+        .set("test.mock.num.brokers", brokers.to_string())
+        .create();
+    let owner = match owner {
+        Ok(owner) => owner,
         Err(error) => {
             let _ = started.send(Err(error));
             return;
         }
     };
+    let Some(cluster) = owner.client().mock_cluster() else {
+        let _ = started.send(Err(KafkaError::MockCluster(RDKafkaErrorCode::Fail)));
+        return;
+    };
+    // Groups form after 300 ms instead of Kafka's 3 s wait for more
+    // members: the consumers of one process start together, so this
+    // gathers them into one rebalance (with no wait, the first member took
+    // everything and the others' joining cost a 6 s rebalance), and the
+    // first order no longer waits seconds.
+    // SAFETY: the handle is the live cluster `owner` created; it outlives
+    // the call.
+    unsafe {
+        let handle = rdkafka::bindings::rd_kafka_handle_mock_cluster(owner.client().native_ptr());
+        rdkafka::bindings::rd_kafka_mock_group_initial_rebalance_delay_ms(handle, GROUP_FORMING_MS);
+    }
     let _ = started.send(Ok(cluster.bootstrap_servers()));
     let mut leader_shift = 0;
     // A closed inbox (the handle dropped without Shutdown) also stops the cluster.

@@ -17,7 +17,7 @@ use crate::{
         Acknowledgements, Dial, GrpcError, GrpcServer, Ingest, ServerLimits,
     },
     kafka::{
-        consumer::{ConsumerGroup, GroupShared, MemberLoad, PartitionLag, StopMode},
+        consumer::{Assignment, ConsumerGroup, GroupShared, MemberLoad, PartitionLag, StopMode},
         finished_log::FinishedLog,
         finished_watch::FinishedWatch,
         producer::OrderProducer,
@@ -287,7 +287,7 @@ impl Pipeline {
             finished_log: Arc::new(FinishedLog::new(connection.clone())),
             metrics: Arc::clone(&metrics),
             max_in_flight_per_member: config.max_in_flight_per_consumer,
-            assigned: Arc::new(watch::channel(0).0),
+            assigned: Arc::new(watch::channel(Assignment::new()).0),
             paused: Arc::new(watch::channel(false).0),
             lag: Arc::default(),
         };
@@ -344,10 +344,29 @@ impl Pipeline {
             return true;
         }
         let mut assigned = self.group_shared.assigned.subscribe();
-        let everything = self.partitions;
-        tokio::time::timeout(timeout, assigned.wait_for(|n| *n >= everything))
-            .await
-            .is_ok_and(|r| r.is_ok())
+        let waited = tokio::time::timeout(timeout, async {
+            loop {
+                if self.group_complete(&assigned.borrow_and_update()) {
+                    return true;
+                }
+                if assigned.changed().await.is_err() {
+                    return false;
+                }
+            }
+        });
+        waited.await.unwrap_or(false)
+    }
+
+    /// Every partition owned and, on the embedded broker (where this
+    /// process is the whole group), every member owning some: the group has
+    /// formed, and no member joining late will rebalance it under load.
+    fn group_complete(&self, assigned: &Assignment) -> bool {
+        if assigned.values().sum::<usize>() < self.partitions {
+            return false;
+        }
+        let members = self.consumer_count();
+        let owning = assigned.values().filter(|n| **n > 0).count();
+        !self.broker_is_embedded() || owning >= members.min(self.partitions)
     }
 
     /// The gRPC server's address, if this pipeline runs one.
@@ -574,6 +593,7 @@ impl Pipeline {
         self.stop_accepting().await;
         if let Some(group) = self.consumers.take() {
             group.stop(mode).await;
+            tracing::info!("consumers stopped");
         }
         match mode {
             StopMode::Drain => while self.draining.join_next().await.is_some() {},
@@ -595,10 +615,12 @@ impl Pipeline {
             tracing::warn!(%error, "producer flush incomplete at shutdown");
         }
         // Everything is in Kafka now: the mirror's last records are known.
+        tracing::info!("producer flushed; the mirror catches up");
         let sink = match self.sink_task.take() {
             Some(task) => task.close(mirror_limit, abandon, mirror_progress).await,
             None => self.sink_status(),
         };
+        tracing::info!(left = sink.left, "mirror stopped");
         let unfinished = Unfinished::of(self.ledger.unfinished(), self.broker_is_embedded());
         drop(self);
         StopReport {

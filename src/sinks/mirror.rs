@@ -20,6 +20,7 @@ use std::{
 
 use rdkafka::{
     client::ClientContext,
+    config::ClientConfig,
     consumer::{BaseConsumer, CommitMode, Consumer, ConsumerContext, Rebalance, StreamConsumer},
     error::{KafkaError, KafkaResult},
     message::{BorrowedMessage, Message},
@@ -294,6 +295,7 @@ pub async fn start(
         published: status_tx,
         committed: HashMap::new(),
         give_up: give_up.clone(),
+        probe_config: connection.client_config(),
         halted: false,
     };
     let task = tokio::spawn(mirror.run(control_rx));
@@ -417,6 +419,8 @@ struct Mirror {
     /// The next offset to read per partition, as committed by this mirror.
     committed: HashMap<PartitionKey, i64>,
     give_up: CancellationToken,
+    /// For a short-lived client that reads where the partitions end.
+    probe_config: ClientConfig,
     /// Nothing can be written anywhere (spool or dead-letter file): the
     /// mirror reads no more, and what it has not read stays in Kafka.
     halted: bool,
@@ -430,7 +434,10 @@ impl Mirror {
             match now {
                 Control::Abandon => break,
                 Control::Drain if drain.is_none() => match self.drain_targets().await {
-                    Ok(targets) => drain = Some(targets),
+                    Ok(targets) => {
+                        tracing::info!(behind = self.behind(&targets), "the mirror drains");
+                        drain = Some(targets)
+                    }
                     Err(error) => {
                         tracing::error!(%error, "the mirror cannot see how far Kafka goes; stopping it");
                         break;
@@ -677,11 +684,16 @@ impl Mirror {
         let topics = [self.topics.events.clone(), self.topics.metrics.clone()];
         let assigned = self.assigned.locked().clone();
         let everything = self.embedded;
+        let probe_config = self.probe_config.clone();
         let (targets, committed) = tokio::task::spawn_blocking(move || {
+            // A client of its own for the ends of the partitions: on the
+            // mirror's connections each request queues behind a fetch that
+            // the mock cluster holds for the whole fetch wait.
+            let probe: BaseConsumer = probe_config.create()?;
             let partitions: Vec<PartitionKey> = if everything {
                 let mut all = Vec::new();
                 for topic in &topics {
-                    let metadata = consumer.fetch_metadata(Some(topic), SETUP_LIMIT)?;
+                    let metadata = probe.fetch_metadata(Some(topic), SETUP_LIMIT)?;
                     for t in metadata.topics() {
                         all.extend(t.partitions().iter().map(|p| (topic.clone(), p.id())));
                     }
@@ -693,7 +705,7 @@ impl Mirror {
             let mut targets = HashMap::new();
             let mut list = TopicPartitionList::new();
             for (topic, partition) in partitions {
-                let (_, high) = consumer.fetch_watermarks(&topic, partition, SETUP_LIMIT)?;
+                let (_, high) = probe.fetch_watermarks(&topic, partition, SETUP_LIMIT)?;
                 list.add_partition(&topic, partition);
                 targets.insert((topic, partition), high);
             }
