@@ -310,7 +310,16 @@ async fn limits_are_enforced_on_the_typed_api_and_on_slow_watchers() {
     // A watcher that reads nothing while 2,000 orders pass (10,000
     // transitions, more than its buffers and HTTP/2 window hold) falls more
     // than the 16-transition feed behind: it is told so, and its stream ends.
-    let mut watch = typed
+    // Its connection keeps HTTP/2's standard 64 KiB windows (hyper's client
+    // default of 2–5 MiB would hold all 10,000, and nothing would lag).
+    let small_windows = Channel::from_shared(endpoint(&pipeline))
+        .unwrap()
+        .initial_stream_window_size(65_535)
+        .initial_connection_window_size(65_535)
+        .connect()
+        .await
+        .unwrap();
+    let mut watch = OrdersClient::new(small_windows)
         .watch_transitions(WatchRequest {
             order_id: String::new(),
         })
