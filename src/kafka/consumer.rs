@@ -90,6 +90,10 @@ pub struct GroupShared {
     pub assigned: Arc<watch::Sender<Assignment>>,
     /// While true, members fetch nothing (orders in flight still finish).
     pub paused: Arc<watch::Sender<bool>>,
+    /// Set when every order reaches Kafka through this process (the
+    /// embedded broker): members then stop fetching after [`IDLE_AFTER`]
+    /// without records, and this wakes them.
+    pub orders_written: Option<watch::Receiver<u64>>,
     pub lag: Arc<LagBoard>,
 }
 
@@ -562,6 +566,8 @@ impl ConsumerGroup {
             mode: Arc::clone(&mode),
             closing,
             runtime: Handle::current(),
+            wakers: Wakers::of(&self.shared),
+            last_activity: Instant::now(),
         };
         let thread = std::thread::Builder::new()
             .name(format!("consumer-{id}"))
@@ -660,6 +666,12 @@ fn member_config(connection: &KafkaConnection) -> ClientConfig {
     config
 }
 
+/// How long a member on the embedded broker fetches without getting a
+/// record before it stops fetching until orders are written again: the mock
+/// cluster answers each fetch only after the full wait, so an idle member
+/// would keep it busy 200 times a second.
+pub const IDLE_AFTER: Duration = Duration::from_secs(2);
+
 /// For consumers of librdkafka's mock cluster: it answers a fetch only after
 /// the full wait, even when records are ready (real brokers answer as soon
 /// as data arrives), so the wait is kept short.
@@ -676,19 +688,78 @@ struct MemberPoller {
     mode: Arc<AtomicU8>,
     closing: Arc<AtomicBool>,
     runtime: Handle,
+    /// None when orders may come from elsewhere (no idle pause then).
+    wakers: Option<Wakers>,
+    /// The last record, order written, rebalance or pause change.
+    last_activity: Instant,
+}
+
+/// What ends a member's idle pause: an order written, a rebalance, the user
+/// pausing or resuming.
+struct Wakers {
+    written: watch::Receiver<u64>,
+    assigned: watch::Receiver<Assignment>,
+    paused: watch::Receiver<bool>,
+}
+
+impl Wakers {
+    fn of(shared: &GroupShared) -> Option<Self> {
+        Some(Self {
+            written: shared.orders_written.clone()?,
+            assigned: shared.assigned.subscribe(),
+            paused: shared.paused.subscribe(),
+        })
+    }
+
+    /// Whether anything happened since the last look.
+    fn woken(&mut self) -> bool {
+        let changed = |r: Result<bool, _>| r.unwrap_or(false);
+        let woken = changed(self.written.has_changed())
+            | changed(self.assigned.has_changed())
+            | changed(self.paused.has_changed());
+        self.written.mark_unchanged();
+        self.assigned.mark_unchanged();
+        self.paused.mark_unchanged();
+        woken
+    }
 }
 
 impl MemberPoller {
-    fn run(self) -> Option<MemberConsumer> {
+    /// Idle: on the embedded broker, no activity for [`IDLE_AFTER`] and
+    /// nothing left to read in this member's partitions.
+    fn idle(&mut self) -> bool {
+        let Some(wakers) = self.wakers.as_mut() else {
+            return false;
+        };
+        if wakers.woken() {
+            self.last_activity = Instant::now();
+        }
+        let behind: i64 = self
+            .shared
+            .lag
+            .partitions()
+            .iter()
+            .filter(|p| p.member == self.id)
+            .map(|p| p.lag)
+            .sum();
+        self.last_activity.elapsed() >= IDLE_AFTER && behind == 0
+    }
+
+    fn run(mut self) -> Option<MemberConsumer> {
         tracing::info!(member = self.id, "consumer member started");
         while self.mode.load(Ordering::Relaxed) == RUNNING {
-            // Fetch only while the user allows it and there is room to run
-            // more orders; a paused partition still serves the group.
+            // Fetch only while the user allows it, there is room to run
+            // more orders, and (embedded broker) orders keep coming; a
+            // paused partition still serves the group.
             let full = self.permits.available_permits() == 0;
-            self.set_fetching_paused(*self.shared.paused.borrow() || full);
+            let idle = self.idle();
+            self.set_fetching_paused(*self.shared.paused.borrow() || full || idle);
             self.store_offsets();
             match self.consumer.poll(POLL) {
-                Some(Ok(message)) => self.dispatch(&message),
+                Some(Ok(message)) => {
+                    self.last_activity = Instant::now();
+                    self.dispatch(&message)
+                }
                 Some(Err(error)) => {
                     tracing::warn!(member = self.id, %error, "consumer error");
                     std::thread::sleep(POLL);

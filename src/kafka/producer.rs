@@ -40,6 +40,9 @@ pub struct OrderProducer {
     topic: String,
     events_topic: String,
     metrics_topic: String,
+    /// Counts orders written (or attempted): wakes consumers idling on the
+    /// embedded broker, where this producer writes every order there is.
+    written: tokio::sync::watch::Sender<u64>,
 }
 
 /// Producer settings that make an acknowledged order durable, with the
@@ -85,6 +88,7 @@ impl OrderProducer {
             topic: connection.options.topic.clone(),
             events_topic: connection.options.events_topic.clone(),
             metrics_topic: connection.options.metrics_topic.clone(),
+            written: tokio::sync::watch::channel(0).0,
         })
     }
 
@@ -96,7 +100,10 @@ impl OrderProducer {
             .producer
             .send_result(FutureRecord::to(&self.topic).key(&key).payload(&value))
             .map_err(|(error, _)| classify(error))?;
-        match delivery.await {
+        let delivered = delivery.await;
+        // Even a failed delivery may have reached the log.
+        self.written.send_modify(|n| *n += 1);
+        match delivered {
             Ok(Ok(delivery)) => {
                 self.context.mark_up();
                 Ok(Delivered {
@@ -109,6 +116,11 @@ impl OrderProducer {
                 "the producer shut down before delivery".to_owned(),
             )),
         }
+    }
+
+    /// Changes each time an order has been written (or tried).
+    pub fn orders_written(&self) -> tokio::sync::watch::Receiver<u64> {
+        self.written.subscribe()
     }
 
     /// Queues a transition for the events topic. The returned delivery can

@@ -290,6 +290,7 @@ impl Pipeline {
             assigned: Arc::new(watch::channel(Assignment::new()).0),
             paused: Arc::new(watch::channel(false).0),
             lag: Arc::default(),
+            orders_written: broker.is_some().then(|| producer.orders_written()),
         };
         let consumers = ConsumerGroup::start(group_shared.clone(), config.consumers)?;
         let finished_watch = match config.listen {
