@@ -4,7 +4,12 @@ use std::{net::SocketAddr, path::PathBuf, time::Duration};
 
 use clap::{Args, Parser, Subcommand};
 
-use crate::{clients::BadRowPolicy, clock::TimeScale, load::LoadLevel, order::State};
+use crate::{
+    clients::{BadRowPolicy, ClientApi},
+    clock::TimeScale,
+    load::LoadLevel,
+    order::State,
+};
 
 #[derive(Debug, Parser)]
 #[command(
@@ -50,9 +55,14 @@ pub enum Command {
 
 #[derive(Debug, Args, Clone)]
 pub struct LoadArgs {
-    /// The server: host:port or http(s)://host:port, speaking orderdeck.v1.
+    /// The server: host:port or http(s)://host:port.
     #[arg(long)]
     pub target: String,
+    /// The API to speak: typed (orderdeck.v1) or legacy (the original
+    /// orders.OrderService/SendMessage, which any server of the original
+    /// system speaks).
+    #[arg(long, value_enum, default_value_t = ClientApi::Typed)]
+    pub api: ClientApi,
 }
 
 #[derive(Debug, Args, Clone)]

@@ -257,8 +257,9 @@ fn serve_takes_orders_from_any_client_and_stops_after_n() {
     assert_eq!(dir.report()["orders"]["finished"], 3);
 }
 
-/// `load` is the clients alone, in their own process: every order it sends
-/// to a `serve` elsewhere is acknowledged and finished there.
+/// `load` is the clients alone, in their own process, speaking either API:
+/// every order it sends to a `serve` elsewhere is acknowledged and finished
+/// there.
 #[test]
 fn load_drives_a_server_in_another_process() {
     let dir = Workdir::new();
@@ -283,23 +284,28 @@ fn load_drives_a_server_in_another_process() {
         assert!(std::time::Instant::now() < deadline, "serve listens");
         std::thread::sleep(Duration::from_millis(100));
     }
-    let load = dir.run(&[
-        "load",
-        "--target",
-        &addr,
-        "--orders",
-        "300",
-        "--clients",
-        "8",
-        "--rate",
-        "0",
-    ]);
-    assert_exit(&load, 0);
-    let said = text(&load.stdout);
-    assert!(
-        said.contains("load: 300 orders") && said.contains("failed 0"),
-        "{said}"
-    );
+    // Half through the typed API, half through the original's SendMessage.
+    for api in ["typed", "legacy"] {
+        let load = dir.run(&[
+            "load",
+            "--target",
+            &addr,
+            "--api",
+            api,
+            "--orders",
+            "150",
+            "--clients",
+            "8",
+            "--rate",
+            "0",
+        ]);
+        assert_exit(&load, 0);
+        let said = text(&load.stdout);
+        assert!(
+            said.contains("load: 150 orders") && said.contains("failed 0"),
+            "{api}: {said}"
+        );
+    }
     assert_exit(&server.wait_with_output().unwrap(), 0);
     let report = dir.report();
     assert_eq!(report["orders"]["acknowledged"], 300);

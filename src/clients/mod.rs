@@ -24,7 +24,10 @@ use tonic::{
 use crate::{
     clock::{Backoff, SimClock},
     grpc::{
-        pb::v1::{self, orders_client::OrdersClient, PlaceOrderRequest},
+        pb::{
+            orders::{order_service_client::OrderServiceClient, MessageRequest},
+            v1::{self, orders_client::OrdersClient, PlaceOrderRequest},
+        },
         Dial,
     },
     metrics::{Counter, Latency, Metrics},
@@ -66,8 +69,48 @@ struct RunningClient {
 }
 
 /// A resizable set of simulated clients sharing one pacer.
+/// Which of the server's APIs the clients speak.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, clap::ValueEnum)]
+pub enum ClientApi {
+    /// `orderdeck.v1.Orders/PlaceOrder`: typed, and the client names each
+    /// order, so a retry is never a second order.
+    #[default]
+    Typed,
+    /// The original `orders.OrderService/SendMessage` (JSON in a string),
+    /// which any server of the original system speaks. It cannot name an
+    /// order: a retry after a lost reply may place it twice.
+    Legacy,
+}
+
+/// One client's channel, through the API it speaks.
+enum Connection {
+    Typed(OrdersClient<Channel>),
+    Legacy(OrderServiceClient<Channel>),
+}
+
+impl Connection {
+    async fn place(&mut self, order: &Order, order_id: &str) -> Result<(), tonic::Status> {
+        match self {
+            Connection::Typed(client) => client
+                .place_order(PlaceOrderRequest {
+                    order: Some(v1::Order::from(order)),
+                    order_id: order_id.to_owned(),
+                })
+                .await
+                .map(drop),
+            Connection::Legacy(client) => client
+                .send_message(MessageRequest {
+                    message: order.to_json(),
+                })
+                .await
+                .map(drop),
+        }
+    }
+}
+
 pub struct ClientPool {
     endpoint: Endpoint,
+    api: ClientApi,
     orders: Arc<[Order]>,
     pacer: Arc<Pacer>,
     metrics: Arc<Metrics>,
@@ -86,12 +129,19 @@ impl ClientPool {
     ) -> Result<Self, tonic::transport::Error> {
         Ok(Self {
             endpoint: server.endpoint()?,
+            api: ClientApi::Typed,
             orders,
             pacer,
             metrics,
             stop,
             running: Vec::new(),
         })
+    }
+
+    /// Clients started from now on speak `api`.
+    pub fn speaking(mut self, api: ClientApi) -> Self {
+        self.api = api;
+        self
     }
 
     pub fn pacer(&self) -> &Arc<Pacer> {
@@ -110,8 +160,12 @@ impl ClientPool {
         }
         while self.running.len() < clients {
             // One channel per client, connected on first use and reused.
+            let channel = self.endpoint.connect_lazy();
             let client = SimulatedClient {
-                grpc: OrdersClient::new(self.endpoint.connect_lazy()),
+                grpc: match self.api {
+                    ClientApi::Typed => Connection::Typed(OrdersClient::new(channel)),
+                    ClientApi::Legacy => Connection::Legacy(OrderServiceClient::new(channel)),
+                },
                 orders: Arc::clone(&self.orders),
                 pacer: Arc::clone(&self.pacer),
                 metrics: Arc::clone(&self.metrics),
@@ -165,7 +219,7 @@ pub async fn run_clients(
 }
 
 struct SimulatedClient {
-    grpc: OrdersClient<Channel>,
+    grpc: Connection,
     orders: Arc<[Order]>,
     pacer: Arc<Pacer>,
     metrics: Arc<Metrics>,
@@ -200,14 +254,11 @@ impl SimulatedClient {
     /// have persisted anyway is the same order, not a second one.
     async fn send(&mut self, order: &Order) -> Result<(), String> {
         self.metrics.incr(Counter::Sent);
-        let request = PlaceOrderRequest {
-            order: Some(v1::Order::from(order)),
-            order_id: OrderId::new_random().to_string(),
-        };
+        let order_id = OrderId::new_random().to_string();
         let mut backoff = RETRY.first;
         for attempt in 1..=ATTEMPTS {
             let started = Instant::now();
-            let reply = self.grpc.place_order(request.clone()).await;
+            let reply = self.grpc.place(order, &order_id).await;
             match reply {
                 Ok(_) => {
                     self.metrics.record(Latency::Send, started.elapsed());

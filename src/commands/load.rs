@@ -7,7 +7,7 @@ use std::{sync::Arc, time::Instant};
 
 use crate::{
     cli::{CommonArgs, LoadArgs},
-    clients::{load_orders, run_clients, ClientPlan},
+    clients::{load_orders, ClientPlan, ClientPool, Pacer},
     clock::{SimClock, TimeScale},
     config::effective_load,
     grpc::Dial,
@@ -37,15 +37,18 @@ pub async fn load(args: &CommonArgs, load: &LoadArgs) -> Result<(), AppError> {
     let metrics = Arc::new(Metrics::new());
     let signals = stop_signals();
     let started = Instant::now();
-    let outcome = run_clients(
-        Dial::from(url.clone()),
+    let pacer = Arc::new(Pacer::new(plan.rate, plan.clock, plan.orders));
+    let mut pool = ClientPool::new(
+        &Dial::from(url.clone()),
         orders,
-        plan,
+        pacer,
         Arc::clone(&metrics),
         signals.stop.clone(),
     )
-    .await
-    .map_err(|e| AppError::Usage(format!("--target {url}: {e}")))?;
+    .map_err(|e| AppError::Usage(format!("--target {url}: {e}")))?
+    .speaking(load.api);
+    pool.resize(plan.clients.max(1));
+    let outcome = pool.join().await;
     let elapsed = started.elapsed();
     let snapshot = metrics.snapshot();
     let counts = snapshot.counts;
