@@ -54,7 +54,8 @@ fn run_on_the_embedded_broker_reports_every_order_finished() {
     assert!(report["elapsed_s"].as_f64().unwrap() > 0.0);
     assert!(text(&output.stdout).contains("finished 500"));
     // The group forms in one go and the clients start right after: no
-    // seconds-long wait for members joining one by one.
+    // seconds-long wait for members joining one by one (≈0.55 s here alone;
+    // the bound leaves room for a loaded machine, not for the old 3.4 s).
     let log = std::fs::read_to_string(dir.path("orderdeck.log")).unwrap();
     let at = |what: &str| {
         let line = log

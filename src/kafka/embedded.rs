@@ -53,7 +53,7 @@ const RETRIABLE_PRODUCE_ERRORS: [RDKafkaRespErr; 2] = [
 ];
 
 /// How long a new group waits for more members before its first assignment.
-const GROUP_FORMING_MS: i32 = 300;
+const GROUP_FORMING_MS: i32 = 500;
 
 /// Every broker, in the mock cluster's broker-id arguments.
 const ALL_BROKERS: i32 = -1;
@@ -161,7 +161,7 @@ fn own_cluster(
         let _ = started.send(Err(KafkaError::MockCluster(RDKafkaErrorCode::Fail)));
         return;
     };
-    // Groups form after 300 ms instead of Kafka's 3 s wait for more
+    // Groups form after 500 ms instead of Kafka's 3 s wait for more
     // members: the consumers of one process start together, so this
     // gathers them into one rebalance (with no wait, the first member took
     // everything and the others' joining cost a 6 s rebalance), and the

@@ -160,6 +160,10 @@ pub enum StopProgress<'a> {
     Mirror(&'a MirrorStatus),
 }
 
+/// Once every partition is owned, how long a start waits for members of
+/// this process still joining the group.
+const LATE_MEMBER_GRACE: Duration = Duration::from_secs(1);
+
 /// How long a graceful [`Pipeline::shutdown`] lets the mirror catch up
 /// before the rest goes to the spool.
 pub const MIRROR_DRAIN_LIMIT: Duration = Duration::from_secs(120);
@@ -345,26 +349,35 @@ impl Pipeline {
             return true;
         }
         let mut assigned = self.group_shared.assigned.subscribe();
+        let mut owned_since = None;
         let waited = tokio::time::timeout(timeout, async {
             loop {
-                if self.group_complete(&assigned.borrow_and_update()) {
+                let now = assigned.borrow_and_update().clone();
+                if now.values().sum::<usize>() < self.partitions {
+                    owned_since = None;
+                } else if self.group_complete(&now)
+                    || owned_since
+                        .get_or_insert_with(tokio::time::Instant::now)
+                        .elapsed()
+                        >= LATE_MEMBER_GRACE
+                {
+                    // A member still joining after the grace rebalances the
+                    // group later, safely (hand-over), rather than hold the start.
                     return true;
                 }
-                if assigned.changed().await.is_err() {
-                    return false;
+                tokio::select! {
+                    changed = assigned.changed() => if changed.is_err() { return false },
+                    _ = tokio::time::sleep(Duration::from_millis(50)) => {}
                 }
             }
         });
         waited.await.unwrap_or(false)
     }
 
-    /// Every partition owned and, on the embedded broker (where this
-    /// process is the whole group), every member owning some: the group has
-    /// formed, and no member joining late will rebalance it under load.
+    /// With every partition owned: on the embedded broker (where this
+    /// process is the whole group), every member owns some, so the group
+    /// has formed and no member joining late will rebalance it under load.
     fn group_complete(&self, assigned: &Assignment) -> bool {
-        if assigned.values().sum::<usize>() < self.partitions {
-            return false;
-        }
         let members = self.consumer_count();
         let owning = assigned.values().filter(|n| **n > 0).count();
         !self.broker_is_embedded() || owning >= members.min(self.partitions)
