@@ -734,6 +734,11 @@ impl MemberPoller {
         if wakers.woken() {
             self.last_activity = Instant::now();
         }
+        // Under load this runs for every record: look at the lag only once
+        // the member has been quiet long enough to rest.
+        if self.last_activity.elapsed() < IDLE_AFTER {
+            return false;
+        }
         let behind: i64 = self
             .shared
             .lag
@@ -742,7 +747,7 @@ impl MemberPoller {
             .filter(|p| p.member == self.id)
             .map(|p| p.lag)
             .sum();
-        self.last_activity.elapsed() >= IDLE_AFTER && behind == 0
+        behind == 0
     }
 
     fn run(mut self) -> Option<MemberConsumer> {

@@ -125,8 +125,6 @@ pub struct MirrorStatus {
     pub metrics_dropped: u64,
     /// Requests sent again after back-pressure or an outage.
     pub retries: u64,
-    /// The operations per request Elasticsearch currently takes.
-    pub batch: usize,
     /// Why documents were refused (the first few).
     pub failures: Vec<String>,
     /// This process's spool directory, once written.
@@ -275,7 +273,6 @@ pub async fn start(
     let metrics_dropped = Arc::new(AtomicU64::new(0));
     let status_now = MirrorStatus {
         target,
-        batch: indexer.as_ref().map_or(SPOOL_BATCH, Indexer::batch),
         ..MirrorStatus::default()
     };
     let (status_tx, status) = watch::channel(status_now.clone());
@@ -547,7 +544,6 @@ impl Mirror {
                         published.send_replace(counts.clone());
                     })
                     .await;
-                self.counts.batch = indexer.batch();
                 match result {
                     Ok(sent) => {
                         self.counts.retries += sent.retries;
