@@ -204,9 +204,9 @@ fn free_port() -> u16 {
         .port()
 }
 
-#[test]
-fn serve_takes_orders_from_any_client_and_stops_after_n() {
-    let dir = Workdir::new();
+/// `serve` on a free loopback port at time-scale 0, stopping once `orders`
+/// of its acknowledged orders finished, reporting to report.json.
+fn spawn_serve(dir: &Workdir, orders: &str) -> (std::process::Child, String) {
     let addr = format!("127.0.0.1:{}", free_port());
     let server = dir
         .command(&[
@@ -214,7 +214,7 @@ fn serve_takes_orders_from_any_client_and_stops_after_n() {
             "--listen",
             &addr,
             "--orders",
-            "3",
+            orders,
             "--time-scale",
             "0",
             "--report",
@@ -223,6 +223,13 @@ fn serve_takes_orders_from_any_client_and_stops_after_n() {
         .stderr(Stdio::piped())
         .spawn()
         .unwrap();
+    (server, addr)
+}
+
+#[test]
+fn serve_takes_orders_from_any_client_and_stops_after_n() {
+    let dir = Workdir::new();
+    let (server, addr) = spawn_serve(&dir, "3");
     let runtime = tokio::runtime::Runtime::new().unwrap();
     runtime.block_on(async {
         let channel = loop {
@@ -264,22 +271,7 @@ fn serve_takes_orders_from_any_client_and_stops_after_n() {
 #[test]
 fn load_drives_a_server_in_another_process() {
     let dir = Workdir::new();
-    let addr = format!("127.0.0.1:{}", free_port());
-    let server = dir
-        .command(&[
-            "serve",
-            "--listen",
-            &addr,
-            "--orders",
-            "300",
-            "--time-scale",
-            "0",
-            "--report",
-            "report.json",
-        ])
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
+    let (server, addr) = spawn_serve(&dir, "300");
     let deadline = std::time::Instant::now() + Duration::from_secs(30);
     while std::net::TcpStream::connect(&addr).is_err() {
         assert!(std::time::Instant::now() < deadline, "serve listens");
@@ -327,22 +319,7 @@ fn cpu_ticks(pid: u32) -> u64 {
 #[test]
 fn an_idle_server_rests_and_wakes_for_orders() {
     let dir = Workdir::new();
-    let addr = format!("127.0.0.1:{}", free_port());
-    let server = dir
-        .command(&[
-            "serve",
-            "--listen",
-            &addr,
-            "--orders",
-            "20",
-            "--time-scale",
-            "0",
-            "--report",
-            "report.json",
-        ])
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
+    let (server, addr) = spawn_serve(&dir, "20");
     std::thread::sleep(Duration::from_secs(6));
     let before = cpu_ticks(server.id());
     std::thread::sleep(Duration::from_secs(5));

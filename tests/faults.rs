@@ -38,6 +38,7 @@ fn send_orders(pipeline: &Pipeline) -> JoinHandle<ClientsOutcome> {
         rate: Some(1000.0),
         clock: SimClock::new(TimeScale::ORIGINAL),
         orders: Some(ORDERS),
+        api: orderdeck::clients::ClientApi::Typed,
     };
     let clients = run_clients(
         endpoint(pipeline),

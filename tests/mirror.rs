@@ -55,10 +55,6 @@ fn assert_mirrored_once(elastic: &FakeElastic, orders: usize) {
     );
 }
 
-fn report_of(dir: &Workdir) -> Value {
-    dir.report()
-}
-
 /// A run paced in real time (orders spend 0.1–0.5 s in each state),
 /// reported to report.json.
 fn paced_run<'a>(orders: &'a str, rate: &'a str, clients: &'a str) -> Vec<&'a str> {
@@ -99,7 +95,7 @@ async fn sustained_429s_at_1000_orders_per_second_lose_nothing() {
     let url = elastic.url();
     let output = dir.run(&run_args(&url, "5000", "1000"));
     assert_exit(&output, 0);
-    let report = report_of(&dir);
+    let report = dir.report();
     let sink = &report["sink"];
     assert_eq!(sink["spooled"], 0, "{sink}");
     assert_eq!(sink["left"], 0, "{sink}");
@@ -126,7 +122,7 @@ async fn elasticsearch_down_for_30_s_mid_run_loses_nothing() {
         .unwrap()
         .unwrap();
     assert_eq!(status.code(), Some(0));
-    let report = report_of(&dir);
+    let report = dir.report();
     assert_eq!(report["sink"]["spooled"], 0, "{}", report["sink"]);
     assert!(report["sink"]["retries"].as_u64().unwrap() > 0);
     assert_mirrored_once(&elastic, 2400);
@@ -151,7 +147,7 @@ async fn a_401_mid_run_keeps_the_documents_for_an_export() {
     assert_exit(&output, 6);
     let stderr = text(&output.stderr);
     assert!(stderr.contains("401"), "{stderr}");
-    let report = report_of(&dir);
+    let report = dir.report();
     let sink = &report["sink"];
     assert!(
         sink["state"].as_str().unwrap().starts_with("stopped"),

@@ -24,6 +24,7 @@ fn plan(orders: u64) -> ClientPlan {
         rate: None,
         clock: orderdeck::clock::SimClock::new(orderdeck::clock::TimeScale::ORIGINAL),
         orders: Some(orders),
+        api: orderdeck::clients::ClientApi::Typed,
     }
 }
 

@@ -202,6 +202,7 @@ pub struct ClientPlan {
     pub clock: SimClock,
     /// Orders to send in total; None = until cancelled. Rows repeat in a cycle.
     pub orders: Option<u64>,
+    pub api: ClientApi,
 }
 
 /// Sends orders until the plan's total is reached or `cancel` fires.
@@ -213,7 +214,8 @@ pub async fn run_clients(
     cancel: CancellationToken,
 ) -> Result<ClientsOutcome, tonic::transport::Error> {
     let pacer = Arc::new(Pacer::new(plan.rate, plan.clock, plan.orders));
-    let mut pool = ClientPool::new(&server.into(), orders, pacer, metrics, cancel)?;
+    let mut pool =
+        ClientPool::new(&server.into(), orders, pacer, metrics, cancel)?.speaking(plan.api);
     pool.resize(plan.clients.max(1));
     Ok(pool.join().await)
 }

@@ -7,7 +7,7 @@ use std::{sync::Arc, time::Instant};
 
 use crate::{
     cli::{CommonArgs, LoadArgs},
-    clients::{load_orders, ClientPlan, ClientPool, Pacer},
+    clients::{load_orders, run_clients, ClientPlan},
     clock::{SimClock, TimeScale},
     config::effective_load,
     grpc::Dial,
@@ -28,6 +28,7 @@ pub async fn load(args: &CommonArgs, load: &LoadArgs) -> Result<(), AppError> {
         // The rate is real orders per second: --time-scale is the server's.
         clock: SimClock::new(TimeScale::ORIGINAL),
         orders: Some(total),
+        api: load.api,
     };
     let url = if load.target.contains("://") {
         load.target.clone()
@@ -37,18 +38,15 @@ pub async fn load(args: &CommonArgs, load: &LoadArgs) -> Result<(), AppError> {
     let metrics = Arc::new(Metrics::new());
     let signals = stop_signals();
     let started = Instant::now();
-    let pacer = Arc::new(Pacer::new(plan.rate, plan.clock, plan.orders));
-    let mut pool = ClientPool::new(
-        &Dial::from(url.clone()),
+    let outcome = run_clients(
+        Dial::from(url.clone()),
         orders,
-        pacer,
+        plan,
         Arc::clone(&metrics),
         signals.stop.clone(),
     )
-    .map_err(|e| AppError::Usage(format!("--target {url}: {e}")))?
-    .speaking(load.api);
-    pool.resize(plan.clients.max(1));
-    let outcome = pool.join().await;
+    .await
+    .map_err(|e| AppError::Usage(format!("--target {url}: {e}")))?;
     let elapsed = started.elapsed();
     let snapshot = metrics.snapshot();
     let counts = snapshot.counts;

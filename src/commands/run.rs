@@ -12,7 +12,7 @@ use super::{conclude, finish, progress::Progress, Closing};
 use crate::signals::stop_signals;
 use crate::{
     cli::CommonArgs,
-    clients::{load_orders, run_clients, ClientPlan},
+    clients::{load_orders, run_clients, ClientApi, ClientPlan},
     clock::SimClock,
     config::{effective_load, pipeline_config},
     metrics::Counter,
@@ -35,6 +35,7 @@ pub async fn run(args: &CommonArgs) -> Result<(), AppError> {
         rate: load.rate,
         clock: SimClock::new(args.time_scale),
         orders: Some(args.orders.unwrap_or(csv.orders.len() as u64)),
+        api: ClientApi::Typed,
     };
     let listen = args
         .listen

@@ -104,6 +104,7 @@ pub async fn send_orders_until_finished(
             rate: None,
             clock: SimClock::new(TimeScale::ORIGINAL),
             orders: Some(orders),
+            api: orderdeck::clients::ClientApi::Typed,
         },
         Arc::clone(pipeline.metrics()),
         tokio_util::sync::CancellationToken::new(),
