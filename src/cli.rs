@@ -63,6 +63,9 @@ pub struct LoadArgs {
     /// system speaks).
     #[arg(long, value_enum, default_value_t = ClientApi::Typed)]
     pub api: ClientApi,
+    /// Print the summary as JSON on stdout.
+    #[arg(long)]
+    pub json: bool,
 }
 
 #[derive(Debug, Args, Clone)]

@@ -53,7 +53,7 @@ impl Counter {
 }
 
 /// Latency percentiles of one metric kind, in milliseconds.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Serialize)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Serialize, serde::Deserialize)]
 pub struct LatencySummary {
     pub count: u64,
     pub p50: f64,

@@ -278,31 +278,68 @@ fn load_drives_a_server_in_another_process() {
         std::thread::sleep(Duration::from_millis(100));
     }
     // Half through the typed API, half through the original's SendMessage.
-    for api in ["typed", "legacy"] {
-        let load = dir.run(&[
-            "load",
-            "--target",
-            &addr,
-            "--api",
-            api,
-            "--orders",
-            "150",
-            "--clients",
-            "8",
-            "--rate",
-            "0",
-        ]);
+    let load = |api: &str, json: bool| {
+        let mut args = vec!["load", "--target", &addr, "--api", api];
+        args.extend(["--orders", "150", "--clients", "8", "--rate", "0"]);
+        if json {
+            args.push("--json");
+        }
+        let load = dir.run(&args);
         assert_exit(&load, 0);
-        let said = text(&load.stdout);
-        assert!(
-            said.contains("load: 150 orders") && said.contains("failed 0"),
-            "{api}: {said}"
-        );
-    }
+        text(&load.stdout)
+    };
+    let said = load("typed", false);
+    assert!(
+        said.contains("load: 150 orders") && said.contains("failed 0"),
+        "{said}"
+    );
+    let summary: serde_json::Value = serde_json::from_str(load("legacy", true).trim()).unwrap();
+    assert_eq!(
+        (&summary["answered"], &summary["failed"]),
+        (&150.into(), &0.into()),
+        "{summary}"
+    );
+    assert!(summary["latency_ms"]["p99"].as_f64().unwrap() > 0.0);
     assert_exit(&server.wait_with_output().unwrap(), 0);
     let report = dir.report();
     assert_eq!(report["orders"]["acknowledged"], 300);
     assert_eq!(report["orders"]["finished"], 300);
+}
+
+#[test]
+fn bench_drives_ingest_from_a_load_process_and_judges_it() {
+    let dir = Workdir::new();
+    let bench = dir.run(&[
+        "bench",
+        "--scenarios",
+        "bare-producer,ingest-from-process",
+        "--max-orders",
+        "2000",
+        "--fixed-seconds",
+        "0.5",
+        "--json",
+    ]);
+    assert_exit(&bench, 0);
+    let report: serde_json::Value = serde_json::from_str(&text(&bench.stdout)).unwrap();
+    let phases = report["phases"].as_array().unwrap();
+    let remote = phases
+        .iter()
+        .find(|p| p["scenario"] == "ingest-from-process")
+        .unwrap_or_else(|| panic!("no remote phase: {report}"));
+    // Every order of the load process answered, and measured there.
+    assert_eq!(
+        (&remote["orders"], &remote["errors"]),
+        (&2000.into(), &0.into())
+    );
+    assert!(remote["latency_ms"]["p99"].as_f64().unwrap() > 0.0);
+    assert!(remote["vs_bare_producer"].as_f64().unwrap() > 0.0);
+    // Both of its targets judged (a debug build need not meet them).
+    let targets = report["targets"].to_string();
+    assert!(
+        targets.contains("load from another process, ≥ 70 %")
+            && targets.contains("p99 ≤ 10 ms at the maximum throughput"),
+        "{targets}"
+    );
 }
 
 /// CPU time (user + system) a process has used, in clock ticks.

@@ -4,6 +4,7 @@
 
 pub mod driver;
 pub mod output;
+mod remote;
 pub mod report;
 pub mod resources;
 mod setup;
@@ -20,13 +21,14 @@ use self::{
     thresholds::check_targets,
 };
 
-use std::{sync::Arc, time::Duration};
+use std::{path::PathBuf, sync::Arc, time::Duration};
 
 use serde::Serialize;
 use tokio_util::sync::CancellationToken;
 
 use self::{
-    driver::{drive, Load, Target},
+    driver::{drive, Load, Outcome, Target},
+    remote::load_from_another_process,
     resources::Usage,
     standin::ElasticStandIn,
     targets::{BareProducer, FinishWatch, Legacy, Orderdeck, ReferenceServer},
@@ -49,6 +51,9 @@ pub enum Scenario {
     OriginalDesign,
     /// (a) Clients → gRPC → Kafka acknowledgement.
     Ingest,
+    /// (a) The same with the clients in another process (`orderdeck load`),
+    /// over real sockets; throughput only.
+    IngestFromProcess,
     /// (b) Clients → gRPC → Kafka → consumers → Finished, no delays.
     EndToEnd,
     /// (c) The same with the Elasticsearch sink on.
@@ -59,11 +64,12 @@ pub enum Scenario {
 
 impl Scenario {
     /// References first: the others are reported as ratios to them.
-    pub const ALL: [Scenario; 7] = [
+    pub const ALL: [Scenario; 8] = [
         Scenario::BareProducer,
         Scenario::GrpcEcho,
         Scenario::OriginalDesign,
         Scenario::Ingest,
+        Scenario::IngestFromProcess,
         Scenario::EndToEnd,
         Scenario::EndToEndSink,
         Scenario::OriginalTimings,
@@ -75,6 +81,7 @@ impl Scenario {
             Scenario::GrpcEcho => "(d) bare gRPC echo",
             Scenario::OriginalDesign => "(e) original design",
             Scenario::Ingest => "(a) ingest to Kafka ack",
+            Scenario::IngestFromProcess => "(a) ingest, load from another process",
             Scenario::EndToEnd => "(b) end to end, time-scale 0",
             Scenario::EndToEndSink => "(c) end to end + ES sink",
             Scenario::OriginalTimings => "end to end, time-scale 1",
@@ -86,7 +93,9 @@ impl Scenario {
         match self {
             Scenario::BareProducer => "delivery report",
             Scenario::GrpcEcho => "reply",
-            Scenario::OriginalDesign | Scenario::Ingest => "reply after Kafka ack",
+            Scenario::OriginalDesign | Scenario::Ingest | Scenario::IngestFromProcess => {
+                "reply after Kafka ack"
+            }
             Scenario::EndToEnd | Scenario::EndToEndSink | Scenario::OriginalTimings => "Finished",
         }
     }
@@ -122,6 +131,8 @@ pub struct BenchPlan {
     /// `-X` settings for every Kafka client the benchmark creates.
     pub kafka_settings: Vec<(String, String)>,
     pub orders: Arc<[Order]>,
+    /// Where `orders` came from, for a load process to read.
+    pub csv: PathBuf,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -205,6 +216,7 @@ async fn run_scenario(
             Ok(phases_of(plan, scenario, Arc::new(target)).await)
         }
         Scenario::Ingest
+        | Scenario::IngestFromProcess
         | Scenario::EndToEnd
         | Scenario::EndToEndSink
         | Scenario::OriginalTimings => {
@@ -221,7 +233,8 @@ async fn run_scenario(
                 },
                 _ => MirrorTarget::Off,
             };
-            let consumers = if scenario == Scenario::Ingest { 0 } else { 3 };
+            let ingest_only = matches!(scenario, Scenario::Ingest | Scenario::IngestFromProcess);
+            let consumers = if ingest_only { 0 } else { 3 };
             let scale = if scenario == Scenario::OriginalTimings {
                 1.0
             } else {
@@ -242,6 +255,11 @@ async fn run_scenario(
             )
             .await?;
             let url = pipeline.dial().expect("the bench runs a server").url;
+            if scenario == Scenario::IngestFromProcess {
+                let phase = phase_from_another_process(plan, &url).await.map_err(&fail);
+                pipeline.shutdown().await;
+                return Ok(vec![phase?]);
+            }
             let stop_watching = CancellationToken::new();
             let finished = (consumers > 0).then(|| {
                 let watch = FinishWatch::default();
@@ -259,6 +277,37 @@ async fn run_scenario(
             Ok(phases)
         }
     }
+}
+
+/// The throughput phase with `orderdeck load` as the driver.
+async fn phase_from_another_process(plan: &BenchPlan, url: &str) -> Result<Phase, String> {
+    // Warm up the server's side: the producer's first batches, the
+    // partitions' leaders found.
+    load_from_another_process(url, &plan.csv, 4, WARM_UP_ORDERS, plan.max_time).await?;
+    let usage = Usage::start();
+    let summary =
+        load_from_another_process(url, &plan.csv, plan.callers, plan.max_orders, plan.max_time)
+            .await?;
+    let (cpu_s, peak_rss_mib) = usage.finish();
+    let outcome = Outcome {
+        completed: summary.answered,
+        errors: summary.failed,
+        first_error: summary.errors.first().cloned(),
+        elapsed: Duration::from_secs_f64(summary.seconds),
+        latency: summary.latency_ms,
+    };
+    let load = Load::Closed {
+        callers: plan.callers,
+        orders: plan.max_orders,
+        limit: plan.max_time,
+    };
+    Ok(phase(
+        Scenario::IngestFromProcess,
+        load,
+        outcome,
+        cpu_s,
+        peak_rss_mib,
+    ))
 }
 
 async fn phases_of<T: Target>(plan: &BenchPlan, scenario: Scenario, target: Arc<T>) -> Vec<Phase> {

@@ -14,6 +14,7 @@ use std::{
     time::{Duration, Instant},
 };
 
+use serde::{Deserialize, Serialize};
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 use tonic::{
@@ -30,9 +31,27 @@ use crate::{
         },
         Dial,
     },
-    metrics::{Counter, Latency, Metrics},
+    metrics::{Counter, Latency, LatencySummary, Metrics},
     order::{Order, OrderId},
 };
+
+/// What `orderdeck load` measured, as `load --json` prints it and the
+/// benchmark reads it back from its load process.
+#[derive(Debug, Serialize, Deserialize)]
+pub struct LoadSummary {
+    pub target: String,
+    pub clients: usize,
+    pub sent: u64,
+    pub answered: u64,
+    pub failed: u64,
+    /// From the first call to the last answer.
+    pub seconds: f64,
+    pub answered_per_s: f64,
+    /// Each call, from the request to its answer.
+    pub latency_ms: LatencySummary,
+    /// The first few errors of clients that gave up.
+    pub errors: Vec<String>,
+}
 
 /// What the clients saw, beyond the shared counters.
 #[derive(Debug, Default)]

@@ -28,6 +28,8 @@ pub async fn bench(args: &CommonArgs, bench_args: &BenchArgs) -> Result<(), AppE
             .map(|s| (s.key.clone(), s.value.clone()))
             .collect(),
         orders: csv.orders.into(),
+        csv: std::path::absolute(&args.csv)
+            .map_err(|e| AppError::Usage(format!("--csv {}: {e}", args.csv.display())))?,
     };
     let report = bench::run(&plan, |step| eprintln!("bench: {step} …")).await?;
     let printed = if bench_args.json {

@@ -7,7 +7,7 @@ use std::{sync::Arc, time::Instant};
 
 use crate::{
     cli::{CommonArgs, LoadArgs},
-    clients::{load_orders, run_clients, ClientPlan},
+    clients::{load_orders, run_clients, ClientPlan, LoadSummary},
     clock::{SimClock, TimeScale},
     config::effective_load,
     grpc::Dial,
@@ -49,25 +49,43 @@ pub async fn load(args: &CommonArgs, load: &LoadArgs) -> Result<(), AppError> {
     .map_err(|e| AppError::Usage(format!("--target {url}: {e}")))?;
     let elapsed = started.elapsed();
     let snapshot = metrics.snapshot();
-    let counts = snapshot.counts;
-    let send = snapshot.send;
-    println!(
-        "load: {} orders to {url} by {} clients in {:.2} s: {:.0} orders/s answered · failed {} \
-         · latency ms p50 {:.2} p90 {:.2} p99 {:.2} max {:.2}",
-        counts.sent,
-        preset.clients,
-        elapsed.as_secs_f64(),
-        per_second(send.count, elapsed),
-        counts.failed,
-        send.p50,
-        send.p90,
-        send.p99,
-        send.max,
-    );
-    if !outcome.errors.is_empty() {
+    let summary = LoadSummary {
+        target: url,
+        clients: preset.clients,
+        sent: snapshot.counts.sent,
+        answered: snapshot.send.count,
+        failed: snapshot.counts.failed,
+        seconds: elapsed.as_secs_f64(),
+        answered_per_s: per_second(snapshot.send.count, elapsed),
+        latency_ms: snapshot.send,
+        errors: outcome.errors,
+    };
+    if load.json {
+        println!(
+            "{}",
+            serde_json::to_string(&summary).expect("the summary serializes")
+        );
+    } else {
+        let latency = &summary.latency_ms;
+        println!(
+            "load: {} orders to {} by {} clients in {:.2} s: {:.0} orders/s answered · failed {} \
+             · latency ms p50 {:.2} p90 {:.2} p99 {:.2} max {:.2}",
+            summary.sent,
+            summary.target,
+            summary.clients,
+            summary.seconds,
+            summary.answered_per_s,
+            summary.failed,
+            latency.p50,
+            latency.p90,
+            latency.p99,
+            latency.max,
+        );
+    }
+    if !summary.errors.is_empty() {
         return Err(AppError::Incomplete(format!(
             "clients gave up: {}",
-            outcome.errors.join("; ")
+            summary.errors.join("; ")
         )));
     }
     Ok(())
