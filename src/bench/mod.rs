@@ -1,6 +1,7 @@
 //! `orderdeck bench`: orderdeck against the limits of its parts and against
-//! the original system's design, all on one embedded broker in one run,
-//! under one load driver.
+//! the original system's design in one run, under one load driver: the
+//! references on one embedded broker, each orderdeck pipeline on an embedded
+//! broker of its own (as `run` has).
 
 pub mod driver;
 pub mod output;
@@ -17,7 +18,7 @@ pub use report::{BenchReport, Phase, Soak, TargetCheck};
 
 use self::{
     report::{add_ratios, machine, phase},
-    setup::{bench_pipeline, kafka_options, PARTITIONS, WARM_UP_ORDERS},
+    setup::{bench_pipeline, kafka_options, EMBEDDED_BROKERS, PARTITIONS, WARM_UP_ORDERS},
     thresholds::check_targets,
 };
 
@@ -34,7 +35,7 @@ use self::{
     targets::{BareProducer, FinishWatch, Legacy, Orderdeck, ReferenceServer},
 };
 use crate::{
-    kafka::{producer::durable_config, EmbeddedBroker, KafkaConnection},
+    kafka::{producer::durable_config, BrokerTarget, EmbeddedBroker, KafkaConnection},
     order::Order,
     pipeline::PipelineError,
     sinks::{elastic::ElasticConfig, MirrorTarget},
@@ -162,7 +163,8 @@ pub async fn run(plan: &BenchPlan, progress: impl Fn(&str)) -> Result<BenchRepor
         }
         None => None,
     };
-    let broker = EmbeddedBroker::start(3).map_err(|e| BenchError::Broker(e.to_string()))?;
+    let broker =
+        EmbeddedBroker::start(EMBEDDED_BROKERS).map_err(|e| BenchError::Broker(e.to_string()))?;
     let mut phases = Vec::new();
     for &scenario in &plan.scenarios {
         progress(scenario.title());
@@ -187,15 +189,16 @@ async fn run_scenario(
 ) -> Result<Vec<Phase>, BenchError> {
     let fail = setup_error(scenario);
     let topic = format!("bench-{}", scenario.key());
-    broker
-        .create_topic(&topic, PARTITIONS, 1)
-        .map_err(|e| fail(e.to_string()))?;
     let orders = &plan.orders;
     match scenario {
         Scenario::BareProducer => {
+            broker
+                .create_topic(&topic, PARTITIONS, 1)
+                .map_err(|e| fail(e.to_string()))?;
+            let bootstrap = broker.bootstrap_servers();
             let connection = KafkaConnection::new(
-                broker.bootstrap_servers().to_owned(),
-                kafka_options(plan, broker.bootstrap_servers(), &topic),
+                bootstrap.to_owned(),
+                kafka_options(plan, BrokerTarget::External(bootstrap.to_owned()), &topic),
             );
             let target =
                 BareProducer::new(&durable_config(&connection), &topic, orders).map_err(&fail)?;
@@ -209,6 +212,9 @@ async fn run_scenario(
             Ok(phases_of(plan, scenario, Arc::new(target)).await)
         }
         Scenario::OriginalDesign => {
+            broker
+                .create_topic(&topic, PARTITIONS, 1)
+                .map_err(|e| fail(e.to_string()))?;
             let server = ReferenceServer::original(broker.bootstrap_servers(), &topic)
                 .await
                 .map_err(|e| fail(e.to_string()))?;
@@ -240,20 +246,11 @@ async fn run_scenario(
             } else {
                 0.0
             };
-            for beside in ["events", "metrics"] {
-                broker
-                    .create_topic(&format!("{topic}.{beside}"), PARTITIONS, 1)
-                    .map_err(|e| fail(e.to_string()))?;
-            }
-            let pipeline = bench_pipeline(
-                plan,
-                broker.bootstrap_servers(),
-                &topic,
-                consumers,
-                scale,
-                sink,
-            )
-            .await?;
+            // An embedded broker of its own, as `run` has: this process is
+            // then the whole group, as it is here.
+            let pipeline =
+                bench_pipeline(plan, BrokerTarget::Embedded, &topic, consumers, scale, sink)
+                    .await?;
             let url = pipeline.dial().expect("the bench runs a server").url;
             if scenario == Scenario::IngestFromProcess {
                 let phase = phase_from_another_process(plan, &url).await.map_err(&fail);

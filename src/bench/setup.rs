@@ -12,34 +12,41 @@ use crate::{
 };
 
 pub(super) const PARTITIONS: i32 = 6;
+/// Brokers in every mock cluster of the run, the reference's included.
+pub(super) const EMBEDDED_BROKERS: i32 = 3;
 pub(super) const WARM_UP_ORDERS: u64 = 200;
 
-pub(super) fn kafka_options(plan: &BenchPlan, bootstrap: &str, topic: &str) -> KafkaOptions {
-    // The broker is the mock cluster reached as "external": give its
-    // consumers the embedded default. The user's -X settings come after, and win.
-    let (key, value) = MOCK_FETCH_WAIT;
-    let mut extra = vec![(key.to_owned(), value.to_owned())];
+pub(super) fn kafka_options(plan: &BenchPlan, target: BrokerTarget, topic: &str) -> KafkaOptions {
+    // A mock cluster reached as "external" gets the embedded default for its
+    // consumers. The user's -X settings come after, and win.
+    let mut extra = Vec::new();
+    if matches!(target, BrokerTarget::External(_)) {
+        let (key, value) = MOCK_FETCH_WAIT;
+        extra.push((key.to_owned(), value.to_owned()));
+    }
     extra.extend(plan.kafka_settings.iter().cloned());
     KafkaOptions {
         partitions: PARTITIONS,
         group: topic.to_owned(),
         extra,
-        ..KafkaOptions::new(BrokerTarget::External(bootstrap.to_owned()), topic)
+        ..KafkaOptions::new(target, topic)
     }
 }
 
-/// A pipeline on `bootstrap`, whose topics `topic`, `topic.events` and
+/// A pipeline on `target`: an embedded broker of its own (what `run` uses),
+/// or a broker elsewhere whose topics `topic`, `topic.events` and
 /// `topic.metrics` exist.
 pub(super) async fn bench_pipeline(
     plan: &BenchPlan,
-    bootstrap: &str,
+    target: BrokerTarget,
     topic: &str,
     consumers: usize,
     time_scale: f64,
     sink: MirrorTarget,
 ) -> Result<Pipeline, BenchError> {
-    let kafka = kafka_options(plan, bootstrap, topic);
+    let kafka = kafka_options(plan, target, topic);
     let mut config = PipelineConfig::loopback(kafka);
+    config.embedded_brokers = EMBEDDED_BROKERS;
     config.consumers = consumers;
     config.clock = SimClock::new(TimeScale::new(time_scale).expect("a valid scale"));
     config.transition_buffer = 1 << 16;

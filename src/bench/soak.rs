@@ -16,6 +16,7 @@ use super::{
     BenchError, BenchPlan, Scenario,
 };
 use crate::{
+    kafka::BrokerTarget,
     metrics::Counter,
     sinks::{elastic::ElasticConfig, MirrorTarget},
 };
@@ -31,7 +32,15 @@ pub(super) async fn soak(plan: &BenchPlan, orders: u64) -> Result<Soak, BenchErr
         .await
         .map_err(|e| fail(e.to_string()))?;
     let sink = MirrorTarget::Elastic(ElasticConfig::from_env(standin.url.clone(), None));
-    let pipeline = bench_pipeline(plan, &broker.bootstrap, topic, 3, 0.0, sink).await?;
+    let pipeline = bench_pipeline(
+        plan,
+        BrokerTarget::External(broker.bootstrap.clone()),
+        topic,
+        3,
+        0.0,
+        sink,
+    )
+    .await?;
     let url = pipeline.dial().expect("the bench runs a server").url;
     let stop = CancellationToken::new();
     let watch = FinishWatch::default();

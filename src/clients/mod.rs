@@ -44,7 +44,7 @@ pub struct LoadSummary {
     pub sent: u64,
     pub answered: u64,
     pub failed: u64,
-    /// From the first call to the last answer.
+    /// From the start (connecting included) to the last answer.
     pub seconds: f64,
     pub answered_per_s: f64,
     /// Each call, from the request to its answer.

@@ -297,11 +297,13 @@ impl Pipeline {
             orders_written: broker.is_some().then(|| producer.orders_written()),
         };
         let consumers = ConsumerGroup::start(group_shared.clone(), config.consumers)?;
+        // On the embedded broker this process is the whole group: every
+        // Finished event is its own, so there is nothing to follow.
         let finished_watch = match config.listen {
-            Some(_) => {
+            Some(_) if broker.is_none() => {
                 Some(watch_finished_orders(&connection, completions, Arc::clone(&registry)).await?)
             }
-            None => None,
+            _ => None,
         };
         let server = match config.listen {
             Some(listen) => {

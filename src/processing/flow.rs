@@ -62,7 +62,7 @@ impl OrderFlow {
     /// Finished event is being written. Dropping the future abandons the run
     /// (the guard frees it).
     pub async fn run(
-        &self,
+        self: &Arc<Self>,
         guard: RunGuard,
         record: &OrderRecord,
         cancel: &CancellationToken,
@@ -106,15 +106,26 @@ impl OrderFlow {
             .announce(&mut gauge, record, State::Finished, spent_before_finished)
             .await;
         let finished = finished.expect("a Finished transition is kept for its retries");
-        self.deliver_finished(&finished, delivery).await;
-        self.metrics.record(
-            Latency::Completion,
-            elapsed_since_unix_seconds(record.accepted_at),
-        );
-        // Counted before the run lets go of the order, so the events
-        // topic's echo of this Finished event never counts it again.
-        self.completions.ran_here(record.order_id);
-        guard.finish();
+        // The delivery and what follows it run on a task of their own: a run
+        // killed while it waits (a crashed consumer, simulated) still
+        // finishes its order once the event is in Kafka, so a redelivery
+        // waits for it and is skipped instead of running the order twice.
+        let flow = Arc::clone(self);
+        let (order_id, accepted_at) = (record.order_id, record.accepted_at);
+        let finishing = tokio::spawn(async move {
+            flow.deliver_finished(&finished, delivery).await;
+            flow.metrics
+                .record(Latency::Completion, elapsed_since_unix_seconds(accepted_at));
+            // Counted before the run lets go of the order, so the events
+            // topic's echo of this Finished event never counts it again.
+            flow.completions.ran_here(order_id);
+            guard.finish();
+        });
+        if let Err(error) = finishing.await {
+            // Never aborted: only a panic ends it early; the handler's
+            // panic handling takes it from here.
+            std::panic::resume_unwind(error.into_panic());
+        }
         RunOutcome::Finished
     }
 

@@ -24,11 +24,19 @@ pub struct RecentSet<T> {
 }
 
 impl<T: Copy + Eq + Hash> RecentSet<T> {
+    /// Sized for `capacity` up front: the memory a long run needs is taken
+    /// at the start, so the footprint does not step up (a hash table
+    /// doubling) hundreds of thousands of orders in.
     pub fn new(capacity: usize) -> Self {
+        let capacity = capacity.max(1);
         Self {
-            members: HashSet::new(),
-            order: VecDeque::new(),
-            capacity: capacity.max(1),
+            // One over: an insert lands before the oldest leaves. Twice
+            // that for the table: removals leave tombstones, and a table
+            // cleans them in place (instead of doubling) only while at most
+            // half full.
+            members: HashSet::with_capacity(2 * (capacity + 1)),
+            order: VecDeque::with_capacity(capacity + 1),
+            capacity,
         }
     }
 
@@ -181,6 +189,18 @@ mod tests {
         assert!(!set.contains(&1));
         assert!(set.contains(&2) && set.contains(&3));
         assert_eq!(set.len(), 2);
+    }
+
+    #[test]
+    fn recent_set_takes_its_memory_once() {
+        let mut set = RecentSet::new(1000);
+        let sizes = |set: &RecentSet<u64>| (set.members.capacity(), set.order.capacity());
+        let at_start = sizes(&set);
+        for n in 0..20_000 {
+            set.insert(n);
+        }
+        assert_eq!(sizes(&set), at_start);
+        assert_eq!(set.len(), 1000);
     }
 
     #[tokio::test]
