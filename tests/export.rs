@@ -130,6 +130,61 @@ async fn the_kibana_dashboard_is_imported_with_overwrite() {
     }
 }
 
+/// Every saved object as Kibana 9.1 exports it: the core migration version
+/// Kibana has stamped since 8.8, each type's own migration version, dashboard
+/// panels with their type and `<panelIndex>:panel_<panelIndex>` references,
+/// and every reference resolving to an object in the file.
+#[test]
+fn kibana_saved_objects_are_what_kibana_9_exports() {
+    let assets = std::fs::read_to_string(
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("assets/kibana/orderdeck.ndjson"),
+    )
+    .unwrap();
+    let objects: Vec<Value> = assets
+        .lines()
+        .map(|line| serde_json::from_str(line).unwrap())
+        .collect();
+    let present: HashSet<(String, String)> = objects
+        .iter()
+        .map(|o| (o["type"].as_str().unwrap().to_owned(), o["id"].as_str().unwrap().to_owned()))
+        .collect();
+    for object in &objects {
+        let (kind, id) = (object["type"].as_str().unwrap(), &object["id"]);
+        let type_version = match kind {
+            "index-pattern" => "8.0.0",
+            "visualization" => "8.5.0",
+            "dashboard" => "10.3.0",
+            other => panic!("{id}: unexpected type {other}"),
+        };
+        assert_eq!(object["coreMigrationVersion"], "8.8.0", "{id}");
+        assert_eq!(object["typeMigrationVersion"], type_version, "{id}");
+        let references = object["references"].as_array().unwrap();
+        for reference in references {
+            let target = (
+                reference["type"].as_str().unwrap().to_owned(),
+                reference["id"].as_str().unwrap().to_owned(),
+            );
+            assert!(present.contains(&target), "{id} refers to {target:?}");
+        }
+        if kind != "dashboard" {
+            continue;
+        }
+        let panels: Vec<Value> =
+            serde_json::from_str(object["attributes"]["panelsJSON"].as_str().unwrap()).unwrap();
+        assert!(!panels.is_empty());
+        for panel in &panels {
+            let index = panel["panelIndex"].as_str().unwrap();
+            assert_eq!(panel["panelRefName"], format!("panel_{index}"), "{panel}");
+            assert_eq!(panel["gridData"]["i"], index, "{panel}");
+            let reference = references
+                .iter()
+                .find(|r| r["name"] == format!("{index}:panel_{index}"))
+                .unwrap_or_else(|| panic!("panel {index} has its reference"));
+            assert_eq!(panel["type"], reference["type"], "panel {index} names its type");
+        }
+    }
+}
+
 #[test]
 fn compose_runs_the_stack_the_readme_documents() {
     let root = Path::new(env!("CARGO_MANIFEST_DIR"));
@@ -137,10 +192,10 @@ fn compose_runs_the_stack_the_readme_documents() {
         serde_yaml::from_str(&std::fs::read_to_string(root.join("compose.yaml")).unwrap()).unwrap();
     let services = &compose["services"];
     for (service, port) in [
-        ("kafka", "9092:9092"),
-        ("elasticsearch", "9200:9200"),
-        ("kibana", "5601:5601"),
-        ("kafka-ui", "8080:8080"),
+        ("kafka", "127.0.0.1:9092:9092"),
+        ("elasticsearch", "127.0.0.1:9200:9200"),
+        ("kibana", "127.0.0.1:5601:5601"),
+        ("kafka-ui", "127.0.0.1:8080:8080"),
     ] {
         let ports: Vec<&str> = services[service]["ports"]
             .as_array()
@@ -148,7 +203,7 @@ fn compose_runs_the_stack_the_readme_documents() {
             .iter()
             .map(|p| p.as_str().unwrap())
             .collect();
-        assert!(ports.contains(&port), "{service} publishes {port}");
+        assert_eq!(ports, [port], "{service} publishes {port} on loopback only");
     }
     for service in ["kafka", "elasticsearch", "kibana"] {
         assert!(
@@ -156,11 +211,41 @@ fn compose_runs_the_stack_the_readme_documents() {
             "{service} has a health check"
         );
     }
+    let kafka = &services["kafka"]["environment"];
+    assert!(kafka["KAFKA_ADVERTISED_LISTENERS"]
+        .as_str()
+        .unwrap()
+        .contains("PLAINTEXT://localhost:9092"));
+    // Kafka's log lives in the named volume, not in the container.
+    let log_dirs = kafka["KAFKA_LOG_DIRS"].as_str().unwrap();
+    let volume_target = |service: &str, volume: &str| -> String {
+        let volumes = services[service]["volumes"].as_array().unwrap();
+        let mount = volumes
+            .iter()
+            .map(|v| v.as_str().unwrap())
+            .find(|v| v.starts_with(&format!("{volume}:")))
+            .unwrap_or_else(|| panic!("{service} mounts {volume}"));
+        mount.split(':').nth(1).unwrap().to_owned()
+    };
+    assert_eq!(volume_target("kafka", "kafka-data"), log_dirs);
+    assert!(compose["volumes"]
+        .as_object()
+        .unwrap()
+        .contains_key("kafka-data"));
+    // A single node: every internal topic with one replica, one in sync.
+    for internal in [
+        "OFFSETS_TOPIC_REPLICATION_FACTOR",
+        "TRANSACTION_STATE_LOG_REPLICATION_FACTOR",
+        "TRANSACTION_STATE_LOG_MIN_ISR",
+        "SHARE_COORDINATOR_STATE_TOPIC_REPLICATION_FACTOR",
+        "SHARE_COORDINATOR_STATE_TOPIC_MIN_ISR",
+    ] {
+        assert_eq!(kafka[format!("KAFKA_{internal}")], 1, "{internal}");
+    }
+    let ui = services["kafka-ui"]["image"].as_str().unwrap();
     assert!(
-        services["kafka"]["environment"]["KAFKA_ADVERTISED_LISTENERS"]
-            .as_str()
-            .unwrap()
-            .contains("PLAINTEXT://localhost:9092")
+        ui.starts_with("ghcr.io/kafbat/kafka-ui:v"),
+        "the maintained Kafka UI, pinned: {ui}"
     );
     let image = |s: &str| {
         services[s]["image"]
