@@ -181,9 +181,10 @@ pub struct CommonArgs {
     #[arg(long, global = true, default_value = "10", value_parser = seconds_in(0.001, 3_600.0))]
     pub delivery_timeout: Seconds,
 
-    /// Orders file (the original's CSV format).
-    #[arg(long, global = true, default_value = "orders.csv")]
-    pub csv: PathBuf,
+    /// Orders file (the original's CSV format); default: the original
+    /// system's 500 orders, built in.
+    #[arg(long, global = true)]
+    pub csv: Option<PathBuf>,
     /// What to do with a malformed CSV row.
     #[arg(long, global = true, value_enum, default_value_t = BadRowPolicy::Skip)]
     pub on_bad_row: BadRowPolicy,
@@ -258,9 +259,10 @@ pub struct CommonArgs {
     #[arg(long, global = true, default_value_t = 20.0, value_parser = number_in(0.01, 10_000.0))]
     pub notify_rate: f64,
     /// Where the spool lives (NDJSON in Elasticsearch's bulk format; a
-    /// directory per process).
-    #[arg(long, global = true, default_value = "orderdeck-data")]
-    pub data_dir: PathBuf,
+    /// directory per process). Default: `data` in the state directory
+    /// ($XDG_STATE_HOME/orderdeck, else ~/.local/state/orderdeck).
+    #[arg(long, global = true)]
+    pub data_dir: Option<PathBuf>,
     /// The spool's size on disk at most, all its directories together
     /// (e.g. 512MiB, 2GiB); past it the oldest documents are deleted and
     /// counted as dropped.
@@ -277,9 +279,11 @@ pub struct CommonArgs {
     /// orders it holds to finish; past it they are abandoned (and lost).
     #[arg(long, global = true, default_value = "120", value_parser = seconds_in(0.0, 86_400.0))]
     pub drain_timeout: Seconds,
-    /// Log file (the screen belongs to the UI and the progress bar).
-    #[arg(long, global = true, default_value = "orderdeck.log")]
-    pub log_file: PathBuf,
+    /// Log to this file. Default: headless commands log warnings to stderr;
+    /// the control center (which owns the screen) logs to `orderdeck.log` in
+    /// the state directory.
+    #[arg(long, global = true)]
+    pub log_file: Option<PathBuf>,
 }
 
 /// A size in bytes from the command line: `4096`, `64KiB`, `512MiB`, `2GiB`

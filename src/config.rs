@@ -1,6 +1,9 @@
 //! The validated configuration built from the command line.
 
-use std::net::SocketAddr;
+use std::{
+    net::SocketAddr,
+    path::{Path, PathBuf},
+};
 
 use crate::{
     cli::CommonArgs,
@@ -14,6 +17,36 @@ use crate::{
         elastic::ElasticConfig, notify::NotifySettings, IndexNames, MirrorSettings, MirrorTarget,
     },
 };
+
+/// Where orderdeck keeps what it writes unless told otherwise (the spool, the
+/// control center's log): `$XDG_STATE_HOME/orderdeck`, else
+/// `~/.local/state/orderdeck`, else `./orderdeck-state` when there is no home.
+pub fn state_dir() -> PathBuf {
+    let absolute = |name: &str| {
+        std::env::var_os(name)
+            .map(PathBuf::from)
+            .filter(|path| path.is_absolute())
+    };
+    if let Some(state) = absolute("XDG_STATE_HOME") {
+        return state.join("orderdeck");
+    }
+    if let Some(home) = absolute("HOME") {
+        return home.join(".local/state/orderdeck");
+    }
+    PathBuf::from("orderdeck-state")
+}
+
+/// The spool's directory: `--data-dir`, else `data` in the state directory.
+pub fn data_dir(args: &CommonArgs) -> PathBuf {
+    args.data_dir
+        .clone()
+        .unwrap_or_else(|| state_dir().join("data"))
+}
+
+/// The orders file given with `--csv`, if any.
+pub fn orders_file(args: &CommonArgs) -> Option<&Path> {
+    args.csv.as_deref()
+}
 
 pub fn load_level(args: &CommonArgs) -> LoadLevel {
     args.load.unwrap_or(LoadLevel::Medium)
@@ -91,7 +124,7 @@ pub fn mirror_settings(args: &CommonArgs) -> MirrorSettings {
             }
             None => MirrorTarget::Spool,
         },
-        data_dir: args.data_dir.clone(),
+        data_dir: data_dir(args),
         spool_max_bytes: args.spool_max_bytes.0,
         names: IndexNames {
             orders: args.orders_index.clone(),

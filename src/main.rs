@@ -1,21 +1,24 @@
-//! The orderdeck binary: parse the command line, log to a file, run.
+//! The orderdeck binary: parse the command line, set up logging, run.
 
 use std::process::ExitCode;
 
+use std::path::PathBuf;
+
 use clap::Parser;
-use orderdeck::cli::Cli;
+use orderdeck::{
+    cli::{Cli, Command},
+    config::state_dir,
+};
+use tracing_appender::non_blocking::WorkerGuard;
 use tracing_subscriber::EnvFilter;
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    // The terminal belongs to the progress display (and later the UI): logs go to a file.
-    let _log_guard = match init_logging(&cli.common.log_file) {
+    let log = LogTarget::of(&cli);
+    let _log_guard = match init_logging(&log) {
         Ok(guard) => guard,
         Err(error) => {
-            eprintln!(
-                "error: cannot open log file {}: {error}",
-                cli.common.log_file.display()
-            );
+            eprintln!("error: cannot open log file {log}: {error}");
             return ExitCode::from(1);
         }
     };
@@ -54,20 +57,61 @@ fn main() -> ExitCode {
 /// How long the exit waits for blocking work still running.
 const BLOCKING_WORK_AT_EXIT: std::time::Duration = std::time::Duration::from_secs(2);
 
-fn init_logging(
-    path: &std::path::Path,
-) -> std::io::Result<tracing_appender::non_blocking::WorkerGuard> {
-    let file = std::fs::OpenOptions::new()
-        .create(true)
-        .append(true)
-        .open(path)?;
-    let (writer, guard) = tracing_appender::non_blocking(file);
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info")),
-        )
-        .with_writer(writer)
-        .with_ansi(false)
-        .init();
-    Ok(guard)
+/// Where the logs go.
+enum LogTarget {
+    /// A file: the one given, or the control center's (it owns the screen).
+    File(PathBuf),
+    /// Headless commands without `--log-file`: warnings and errors.
+    Stderr,
+}
+
+impl LogTarget {
+    fn of(cli: &Cli) -> Self {
+        match (&cli.common.log_file, &cli.command) {
+            (Some(file), _) => Self::File(file.clone()),
+            (None, None | Some(Command::Tui)) => Self::File(state_dir().join("orderdeck.log")),
+            (None, Some(_)) => Self::Stderr,
+        }
+    }
+}
+
+impl std::fmt::Display for LogTarget {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::File(path) => write!(f, "{}", path.display()),
+            Self::Stderr => f.write_str("stderr"),
+        }
+    }
+}
+
+fn init_logging(target: &LogTarget) -> std::io::Result<WorkerGuard> {
+    let filter = |default: &str| {
+        EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(default))
+    };
+    match target {
+        LogTarget::File(path) => {
+            if let Some(parent) = path.parent().filter(|p| !p.as_os_str().is_empty()) {
+                std::fs::create_dir_all(parent)?;
+            }
+            let file = std::fs::OpenOptions::new()
+                .create(true)
+                .append(true)
+                .open(path)?;
+            let (writer, guard) = tracing_appender::non_blocking(file);
+            tracing_subscriber::fmt()
+                .with_env_filter(filter("info"))
+                .with_writer(writer)
+                .with_ansi(false)
+                .init();
+            Ok(guard)
+        }
+        LogTarget::Stderr => {
+            let (writer, guard) = tracing_appender::non_blocking(std::io::stderr());
+            tracing_subscriber::fmt()
+                .with_env_filter(filter("warn"))
+                .with_writer(writer)
+                .init();
+            Ok(guard)
+        }
+    }
 }

@@ -28,6 +28,8 @@ fn run_on_the_embedded_broker_reports_every_order_finished() {
         "0",
         "--report",
         "report.json",
+        "--log-file",
+        "orderdeck.log",
     ]);
     assert_exit(&output, 0);
     let report = dir.report();
@@ -91,6 +93,39 @@ fn records_in(bootstrap: &str, topic: &str) -> i64 {
             high - low
         })
         .sum()
+}
+
+#[test]
+fn run_works_from_any_directory_and_writes_only_to_its_state_directory() {
+    let dir = Workdir::new();
+    std::fs::remove_file(dir.path("orders.csv")).unwrap();
+    let output = dir
+        .command(&[
+            "run",
+            "--orders",
+            "50",
+            "--load",
+            "high",
+            "--time-scale",
+            "0",
+        ])
+        .env("XDG_STATE_HOME", dir.path("state"))
+        .output()
+        .unwrap();
+    assert_exit(&output, 0);
+    assert!(
+        text(&output.stdout).contains("finished 50"),
+        "{}",
+        text(&output.stdout)
+    );
+    // The built-in orders, the spool in the state directory, logs on
+    // stderr: nothing lands in the working directory.
+    let entries: Vec<String> = std::fs::read_dir(dir.path("."))
+        .unwrap()
+        .map(|entry| entry.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    assert_eq!(entries, ["state"]);
+    assert!(dir.path("state/orderdeck/data/spool").is_dir());
 }
 
 #[test]
@@ -410,6 +445,8 @@ fn run_until_orders_are_in_flight(dir: &Workdir, load: &str, orders: &str) -> st
             orders,
             "--report",
             "report.json",
+            "--log-file",
+            "orderdeck.log",
         ])
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())

@@ -35,7 +35,7 @@ async fn a_spooled_run_exports_completely_and_idempotently() {
         "report.json",
     ]));
     let report = dir.report();
-    let (ids, operations) = spooled(&dir.path("orderdeck-data"));
+    let (ids, operations) = spooled(&dir.state("data"));
     assert_eq!(
         report["sink"]["read"], operations as u64,
         "{}",
@@ -146,7 +146,12 @@ fn kibana_saved_objects_are_what_kibana_9_exports() {
         .collect();
     let present: HashSet<(String, String)> = objects
         .iter()
-        .map(|o| (o["type"].as_str().unwrap().to_owned(), o["id"].as_str().unwrap().to_owned()))
+        .map(|o| {
+            (
+                o["type"].as_str().unwrap().to_owned(),
+                o["id"].as_str().unwrap().to_owned(),
+            )
+        })
         .collect();
     for object in &objects {
         let (kind, id) = (object["type"].as_str().unwrap(), &object["id"]);
@@ -180,7 +185,10 @@ fn kibana_saved_objects_are_what_kibana_9_exports() {
                 .iter()
                 .find(|r| r["name"] == format!("{index}:panel_{index}"))
                 .unwrap_or_else(|| panic!("panel {index} has its reference"));
-            assert_eq!(panel["type"], reference["type"], "panel {index} names its type");
+            assert_eq!(
+                panel["type"], reference["type"],
+                "panel {index} names its type"
+            );
         }
     }
 }

@@ -20,7 +20,13 @@ struct Inbox {
 }
 
 impl Handler for Inbox {
-    fn data_start(&mut self, _domain: &str, _from: &str, _is8bit: bool, _to: &[String]) -> Response {
+    fn data_start(
+        &mut self,
+        _domain: &str,
+        _from: &str,
+        _is8bit: bool,
+        _to: &[String],
+    ) -> Response {
         self.message.clear();
         response::OK
     }

@@ -98,6 +98,7 @@ impl Session {
         command.args(args);
         command.cwd(dir.path("."));
         command.env("TERM", "xterm-256color");
+        command.env("XDG_STATE_HOME", dir.path("."));
         let child = pty.slave.spawn_command(command).unwrap();
         drop(pty.slave);
         let mut reader = pty.master.try_clone_reader().unwrap();

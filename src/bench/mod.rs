@@ -132,8 +132,9 @@ pub struct BenchPlan {
     /// `-X` settings for every Kafka client the benchmark creates.
     pub kafka_settings: Vec<(String, String)>,
     pub orders: Arc<[Order]>,
-    /// Where `orders` came from, for a load process to read.
-    pub csv: PathBuf,
+    /// Where `orders` came from, for a load process to read (None: the
+    /// built-in orders).
+    pub csv: Option<PathBuf>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -280,11 +281,16 @@ async fn run_scenario(
 async fn phase_from_another_process(plan: &BenchPlan, url: &str) -> Result<Phase, String> {
     // Warm up the server's side: the producer's first batches, the
     // partitions' leaders found.
-    load_from_another_process(url, &plan.csv, 4, WARM_UP_ORDERS, plan.max_time).await?;
+    load_from_another_process(url, plan.csv.as_deref(), 4, WARM_UP_ORDERS, plan.max_time).await?;
     let usage = Usage::start();
-    let summary =
-        load_from_another_process(url, &plan.csv, plan.callers, plan.max_orders, plan.max_time)
-            .await?;
+    let summary = load_from_another_process(
+        url,
+        plan.csv.as_deref(),
+        plan.callers,
+        plan.max_orders,
+        plan.max_time,
+    )
+    .await?;
     let (cpu_s, peak_rss_mib) = usage.finish();
     let outcome = Outcome {
         completed: summary.answered,

@@ -11,21 +11,24 @@ use crate::clients::LoadSummary;
 const GRACE: Duration = Duration::from_secs(60);
 
 /// Runs `orderdeck load` with `clients` unpaced clients sending `orders`
-/// orders from `csv` to `url`, and returns what it measured.
+/// orders from `csv` (else the built-in ones) to `url`, and returns what it measured.
 pub(super) async fn load_from_another_process(
     url: &str,
-    csv: &Path,
+    csv: Option<&Path>,
     clients: usize,
     orders: u64,
     limit: Duration,
 ) -> Result<LoadSummary, String> {
     let exe = std::env::current_exe().map_err(|e| format!("no path to this program: {e}"))?;
-    let child = tokio::process::Command::new(exe)
+    let mut command = tokio::process::Command::new(exe);
+    command
         .args(["load", "--json", "--rate", "0", "--target", url])
         .args(["--clients", &clients.to_string()])
-        .args(["--orders", &orders.to_string()])
-        .arg("--csv")
-        .arg(csv)
+        .args(["--orders", &orders.to_string()]);
+    if let Some(csv) = csv {
+        command.arg("--csv").arg(csv);
+    }
+    let child = command
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())

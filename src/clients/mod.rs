@@ -6,7 +6,10 @@
 pub mod orders_file;
 pub mod pacer;
 
-pub use orders_file::{load_orders, read_orders, BadRowPolicy, CsvError, CsvOrders, RowError};
+pub use orders_file::{
+    load_orders, orders_from, read_orders, BadRowPolicy, CsvError, CsvOrders, RowError,
+    BUILT_IN_ORDERS,
+};
 pub use pacer::Pacer;
 
 use std::{

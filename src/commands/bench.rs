@@ -3,12 +3,13 @@
 use crate::{
     bench::{self, output, BenchPlan, Scenario},
     cli::{BenchArgs, CommonArgs},
-    clients::load_orders,
+    clients::orders_from,
+    config::orders_file,
     AppError,
 };
 
 pub async fn bench(args: &CommonArgs, bench_args: &BenchArgs) -> Result<(), AppError> {
-    let csv = load_orders(&args.csv, args.on_bad_row)?;
+    let csv = orders_from(orders_file(args), args.on_bad_row)?;
     let plan = BenchPlan {
         scenarios: if bench_args.scenarios.is_empty() {
             Scenario::ALL.to_vec()
@@ -28,8 +29,12 @@ pub async fn bench(args: &CommonArgs, bench_args: &BenchArgs) -> Result<(), AppE
             .map(|s| (s.key.clone(), s.value.clone()))
             .collect(),
         orders: csv.orders.into(),
-        csv: std::path::absolute(&args.csv)
-            .map_err(|e| AppError::Usage(format!("--csv {}: {e}", args.csv.display())))?,
+        csv: orders_file(args)
+            .map(|csv| {
+                std::path::absolute(csv)
+                    .map_err(|e| AppError::Usage(format!("--csv {}: {e}", csv.display())))
+            })
+            .transpose()?,
     };
     let report = bench::run(&plan, |step| eprintln!("bench: {step} …")).await?;
     let printed = if bench_args.json {

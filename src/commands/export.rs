@@ -9,7 +9,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::{
     cli::{CommonArgs, ExportArgs},
-    config::{mirror_settings, pipeline_config},
+    config::{data_dir, mirror_settings, pipeline_config},
     kafka::{producer::OrderProducer, KafkaConnection},
     sinks::{
         backfill::backfill,
@@ -41,22 +41,18 @@ pub async fn export(args: &CommonArgs, export: &ExportArgs) -> Result<(), AppErr
             )
             .expect("valid progress template"),
         );
-        let summary = backfill(
-            &args.data_dir,
-            &mut indexer,
-            export.restart,
-            |done, total| {
-                bar.set_length(total);
-                bar.set_position(done);
-            },
-        )
+        let data_dir = data_dir(args);
+        let summary = backfill(&data_dir, &mut indexer, export.restart, |done, total| {
+            bar.set_length(total);
+            bar.set_position(done);
+        })
         .await;
         bar.finish_and_clear();
         let summary = summary?;
         println!(
             "exported {} documents from {} to {url} ({} refused)",
             summary.indexed,
-            args.data_dir.join("spool").display(),
+            data_dir.join("spool").display(),
             summary.failed
         );
         if summary.in_use > 0 {
@@ -69,7 +65,7 @@ pub async fn export(args: &CommonArgs, export: &ExportArgs) -> Result<(), AppErr
             return Err(AppError::SinkIncomplete(format!(
                 "{} documents refused (kept in {}): {}",
                 summary.failed,
-                args.data_dir
+                data_dir
                     .join(crate::sinks::backfill::BACKFILL_DEAD_LETTERS)
                     .display(),
                 summary.failures.join("; ")

@@ -7,9 +7,9 @@ use std::{sync::Arc, time::Instant};
 
 use crate::{
     cli::{CommonArgs, LoadArgs},
-    clients::{load_orders, run_clients, ClientPlan, LoadSummary},
+    clients::{orders_from, run_clients, ClientPlan, LoadSummary},
     clock::{SimClock, TimeScale},
-    config::effective_load,
+    config::{effective_load, orders_file},
     grpc::Dial,
     metrics::{per_second, Metrics},
     order::Order,
@@ -18,7 +18,7 @@ use crate::{
 };
 
 pub async fn load(args: &CommonArgs, load: &LoadArgs) -> Result<(), AppError> {
-    let csv = load_orders(&args.csv, args.on_bad_row)?;
+    let csv = orders_from(orders_file(args), args.on_bad_row)?;
     let orders: Arc<[Order]> = csv.orders.into();
     let preset = effective_load(args);
     let total = args.orders.unwrap_or(orders.len() as u64);

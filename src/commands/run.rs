@@ -12,9 +12,9 @@ use super::{conclude, finish, progress::Progress, Closing};
 use crate::signals::stop_signals;
 use crate::{
     cli::CommonArgs,
-    clients::{load_orders, run_clients, ClientApi, ClientPlan},
+    clients::{orders_from, run_clients, ClientApi, ClientPlan},
     clock::SimClock,
-    config::{effective_load, pipeline_config},
+    config::{effective_load, orders_file, pipeline_config},
     metrics::Counter,
     pipeline::Pipeline,
     AppError,
@@ -25,7 +25,7 @@ const TICK: Duration = Duration::from_millis(100);
 
 pub async fn run(args: &CommonArgs) -> Result<(), AppError> {
     let signals = stop_signals();
-    let csv = load_orders(&args.csv, args.on_bad_row)?;
+    let csv = orders_from(orders_file(args), args.on_bad_row)?;
     for row in &csv.rejected {
         eprintln!("skipped row {row}");
     }

@@ -5,9 +5,9 @@ use std::sync::Arc;
 
 use crate::{
     cli::CommonArgs,
-    clients::load_orders,
+    clients::orders_from,
     clock::SimClock,
-    config::{broker_target, effective_load, pipeline_config},
+    config::{broker_target, data_dir, effective_load, orders_file, pipeline_config},
     kafka::BrokerTarget,
     order::Order,
     session::{self, SessionSettings},
@@ -19,8 +19,9 @@ use crate::{
 
 pub async fn tui(args: &CommonArgs) -> Result<(), AppError> {
     // Problems with the input are reported before the screen is taken.
-    let csv = load_orders(&args.csv, args.on_bad_row)?;
+    let csv = orders_from(orders_file(args), args.on_bad_row)?;
     let orders: Arc<[Order]> = csv.orders.into();
+    let data_dir = data_dir(args);
     let start = StartInfo {
         broker: match broker_target(args) {
             BrokerTarget::Embedded => "embedded (in-process Kafka mock cluster)".to_owned(),
@@ -29,11 +30,11 @@ pub async fn tui(args: &CommonArgs) -> Result<(), AppError> {
         sink: match &args.es {
             Some(url) => format!(
                 "Elasticsearch {url} (Kafka holds what waits; the spool in {} keeps what a quit cannot send)",
-                args.data_dir.display()
+                data_dir.display()
             ),
             None => format!(
                 "spool in {} (orderdeck export --es URL sends it)",
-                args.data_dir.display()
+                data_dir.display()
             ),
         },
         time_scale: args.time_scale.factor(),

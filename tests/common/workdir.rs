@@ -1,4 +1,5 @@
-//! The real binary in a scratch directory holding the project's orders.csv.
+//! The real binary in a scratch directory holding the project's orders.csv,
+//! which is also its state directory.
 
 use std::{
     path::{Path, PathBuf},
@@ -30,8 +31,16 @@ impl Workdir {
         command
             .args(args)
             .current_dir(self.0.path())
+            .env("XDG_STATE_HOME", self.0.path())
             .stdin(Stdio::null());
         command
+    }
+
+    /// The state directory the binary uses here (`XDG_STATE_HOME` is this
+    /// directory): its spool is under `data`, the control center's log in
+    /// `orderdeck.log`.
+    pub fn state(&self, name: &str) -> PathBuf {
+        self.0.path().join("orderdeck").join(name)
     }
 
     pub fn run(&self, args: &[&str]) -> Output {
