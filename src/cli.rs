@@ -34,7 +34,7 @@ pub enum Command {
     Tui,
     /// Headless: the full pipeline with simulated clients; exits when every
     /// acknowledged order has finished.
-    Run,
+    Run(RunArgs),
     /// The gRPC server and consumers, no simulated clients.
     Serve,
     /// Consumers only, joining the group on --brokers to scale out.
@@ -51,6 +51,23 @@ pub enum Command {
     /// Simulated clients only, against a running server (load from a
     /// process of its own): prints throughput and client-side latency.
     Load(LoadArgs),
+    /// Print a shell completion script: orderdeck completions bash >
+    /// ~/.local/share/bash-completion/completions/orderdeck
+    Completions(CompletionsArgs),
+}
+
+#[derive(Debug, Args, Clone)]
+pub struct CompletionsArgs {
+    /// The shell to complete for.
+    #[arg(value_enum)]
+    pub shell: clap_complete::Shell,
+}
+
+#[derive(Debug, Args, Clone, Default)]
+pub struct RunArgs {
+    /// Print the report as JSON on stdout instead of the summary.
+    #[arg(long)]
+    pub json: bool,
 }
 
 #[derive(Debug, Args, Clone)]
@@ -79,13 +96,13 @@ pub struct BenchArgs {
     /// The throughput phase stops after this many orders...
     #[arg(long, default_value_t = 20_000, value_parser = clap::value_parser!(u64).range(1..=1_000_000_000))]
     pub max_orders: u64,
-    /// ...or after this many seconds.
+    /// ...or after this long (e.g. 10s, 2m).
     #[arg(long, default_value = "10", value_parser = seconds_in(0.001, 86_400.0))]
     pub max_seconds: Seconds,
     /// Orders per second in the latency phase.
     #[arg(long, default_value_t = 1000.0, value_parser = number_in(0.001, 1_000_000.0))]
     pub fixed_rate: f64,
-    /// Length of the latency phase, in seconds.
+    /// Length of the latency phase (e.g. 10s).
     #[arg(long, default_value = "10", value_parser = seconds_in(0.001, 86_400.0))]
     pub fixed_seconds: Seconds,
     /// Also run this many orders end to end (sink on) and watch memory.
@@ -129,6 +146,40 @@ impl std::str::FromStr for KafkaSetting {
     }
 }
 
+/// The settings of a `-F` file.
+#[derive(Clone, Debug, PartialEq)]
+pub struct KafkaProperties(pub Vec<KafkaSetting>);
+
+fn read_kafka_properties(path: &str) -> Result<KafkaProperties, String> {
+    let text = std::fs::read_to_string(path).map_err(|e| format!("cannot read {path}: {e}"))?;
+    let mut settings = Vec::new();
+    for (number, line) in text.lines().enumerate() {
+        let line = line.trim();
+        if line.is_empty() || line.starts_with('#') {
+            continue;
+        }
+        let setting = line
+            .parse::<KafkaSetting>()
+            .map_err(|e| format!("{path}:{}: {e}", number + 1))?;
+        settings.push(KafkaSetting {
+            value: setting.value.trim().to_owned(),
+            ..setting
+        });
+    }
+    Ok(KafkaProperties(settings))
+}
+
+impl CommonArgs {
+    /// Every librdkafka setting given: the `-F` file's, then `-X` (later wins).
+    pub fn kafka_settings(&self) -> Vec<(String, String)> {
+        let from_file = self.kafka_config.iter().flat_map(|file| file.0.iter());
+        from_file
+            .chain(&self.kafka_settings)
+            .map(|s| (s.key.clone(), s.value.clone()))
+            .collect()
+    }
+}
+
 #[derive(Debug, Args, Clone)]
 pub struct CommonArgs {
     /// Load level: low, medium or high (baja, media, alta). Default medium;
@@ -150,8 +201,12 @@ pub struct CommonArgs {
     pub time_scale: TimeScale,
 
     /// Kafka bootstrap servers (host:port,...). Without it, an embedded broker runs in-process.
-    #[arg(long, global = true, env = "ORDERDECK_BROKERS")]
+    #[arg(short = 'b', long, global = true, env = "ORDERDECK_BROKERS")]
     pub brokers: Option<String>,
+    /// A librdkafka properties file (key=value lines, # comments), as kcat's
+    /// -F; -X settings win over it.
+    #[arg(short = 'F', long = "kafka-config", global = true, value_name = "FILE", value_parser = read_kafka_properties)]
+    pub kafka_config: Option<KafkaProperties>,
     /// Extra librdkafka setting, repeatable (as kcat): -X security.protocol=SASL_SSL
     #[arg(short = 'X', global = true, value_name = "KEY=VALUE")]
     pub kafka_settings: Vec<KafkaSetting>,
@@ -176,9 +231,9 @@ pub struct CommonArgs {
     /// Orders one consumer task runs at once before it stops fetching.
     #[arg(long, global = true, default_value_t = 10_000, value_parser = whole_in(1, 1_000_000))]
     pub max_in_flight_per_consumer: usize,
-    /// Seconds the producer keeps trying to deliver an order before the
-    /// server answers UNAVAILABLE.
-    #[arg(long, global = true, default_value = "10", value_parser = seconds_in(0.001, 3_600.0))]
+    /// How long the producer keeps trying to deliver an order before the
+    /// server answers UNAVAILABLE (e.g. 10s).
+    #[arg(long, global = true, default_value = "10s", value_parser = seconds_in(0.001, 3_600.0))]
     pub delivery_timeout: Seconds,
 
     /// Orders file (the original's CSV format); default: the original
@@ -272,12 +327,12 @@ pub struct CommonArgs {
     /// Write the JSON report here when the run ends.
     #[arg(long, global = true)]
     pub report: Option<PathBuf>,
-    /// Give up after this many seconds (exit code 3) instead of waiting for every order.
+    /// Give up after this long (e.g. 90s, 5m; exit code 3) instead of waiting for every order.
     #[arg(long, global = true, value_parser = seconds_in(0.001, 30.0 * 86_400.0))]
     pub timeout: Option<Seconds>,
     /// On the embedded broker, how long a stop waits for the acknowledged
     /// orders it holds to finish; past it they are abandoned (and lost).
-    #[arg(long, global = true, default_value = "120", value_parser = seconds_in(0.0, 86_400.0))]
+    #[arg(long, global = true, default_value = "2m", value_parser = seconds_in(0.0, 86_400.0))]
     pub drain_timeout: Seconds,
     /// Log to this file. Default: headless commands log warnings to stderr;
     /// the control center (which owns the screen) logs to `orderdeck.log` in
@@ -325,7 +380,7 @@ impl std::str::FromStr for Bytes {
     }
 }
 
-/// A span of seconds from the command line.
+/// A duration from the command line.
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub struct Seconds(pub Duration);
 
@@ -335,10 +390,32 @@ impl std::fmt::Display for Seconds {
     }
 }
 
-/// A parser for a number of seconds within `min..=max`.
+/// A parser for a duration within `min..=max` seconds: `30s`, `2m`, `1h`,
+/// `250ms`, or a bare number of seconds.
 fn seconds_in(min: f64, max: f64) -> impl Fn(&str) -> Result<Seconds, String> + Clone {
     move |text| {
-        let seconds = number_in(min, max)(text)?;
+        let explain = || {
+            format!(
+                "expected a duration from {min}s to {max}s (e.g. 30s, 2m, 250ms; \
+                 a bare number is seconds), got {text:?}"
+            )
+        };
+        let trimmed = text.trim();
+        let split = trimmed
+            .find(|c: char| c.is_ascii_alphabetic())
+            .unwrap_or(trimmed.len());
+        let (number, unit) = trimmed.split_at(split);
+        let scale = match unit {
+            "" | "s" => 1.0,
+            "ms" => 1e-3,
+            "m" => 60.0,
+            "h" => 3_600.0,
+            _ => return Err(explain()),
+        };
+        let seconds = number.trim().parse::<f64>().map_err(|_| explain())? * scale;
+        if !(min..=max).contains(&seconds) {
+            return Err(explain());
+        }
         Ok(Seconds(Duration::from_secs_f64(seconds)))
     }
 }
@@ -382,11 +459,43 @@ mod tests {
             "linger.ms=1",
         ])
         .unwrap();
-        assert!(matches!(cli.command, Some(Command::Run)));
+        assert!(matches!(cli.command, Some(Command::Run(_))));
         assert_eq!(cli.common.load, Some(LoadLevel::High));
         assert_eq!(cli.common.orders, Some(7));
         assert_eq!(cli.common.time_scale.factor(), 0.0);
         assert_eq!(cli.common.kafka_settings[0].key, "linger.ms");
+    }
+
+    #[test]
+    fn a_properties_file_is_read_and_x_wins_over_it() {
+        let mut file = tempfile::NamedTempFile::new().unwrap();
+        std::io::Write::write_all(
+            &mut file,
+            b"# cluster\nsecurity.protocol=SASL_SSL\n\nlinger.ms = 5\n",
+        )
+        .unwrap();
+        let path = file.path().to_str().unwrap().to_owned();
+        let path = path.as_str();
+        let cli = Cli::try_parse_from([
+            "orderdeck",
+            "run",
+            "-b",
+            "k1:9092",
+            "-F",
+            path,
+            "-X",
+            "linger.ms=1",
+        ])
+        .unwrap();
+        assert_eq!(cli.common.brokers.as_deref(), Some("k1:9092"));
+        let settings = cli.common.kafka_settings();
+        assert_eq!(settings[0], ("security.protocol".into(), "SASL_SSL".into()));
+        assert_eq!(settings[1], ("linger.ms".into(), "5".into()));
+        assert_eq!(settings.last().unwrap(), &("linger.ms".into(), "1".into()));
+
+        std::io::Write::write_all(&mut file, b"no equals sign\n").unwrap();
+        let err = Cli::try_parse_from(["orderdeck", "run", "-F", path]).unwrap_err();
+        assert!(err.to_string().contains(&format!("{path}:5:")), "{err}");
     }
 
     #[test]
@@ -404,17 +513,18 @@ mod tests {
     #[test]
     fn numbers_out_of_range_are_usage_errors_naming_the_range() {
         for (flag, value, range) in [
-            ("--delivery-timeout", "-1", "from 0.001 to 3600"),
-            ("--delivery-timeout", "NaN", "from 0.001 to 3600"),
-            ("--delivery-timeout", "0", "from 0.001 to 3600"),
-            ("--timeout", "-1", "from 0.001 to"),
+            ("--delivery-timeout", "-1", "from 0.001s to 3600s"),
+            ("--delivery-timeout", "NaN", "from 0.001s to 3600s"),
+            ("--delivery-timeout", "0", "from 0.001s to 3600s"),
+            ("--delivery-timeout", "2d", "from 0.001s to 3600s"),
+            ("--timeout", "-1", "from 0.001s to"),
             ("--notify-rate", "inf", "from 0.01 to 10000"),
             ("--time-scale", "1e19", "from 0 to 1000"),
             ("--clients", "0", "from 1 to 10000"),
             ("--rate", "-5", "from 0 to 1000000"),
             ("--partitions", "0", "1..=10000"),
             ("--max-in-flight", "0", "from 1 to 1000000"),
-            ("--drain-timeout", "-3", "from 0 to 86400"),
+            ("--drain-timeout", "-3", "from 0s to 86400s"),
         ] {
             let given = format!("{flag}={value}");
             let err = Cli::try_parse_from(["orderdeck", "run", &given]).unwrap_err();
@@ -426,7 +536,15 @@ mod tests {
             assert_eq!(err.exit_code(), 2, "{flag}");
             assert!(err.to_string().contains(range), "{flag}: {err}");
         }
-        let ok = Cli::try_parse_from(["orderdeck", "run", "--delivery-timeout", "2.5"]).unwrap();
-        assert_eq!(ok.common.delivery_timeout.0, Duration::from_millis(2500));
+        for (given, meant) in [
+            ("2.5", Duration::from_millis(2500)),
+            ("30s", Duration::from_secs(30)),
+            ("2m", Duration::from_secs(120)),
+            ("250ms", Duration::from_millis(250)),
+        ] {
+            let ok =
+                Cli::try_parse_from(["orderdeck", "run", "--delivery-timeout", given]).unwrap();
+            assert_eq!(ok.common.delivery_timeout.0, meant, "{given}");
+        }
     }
 }

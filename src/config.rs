@@ -79,11 +79,7 @@ pub fn pipeline_config(args: &CommonArgs, listen: Option<SocketAddr>) -> Pipelin
     kafka.partitions = args.partitions;
     kafka.replication = args.replication;
     kafka.group = args.group.clone();
-    kafka.extra = args
-        .kafka_settings
-        .iter()
-        .map(|s| (s.key.clone(), s.value.clone()))
-        .collect();
+    kafka.extra = args.kafka_settings();
     kafka.delivery_timeout = args.delivery_timeout.0;
     PipelineConfig {
         listen,

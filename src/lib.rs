@@ -139,12 +139,16 @@ pub fn raise_open_file_limit() -> Option<u64> {
 pub async fn run(cli: Cli) -> Result<(), AppError> {
     match cli.command.unwrap_or(Command::Tui) {
         Command::Tui => commands::tui::tui(&cli.common).await,
-        Command::Run => commands::run::run(&cli.common).await,
+        Command::Run(run) => commands::run::run(&cli.common, &run).await,
         Command::Serve => commands::serve::serve(&cli.common).await,
         Command::Worker => commands::serve::worker(&cli.common).await,
         Command::Broker => commands::serve::broker(&cli.common).await,
         Command::Export(export) => commands::export::export(&cli.common, &export).await,
         Command::Bench(bench) => commands::bench::bench(&cli.common, &bench).await,
         Command::Load(load) => commands::load::load(&cli.common, &load).await,
+        Command::Completions(shell) => {
+            commands::completions::completions(&shell);
+            Ok(())
+        }
     }
 }

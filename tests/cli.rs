@@ -129,6 +129,40 @@ fn run_works_from_any_directory_and_writes_only_to_its_state_directory() {
 }
 
 #[test]
+fn run_json_prints_the_report_and_completions_cover_every_command() {
+    let dir = Workdir::new();
+    let output = dir.run(&[
+        "run",
+        "--json",
+        "--orders",
+        "30",
+        "--load",
+        "high",
+        "--time-scale",
+        "0",
+    ]);
+    assert_exit(&output, 0);
+    let report: serde_json::Value = serde_json::from_str(&text(&output.stdout)).unwrap();
+    assert_eq!(report["orders"]["finished"], 30, "{report}");
+
+    for shell in ["bash", "zsh", "fish"] {
+        let output = dir.run(&["completions", shell]);
+        assert_exit(&output, 0);
+        let script = text(&output.stdout);
+        for word in [
+            "serve",
+            "worker",
+            "bench",
+            "load",
+            "kafka-config",
+            "drain-timeout",
+        ] {
+            assert!(script.contains(word), "{shell} completes {word}");
+        }
+    }
+}
+
+#[test]
 fn run_with_brokers_uses_a_cluster_it_did_not_start() {
     let cluster = cluster_with_topics(PARTITIONS);
     let bootstrap = cluster.bootstrap_servers();

@@ -23,11 +23,7 @@ pub async fn bench(args: &CommonArgs, bench_args: &BenchArgs) -> Result<(), AppE
         rate_time: bench_args.fixed_seconds.0,
         soak: bench_args.soak,
         es: args.es.clone(),
-        kafka_settings: args
-            .kafka_settings
-            .iter()
-            .map(|s| (s.key.clone(), s.value.clone()))
-            .collect(),
+        kafka_settings: args.kafka_settings(),
         orders: csv.orders.into(),
         csv: orders_file(args)
             .map(|csv| {

@@ -1,6 +1,7 @@
 //! One file per subcommand, plus what they share: progress and the report.
 
 pub mod bench;
+pub mod completions;
 pub mod export;
 pub mod load;
 pub mod progress;
@@ -109,7 +110,6 @@ pub async fn finish(
     if let Some(path) = &args.report {
         write_report(path, &report.to_json())?;
     }
-    println!("{}", report.summary());
     for problem in &report.problems {
         eprintln!("problem: {problem}");
     }

@@ -11,7 +11,7 @@ use tokio_util::sync::CancellationToken;
 use super::{conclude, finish, progress::Progress, Closing};
 use crate::signals::stop_signals;
 use crate::{
-    cli::CommonArgs,
+    cli::{CommonArgs, RunArgs},
     clients::{orders_from, run_clients, ClientApi, ClientPlan},
     clock::SimClock,
     config::{effective_load, orders_file, pipeline_config},
@@ -23,7 +23,7 @@ use crate::{
 const GROUP_JOIN_TIMEOUT: Duration = Duration::from_secs(30);
 const TICK: Duration = Duration::from_millis(100);
 
-pub async fn run(args: &CommonArgs) -> Result<(), AppError> {
+pub async fn run(args: &CommonArgs, run: &RunArgs) -> Result<(), AppError> {
     let signals = stop_signals();
     let csv = orders_from(orders_file(args), args.on_bad_row)?;
     for row in &csv.rejected {
@@ -114,5 +114,10 @@ pub async fn run(args: &CommonArgs) -> Result<(), AppError> {
         left_in_kafka_is_a_problem: true,
     };
     let report = finish(pipeline, args, &signals, closing).await?;
+    if run.json {
+        println!("{}", report.to_json());
+    } else {
+        println!("{}", report.summary());
+    }
     conclude(&report, args)
 }

@@ -111,5 +111,6 @@ async fn keep_running(
         left_in_kafka_is_a_problem: false,
     };
     let report = finish(pipeline, args, &signals, closing).await?;
+    println!("{}", report.summary());
     conclude(&report, args)
 }
