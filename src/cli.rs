@@ -1,4 +1,5 @@
-//! The command line (clap derive). Every subcommand shares the same flags.
+//! The command line (clap derive): each subcommand takes the groups of
+//! flags it uses, under their own headings in its help.
 
 use std::{net::SocketAddr, path::PathBuf, time::Duration};
 
@@ -21,27 +22,41 @@ use crate::{
                   consumer group driving each order through Processing -> Preparing -> Shipped -> \
                   Delivered -> Finished. With no --brokers it runs on an embedded Kafka broker."
 )]
+#[command(args_conflicts_with_subcommands = true)]
 pub struct Cli {
     #[command(subcommand)]
     pub command: Option<Command>,
+    /// The control center's flags, for `orderdeck` with no command.
     #[command(flatten)]
-    pub common: CommonArgs,
+    pub tui: PipelineArgs,
+    /// Log to this file. Default: headless commands log warnings to stderr;
+    /// the control center (which owns the screen) logs to `orderdeck.log` in
+    /// the state directory.
+    #[arg(long, global = true, help_heading = "Logging")]
+    pub log_file: Option<PathBuf>,
+}
+
+impl Cli {
+    /// The command to run: the control center when none is named.
+    pub fn into_command(self) -> Command {
+        self.command.unwrap_or(Command::Tui(self.tui))
+    }
 }
 
 #[derive(Debug, Subcommand)]
 pub enum Command {
     /// The terminal control center (the default when no command is given).
-    Tui,
+    Tui(PipelineArgs),
     /// Headless: the full pipeline with simulated clients; exits when every
     /// acknowledged order has finished.
     Run(RunArgs),
     /// The gRPC server and consumers, no simulated clients.
-    Serve,
+    Serve(ServeArgs),
     /// Consumers only, joining the group on --brokers to scale out.
-    Worker,
+    Worker(WorkerArgs),
     /// The embedded Kafka broker on its own, for serve and worker processes
     /// to share: prints its bootstrap list, runs until Ctrl-C.
-    Broker,
+    Broker(BrokerArgs),
     /// Replay the spool into Elasticsearch (--es) and/or import the Kibana
     /// dashboard (--kibana).
     Export(ExportArgs),
@@ -56,6 +71,160 @@ pub enum Command {
     Completions(CompletionsArgs),
 }
 
+/// Every setting a command may take, by group. Each command's flags fill
+/// the groups it takes; the others keep their defaults, unused by it.
+#[derive(Debug, Clone)]
+pub struct CommonArgs {
+    pub sending: SendingOpts,
+    pub orders_file: OrdersFileOpts,
+    pub run: RunOpts,
+    pub report: ReportOpts,
+    pub kafka: KafkaOpts,
+    pub consuming: ConsumingOpts,
+    pub server: ServerOpts,
+    pub mirror: MirrorOpts,
+    pub notify: NotifyOpts,
+}
+
+/// A group's defaults, as its flags declare them (environment included).
+fn defaults<T: Args + clap::FromArgMatches>() -> T {
+    let command = T::augment_args(clap::Command::new("defaults"));
+    T::from_arg_matches(&command.get_matches_from(["defaults"]))
+        .expect("every flag of a group has a default or is optional")
+}
+
+impl Default for CommonArgs {
+    fn default() -> Self {
+        Self {
+            sending: defaults(),
+            orders_file: defaults(),
+            run: defaults(),
+            report: defaults(),
+            kafka: defaults(),
+            consuming: defaults(),
+            server: defaults(),
+            mirror: defaults(),
+            notify: defaults(),
+        }
+    }
+}
+
+/// The whole pipeline: the control center and `run`.
+#[derive(Debug, Args, Clone)]
+pub struct PipelineArgs {
+    #[command(flatten)]
+    pub sending: SendingOpts,
+    #[command(flatten)]
+    pub orders_file: OrdersFileOpts,
+    #[command(flatten)]
+    pub run: RunOpts,
+    #[command(flatten)]
+    pub report: ReportOpts,
+    #[command(flatten)]
+    pub kafka: KafkaOpts,
+    #[command(flatten)]
+    pub consuming: ConsumingOpts,
+    #[command(flatten)]
+    pub server: ServerOpts,
+    #[command(flatten)]
+    pub mirror: MirrorOpts,
+    #[command(flatten)]
+    pub notify: NotifyOpts,
+}
+
+impl PipelineArgs {
+    pub fn common(&self) -> CommonArgs {
+        CommonArgs {
+            sending: self.sending.clone(),
+            orders_file: self.orders_file.clone(),
+            run: self.run.clone(),
+            report: self.report.clone(),
+            kafka: self.kafka.clone(),
+            consuming: self.consuming.clone(),
+            server: self.server.clone(),
+            mirror: self.mirror.clone(),
+            notify: self.notify.clone(),
+        }
+    }
+}
+
+#[derive(Debug, Args, Clone)]
+pub struct ServeArgs {
+    #[command(flatten)]
+    pub run: RunOpts,
+    #[command(flatten)]
+    pub report: ReportOpts,
+    #[command(flatten)]
+    pub kafka: KafkaOpts,
+    #[command(flatten)]
+    pub consuming: ConsumingOpts,
+    #[command(flatten)]
+    pub server: ServerOpts,
+    #[command(flatten)]
+    pub mirror: MirrorOpts,
+    #[command(flatten)]
+    pub notify: NotifyOpts,
+}
+
+impl ServeArgs {
+    pub fn common(&self) -> CommonArgs {
+        CommonArgs {
+            run: self.run.clone(),
+            report: self.report.clone(),
+            kafka: self.kafka.clone(),
+            consuming: self.consuming.clone(),
+            server: self.server.clone(),
+            mirror: self.mirror.clone(),
+            notify: self.notify.clone(),
+            ..CommonArgs::default()
+        }
+    }
+}
+
+#[derive(Debug, Args, Clone)]
+pub struct WorkerArgs {
+    #[command(flatten)]
+    pub run: RunOpts,
+    #[command(flatten)]
+    pub report: ReportOpts,
+    #[command(flatten)]
+    pub kafka: KafkaOpts,
+    #[command(flatten)]
+    pub consuming: ConsumingOpts,
+    #[command(flatten)]
+    pub mirror: MirrorOpts,
+    #[command(flatten)]
+    pub notify: NotifyOpts,
+}
+
+impl WorkerArgs {
+    pub fn common(&self) -> CommonArgs {
+        CommonArgs {
+            run: self.run.clone(),
+            report: self.report.clone(),
+            kafka: self.kafka.clone(),
+            consuming: self.consuming.clone(),
+            mirror: self.mirror.clone(),
+            notify: self.notify.clone(),
+            ..CommonArgs::default()
+        }
+    }
+}
+
+#[derive(Debug, Args, Clone)]
+pub struct BrokerArgs {
+    #[command(flatten)]
+    pub topics: TopicOpts,
+}
+
+impl BrokerArgs {
+    pub fn common(&self) -> CommonArgs {
+        let mut common = CommonArgs::default();
+        common.kafka.topics = self.topics.clone();
+        common
+    }
+}
+
 #[derive(Debug, Args, Clone)]
 pub struct CompletionsArgs {
     /// The shell to complete for.
@@ -63,8 +232,10 @@ pub struct CompletionsArgs {
     pub shell: clap_complete::Shell,
 }
 
-#[derive(Debug, Args, Clone, Default)]
+#[derive(Debug, Args, Clone)]
 pub struct RunArgs {
+    #[command(flatten)]
+    pub pipeline: PipelineArgs,
     /// Print the report as JSON on stdout instead of the summary.
     #[arg(long)]
     pub json: bool,
@@ -80,9 +251,28 @@ pub struct LoadArgs {
     /// system speaks).
     #[arg(long, value_enum, default_value_t = ClientApi::Typed)]
     pub api: ClientApi,
+    /// Orders to send (default: one pass over the orders).
+    #[arg(long, value_parser = clap::value_parser!(u64).range(1..=1_000_000_000))]
+    pub orders: Option<u64>,
     /// Print the summary as JSON on stdout.
     #[arg(long)]
     pub json: bool,
+    #[command(flatten)]
+    pub sending: SendingOpts,
+    #[command(flatten)]
+    pub orders_file: OrdersFileOpts,
+}
+
+impl LoadArgs {
+    pub fn common(&self) -> CommonArgs {
+        let mut common = CommonArgs {
+            sending: self.sending.clone(),
+            orders_file: self.orders_file.clone(),
+            ..CommonArgs::default()
+        };
+        common.run.orders = self.orders;
+        common
+    }
 }
 
 #[derive(Debug, Args, Clone)]
@@ -114,6 +304,16 @@ pub struct BenchArgs {
     /// Print Markdown (for docs/benchmarks.md) instead of the table.
     #[arg(long)]
     pub markdown: bool,
+    /// A real Elasticsearch for the sink scenario (default: a loopback
+    /// stand-in speaking its protocol).
+    #[arg(long, env = "ORDERDECK_ES")]
+    pub es: Option<String>,
+    #[command(flatten)]
+    pub orders_file: OrdersFileOpts,
+    #[command(flatten)]
+    pub report: ReportOpts,
+    #[command(flatten)]
+    pub kafka_settings: KafkaSettingsOpts,
 }
 
 #[derive(Debug, Args, Clone)]
@@ -121,6 +321,26 @@ pub struct ExportArgs {
     /// Replay the whole spool, not only what earlier exports did not send.
     #[arg(long)]
     pub restart: bool,
+    /// With --brokers: how long to read the mirror's Kafka topics before
+    /// spooling what is left (e.g. 2m).
+    #[arg(long, default_value = "2m", value_parser = seconds_in(0.0, 86_400.0))]
+    pub drain_timeout: Seconds,
+    #[command(flatten)]
+    pub kafka: KafkaOpts,
+    #[command(flatten)]
+    pub mirror: MirrorOpts,
+}
+
+impl ExportArgs {
+    pub fn common(&self) -> CommonArgs {
+        let mut common = CommonArgs {
+            kafka: self.kafka.clone(),
+            mirror: self.mirror.clone(),
+            ..CommonArgs::default()
+        };
+        common.run.drain_timeout = self.drain_timeout;
+        common
+    }
 }
 
 /// One `-X key=value` librdkafka setting.
@@ -169,9 +389,9 @@ fn read_kafka_properties(path: &str) -> Result<KafkaProperties, String> {
     Ok(KafkaProperties(settings))
 }
 
-impl CommonArgs {
+impl KafkaSettingsOpts {
     /// Every librdkafka setting given: the `-F` file's, then `-X` (later wins).
-    pub fn kafka_settings(&self) -> Vec<(String, String)> {
+    pub fn all(&self) -> Vec<(String, String)> {
         let from_file = self.kafka_config.iter().flat_map(|file| file.0.iter());
         from_file
             .chain(&self.kafka_settings)
@@ -181,164 +401,200 @@ impl CommonArgs {
 }
 
 #[derive(Debug, Args, Clone)]
-pub struct CommonArgs {
+#[command(next_help_heading = "Simulated clients")]
+pub struct SendingOpts {
     /// Load level: low, medium or high (baja, media, alta). Default medium;
     /// in the TUI, given means the start screen is skipped.
-    #[arg(long, global = true, value_enum)]
+    #[arg(long, value_enum)]
     pub load: Option<LoadLevel>,
     /// Simulated clients (overrides the load level's).
-    #[arg(long, global = true, value_parser = whole_in(1, 10_000))]
+    #[arg(long, value_parser = whole_in(1, 10_000))]
     pub clients: Option<usize>,
     /// Target orders per second over all clients, 0 = unlimited (overrides the load level's).
-    #[arg(long, global = true, value_parser = number_in(0.0, 1_000_000.0))]
+    #[arg(long, value_parser = number_in(0.0, 1_000_000.0))]
     pub rate: Option<f64>,
+}
+
+#[derive(Debug, Args, Clone)]
+#[command(next_help_heading = "Running")]
+pub struct RunOpts {
     /// Orders to send (run) or to finish before stopping (serve, worker).
     /// Default for run: one pass over the CSV.
-    #[arg(long, global = true, value_parser = clap::value_parser!(u64).range(1..=1_000_000_000))]
+    #[arg(long, value_parser = clap::value_parser!(u64).range(1..=1_000_000_000))]
     pub orders: Option<u64>,
     /// Multiplies every simulated delay: 1 = the original's timings, 0 = none.
-    #[arg(long, global = true, default_value = "1")]
+    #[arg(long, default_value = "1")]
     pub time_scale: TimeScale,
+    /// Give up after this long (e.g. 90s, 5m; exit code 3) instead of waiting for every order.
+    #[arg(long, value_parser = seconds_in(0.001, 30.0 * 86_400.0))]
+    pub timeout: Option<Seconds>,
+    /// On the embedded broker, how long a stop waits for the acknowledged
+    /// orders it holds to finish; past it they are abandoned (and lost).
+    #[arg(long, default_value = "2m", value_parser = seconds_in(0.0, 86_400.0))]
+    pub drain_timeout: Seconds,
+}
 
-    /// Kafka bootstrap servers (host:port,...). Without it, an embedded broker runs in-process.
-    #[arg(short = 'b', long, global = true, env = "ORDERDECK_BROKERS")]
-    pub brokers: Option<String>,
-    /// A librdkafka properties file (key=value lines, # comments), as kcat's
-    /// -F; -X settings win over it.
-    #[arg(short = 'F', long = "kafka-config", global = true, value_name = "FILE", value_parser = read_kafka_properties)]
-    pub kafka_config: Option<KafkaProperties>,
-    /// Extra librdkafka setting, repeatable (as kcat): -X security.protocol=SASL_SSL
-    #[arg(short = 'X', global = true, value_name = "KEY=VALUE")]
-    pub kafka_settings: Vec<KafkaSetting>,
-    /// Topic the orders go to.
-    #[arg(long, global = true, default_value = "orders")]
-    pub topic: String,
-    /// Topic the state transitions go to (default: <topic>.events).
-    #[arg(long, global = true)]
-    pub events_topic: Option<String>,
-    /// Partitions for topics orderdeck creates.
-    #[arg(long, global = true, default_value_t = 6, value_parser = clap::value_parser!(i32).range(1..=10_000))]
-    pub partitions: i32,
-    /// Replication factor for topics orderdeck creates.
-    #[arg(long, global = true, default_value_t = 1, value_parser = clap::value_parser!(i32).range(1..=32))]
-    pub replication: i32,
-    /// Consumer group id.
-    #[arg(long, global = true, default_value = "orderdeck")]
-    pub group: String,
-    /// Consumer tasks in the group (in this process).
-    #[arg(long, global = true, default_value_t = 3, value_parser = whole_in(0, 256))]
-    pub consumers: usize,
-    /// Orders one consumer task runs at once before it stops fetching.
-    #[arg(long, global = true, default_value_t = 10_000, value_parser = whole_in(1, 1_000_000))]
-    pub max_in_flight_per_consumer: usize,
-    /// How long the producer keeps trying to deliver an order before the
-    /// server answers UNAVAILABLE (e.g. 10s).
-    #[arg(long, global = true, default_value = "10s", value_parser = seconds_in(0.001, 3_600.0))]
-    pub delivery_timeout: Seconds,
-
+#[derive(Debug, Args, Clone)]
+#[command(next_help_heading = "Orders")]
+pub struct OrdersFileOpts {
     /// Orders file (the original's CSV format); default: the original
     /// system's 500 orders, built in.
-    #[arg(long, global = true)]
+    #[arg(long)]
     pub csv: Option<PathBuf>,
     /// What to do with a malformed CSV row.
-    #[arg(long, global = true, value_enum, default_value_t = BadRowPolicy::Skip)]
+    #[arg(long, value_enum, default_value_t = BadRowPolicy::Skip)]
     pub on_bad_row: BadRowPolicy,
+}
 
+#[derive(Debug, Args, Clone)]
+#[command(next_help_heading = "Report")]
+pub struct ReportOpts {
+    /// Write the JSON report here when the run ends.
+    #[arg(long)]
+    pub report: Option<PathBuf>,
+}
+
+/// librdkafka settings for every Kafka client orderdeck creates.
+#[derive(Debug, Args, Clone)]
+#[command(next_help_heading = "Kafka")]
+pub struct KafkaSettingsOpts {
+    /// A librdkafka properties file (key=value lines, # comments), as kcat's
+    /// -F; -X settings win over it.
+    #[arg(short = 'F', long = "kafka-config", value_name = "FILE", value_parser = read_kafka_properties)]
+    pub kafka_config: Option<KafkaProperties>,
+    /// Extra librdkafka setting, repeatable (as kcat): -X security.protocol=SASL_SSL
+    #[arg(short = 'X', value_name = "KEY=VALUE")]
+    pub kafka_settings: Vec<KafkaSetting>,
+}
+
+/// The topics: what the broker creates and every process uses.
+#[derive(Debug, Args, Clone)]
+#[command(next_help_heading = "Topics")]
+pub struct TopicOpts {
+    /// Topic the orders go to.
+    #[arg(long, default_value = "orders")]
+    pub topic: String,
+    /// Topic the state transitions go to (default: <topic>.events).
+    #[arg(long)]
+    pub events_topic: Option<String>,
+    /// Partitions for topics orderdeck creates.
+    #[arg(long, default_value_t = 6, value_parser = clap::value_parser!(i32).range(1..=10_000))]
+    pub partitions: i32,
+}
+
+#[derive(Debug, Args, Clone)]
+#[command(next_help_heading = "Kafka")]
+pub struct KafkaOpts {
+    #[command(flatten)]
+    pub settings: KafkaSettingsOpts,
+    /// Kafka bootstrap servers (host:port,...). Without it, an embedded broker runs in-process.
+    #[arg(short = 'b', long, env = "ORDERDECK_BROKERS")]
+    pub brokers: Option<String>,
+    #[command(flatten)]
+    pub topics: TopicOpts,
+    /// Replication factor for topics orderdeck creates.
+    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(i32).range(1..=32))]
+    pub replication: i32,
+    /// Consumer group id.
+    #[arg(long, default_value = "orderdeck")]
+    pub group: String,
+    /// How long the producer keeps trying to deliver an order before the
+    /// server answers UNAVAILABLE (e.g. 10s).
+    #[arg(long, default_value = "10s", value_parser = seconds_in(0.001, 3_600.0))]
+    pub delivery_timeout: Seconds,
+}
+
+#[derive(Debug, Args, Clone)]
+#[command(next_help_heading = "Consumers")]
+pub struct ConsumingOpts {
+    /// Consumer tasks in the group (in this process).
+    #[arg(long, default_value_t = 3, value_parser = whole_in(0, 256))]
+    pub consumers: usize,
+    /// Orders one consumer task runs at once before it stops fetching.
+    #[arg(long, default_value_t = 10_000, value_parser = whole_in(1, 1_000_000))]
+    pub max_in_flight_per_consumer: usize,
+}
+
+#[derive(Debug, Args, Clone)]
+#[command(next_help_heading = "gRPC server")]
+pub struct ServerOpts {
     /// gRPC listen address (run: an ephemeral loopback port; serve: 127.0.0.1:50051).
-    #[arg(long, global = true)]
+    #[arg(long)]
     pub listen: Option<SocketAddr>,
     /// Orders the server hands to Kafka at once before answering RESOURCE_EXHAUSTED.
-    #[arg(long, global = true, default_value_t = 10_000, value_parser = whole_in(1, 1_000_000))]
+    #[arg(long, default_value_t = 10_000, value_parser = whole_in(1, 1_000_000))]
     pub max_in_flight: usize,
     /// Largest order JSON accepted, in bytes.
-    #[arg(long, global = true, default_value_t = 16 * 1024, value_parser = whole_in(64, 64 << 20))]
+    #[arg(long, default_value_t = 16 * 1024, value_parser = whole_in(64, 64 << 20))]
     pub max_message_bytes: usize,
-
     /// Transitions buffered for each live watcher (the screen, WatchTransitions);
     /// one that falls further behind skips ahead (and is told so).
-    #[arg(long, global = true, default_value_t = 4096, value_parser = whole_in(16, 1 << 20))]
+    #[arg(long, default_value_t = 4096, value_parser = whole_in(16, 1 << 20))]
     pub event_buffer: usize,
-
     /// Serve gRPC over TLS with this certificate (PEM; with --tls-key).
-    #[arg(long, global = true, requires = "tls_key")]
+    #[arg(long, requires = "tls_key")]
     pub tls_cert: Option<PathBuf>,
     /// The private key of --tls-cert (PEM).
-    #[arg(long, global = true, requires = "tls_cert")]
+    #[arg(long, requires = "tls_cert")]
     pub tls_key: Option<PathBuf>,
     /// The CA that issued --tls-cert, for the simulated clients to trust
     /// (default: the certificate itself, for a self-signed one).
-    #[arg(long, global = true)]
+    #[arg(long)]
     pub tls_ca: Option<PathBuf>,
     /// The name the simulated clients expect in the certificate.
-    #[arg(long, global = true, default_value = "localhost")]
+    #[arg(long, default_value = "localhost")]
     pub tls_domain: String,
+}
 
+#[derive(Debug, Args, Clone)]
+#[command(next_help_heading = "Elasticsearch and the spool")]
+pub struct MirrorOpts {
     /// Elasticsearch URL to mirror orders and metrics to (credentials from
     /// ORDERDECK_ES_USER/ORDERDECK_ES_PASSWORD or ORDERDECK_ES_API_KEY).
     /// Without it, everything goes to the spool in --data-dir.
-    #[arg(long, global = true, env = "ORDERDECK_ES")]
+    #[arg(long, env = "ORDERDECK_ES")]
     pub es: Option<String>,
     /// Kibana URL: `export` (and `e` in the TUI) imports the data views and
     /// the dashboard there, overwriting older versions.
-    #[arg(long, global = true, env = "ORDERDECK_KIBANA")]
+    #[arg(long, env = "ORDERDECK_KIBANA")]
     pub kibana: Option<String>,
     /// CA certificate (PEM) for Elasticsearch over TLS.
-    #[arg(long, global = true)]
+    #[arg(long)]
     pub es_ca: Option<PathBuf>,
     /// Index for orders (their latest state).
-    #[arg(long, global = true, default_value = "orderdeck-orders")]
+    #[arg(long, default_value = "orderdeck-orders")]
     pub orders_index: String,
     /// Index for metrics.
-    #[arg(long, global = true, default_value = "orderdeck-metrics")]
+    #[arg(long, default_value = "orderdeck-metrics")]
     pub metrics_index: String,
-    /// SMTP server for e-mails to each order's `correo` on --notify-on
-    /// transitions: smtp://host:port, smtps://user:pass@host, ...
-    #[arg(long, global = true, env = "ORDERDECK_NOTIFY_SMTP")]
-    pub notify_smtp: Option<String>,
-    /// Transitions that send an e-mail (English or Spanish names).
-    #[arg(
-        long,
-        global = true,
-        value_delimiter = ',',
-        default_value = "Shipped,Finished"
-    )]
-    pub notify_on: Vec<State>,
-    /// Sender address of the e-mails.
-    #[arg(
-        long,
-        global = true,
-        default_value = "orderdeck <orders@orderdeck.invalid>"
-    )]
-    pub notify_from: String,
-    /// E-mails per second at most.
-    #[arg(long, global = true, default_value_t = 20.0, value_parser = number_in(0.01, 10_000.0))]
-    pub notify_rate: f64,
     /// Where the spool lives (NDJSON in Elasticsearch's bulk format; a
     /// directory per process). Default: `data` in the state directory
     /// ($XDG_STATE_HOME/orderdeck, else ~/.local/state/orderdeck).
-    #[arg(long, global = true)]
+    #[arg(long)]
     pub data_dir: Option<PathBuf>,
     /// The spool's size on disk at most, all its directories together
     /// (e.g. 512MiB, 2GiB); past it the oldest documents are deleted and
     /// counted as dropped.
-    #[arg(long, global = true, default_value = "1GiB")]
+    #[arg(long, default_value = "1GiB")]
     pub spool_max_bytes: Bytes,
+}
 
-    /// Write the JSON report here when the run ends.
-    #[arg(long, global = true)]
-    pub report: Option<PathBuf>,
-    /// Give up after this long (e.g. 90s, 5m; exit code 3) instead of waiting for every order.
-    #[arg(long, global = true, value_parser = seconds_in(0.001, 30.0 * 86_400.0))]
-    pub timeout: Option<Seconds>,
-    /// On the embedded broker, how long a stop waits for the acknowledged
-    /// orders it holds to finish; past it they are abandoned (and lost).
-    #[arg(long, global = true, default_value = "2m", value_parser = seconds_in(0.0, 86_400.0))]
-    pub drain_timeout: Seconds,
-    /// Log to this file. Default: headless commands log warnings to stderr;
-    /// the control center (which owns the screen) logs to `orderdeck.log` in
-    /// the state directory.
-    #[arg(long, global = true)]
-    pub log_file: Option<PathBuf>,
+#[derive(Debug, Args, Clone)]
+#[command(next_help_heading = "E-mail notifications")]
+pub struct NotifyOpts {
+    /// SMTP server for e-mails to each order's `correo` on --notify-on
+    /// transitions: smtp://host:port, smtps://user:pass@host, ...
+    #[arg(long, env = "ORDERDECK_NOTIFY_SMTP")]
+    pub notify_smtp: Option<String>,
+    /// Transitions that send an e-mail (English or Spanish names).
+    #[arg(long, value_delimiter = ',', default_value = "Shipped,Finished")]
+    pub notify_on: Vec<State>,
+    /// Sender address of the e-mails.
+    #[arg(long, default_value = "orderdeck <orders@orderdeck.invalid>")]
+    pub notify_from: String,
+    /// E-mails per second at most.
+    #[arg(long, default_value_t = 20.0, value_parser = number_in(0.01, 10_000.0))]
+    pub notify_rate: f64,
 }
 
 /// A size in bytes from the command line: `4096`, `64KiB`, `512MiB`, `2GiB`
@@ -459,11 +715,81 @@ mod tests {
             "linger.ms=1",
         ])
         .unwrap();
-        assert!(matches!(cli.command, Some(Command::Run(_))));
-        assert_eq!(cli.common.load, Some(LoadLevel::High));
-        assert_eq!(cli.common.orders, Some(7));
-        assert_eq!(cli.common.time_scale.factor(), 0.0);
-        assert_eq!(cli.common.kafka_settings[0].key, "linger.ms");
+        let args = run_args(cli);
+        assert_eq!(args.sending.load, Some(LoadLevel::High));
+        assert_eq!(args.run.orders, Some(7));
+        assert_eq!(args.run.time_scale.factor(), 0.0);
+        assert_eq!(args.kafka.settings.kafka_settings[0].key, "linger.ms");
+    }
+
+    /// The settings of a parsed `run`.
+    fn run_args(cli: Cli) -> CommonArgs {
+        match cli.into_command() {
+            Command::Run(run) => run.pipeline.common(),
+            other => panic!("not run: {other:?}"),
+        }
+    }
+
+    #[test]
+    fn bare_orderdeck_takes_the_control_centers_flags() {
+        let cli = Cli::try_parse_from(["orderdeck", "--load", "high", "-b", "k:9092"]).unwrap();
+        let Command::Tui(tui) = cli.into_command() else {
+            panic!("the control center is the default");
+        };
+        assert_eq!(tui.common().sending.load, Some(LoadLevel::High));
+        assert_eq!(tui.common().kafka.brokers.as_deref(), Some("k:9092"));
+    }
+
+    #[test]
+    fn each_command_takes_only_the_flags_it_uses() {
+        for (command, foreign) in [
+            ("broker", "--notify-smtp=smtp://x"),
+            ("broker", "--tls-cert=c.pem"),
+            ("broker", "--load=high"),
+            ("broker", "--brokers=k:9092"),
+            ("export", "--notify-smtp=smtp://x"),
+            ("export", "--clients=4"),
+            ("export", "--listen=127.0.0.1:1"),
+            ("worker", "--listen=127.0.0.1:1"),
+            ("worker", "--clients=4"),
+            ("serve", "--clients=4"),
+            ("load", "--brokers=k:9092"),
+            ("bench", "--notify-smtp=smtp://x"),
+        ] {
+            let err = Cli::try_parse_from(["orderdeck", command, foreign]).unwrap_err();
+            assert_eq!(
+                err.kind(),
+                clap::error::ErrorKind::UnknownArgument,
+                "{command} {foreign}"
+            );
+        }
+        // What they do take still parses.
+        for args in [
+            &["broker", "--partitions", "12"][..],
+            &["export", "--es", "http://es:9200", "-b", "k:9092"],
+            &[
+                "worker",
+                "-b",
+                "k:9092",
+                "--consumers",
+                "4",
+                "--es",
+                "http://es:9200",
+            ],
+            &[
+                "load",
+                "--target",
+                "h:1",
+                "--clients",
+                "4",
+                "--orders",
+                "10",
+            ],
+        ] {
+            let mut line = vec!["orderdeck"];
+            line.extend(args);
+            Cli::try_parse_from(line).unwrap();
+        }
     }
 
     #[test]
@@ -487,8 +813,9 @@ mod tests {
             "linger.ms=1",
         ])
         .unwrap();
-        assert_eq!(cli.common.brokers.as_deref(), Some("k1:9092"));
-        let settings = cli.common.kafka_settings();
+        let args = run_args(cli);
+        assert_eq!(args.kafka.brokers.as_deref(), Some("k1:9092"));
+        let settings = args.kafka.settings.all();
         assert_eq!(settings[0], ("security.protocol".into(), "SASL_SSL".into()));
         assert_eq!(settings[1], ("linger.ms".into(), "5".into()));
         assert_eq!(settings.last().unwrap(), &("linger.ms".into(), "1".into()));
@@ -544,7 +871,7 @@ mod tests {
         ] {
             let ok =
                 Cli::try_parse_from(["orderdeck", "run", "--delivery-timeout", given]).unwrap();
-            assert_eq!(ok.common.delivery_timeout.0, meant, "{given}");
+            assert_eq!(run_args(ok).kafka.delivery_timeout.0, meant, "{given}");
         }
     }
 }

@@ -38,73 +38,74 @@ pub fn state_dir() -> PathBuf {
 
 /// The spool's directory: `--data-dir`, else `data` in the state directory.
 pub fn data_dir(args: &CommonArgs) -> PathBuf {
-    args.data_dir
+    args.mirror
+        .data_dir
         .clone()
         .unwrap_or_else(|| state_dir().join("data"))
 }
 
 /// The orders file given with `--csv`, if any.
 pub fn orders_file(args: &CommonArgs) -> Option<&Path> {
-    args.csv.as_deref()
+    args.orders_file.csv.as_deref()
 }
 
 pub fn load_level(args: &CommonArgs) -> LoadLevel {
-    args.load.unwrap_or(LoadLevel::Medium)
+    args.sending.load.unwrap_or(LoadLevel::Medium)
 }
 
 /// The preset with the user's overrides applied.
 pub fn effective_load(args: &CommonArgs) -> LoadPreset {
     let mut preset = load_level(args).preset();
-    if let Some(clients) = args.clients {
+    if let Some(clients) = args.sending.clients {
         preset.clients = clients;
     }
-    if let Some(rate) = args.rate {
+    if let Some(rate) = args.sending.rate {
         preset.rate = (rate > 0.0).then_some(rate);
     }
     preset
 }
 
 pub fn broker_target(args: &CommonArgs) -> BrokerTarget {
-    match &args.brokers {
+    match &args.kafka.brokers {
         Some(list) => BrokerTarget::External(list.clone()),
         None => BrokerTarget::Embedded,
     }
 }
 
 pub fn pipeline_config(args: &CommonArgs, listen: Option<SocketAddr>) -> PipelineConfig {
-    let mut kafka = KafkaOptions::new(broker_target(args), &args.topic);
-    if let Some(events) = &args.events_topic {
+    let mut kafka = KafkaOptions::new(broker_target(args), &args.kafka.topics.topic);
+    if let Some(events) = &args.kafka.topics.events_topic {
         kafka.events_topic = events.clone();
     }
-    kafka.partitions = args.partitions;
-    kafka.replication = args.replication;
-    kafka.group = args.group.clone();
-    kafka.extra = args.kafka_settings();
-    kafka.delivery_timeout = args.delivery_timeout.0;
+    kafka.partitions = args.kafka.topics.partitions;
+    kafka.replication = args.kafka.replication;
+    kafka.group = args.kafka.group.clone();
+    kafka.extra = args.kafka.settings.all();
+    kafka.delivery_timeout = args.kafka.delivery_timeout.0;
     PipelineConfig {
         listen,
         limits: ServerLimits {
-            max_in_flight: args.max_in_flight,
-            max_message_bytes: args.max_message_bytes,
+            max_in_flight: args.server.max_in_flight,
+            max_message_bytes: args.server.max_message_bytes,
         },
-        consumers: args.consumers,
-        max_in_flight_per_consumer: args.max_in_flight_per_consumer,
-        clock: SimClock::new(args.time_scale),
+        consumers: args.consuming.consumers,
+        max_in_flight_per_consumer: args.consuming.max_in_flight_per_consumer,
+        clock: SimClock::new(args.run.time_scale),
         stage_delay: effective_load(args).stage_delay,
-        transition_buffer: args.event_buffer,
+        transition_buffer: args.server.event_buffer,
         mirror: mirror_settings(args),
-        notify: args.notify_smtp.as_ref().map(|url| NotifySettings {
+        notify: args.notify.notify_smtp.as_ref().map(|url| NotifySettings {
             smtp_url: url.clone(),
-            from: args.notify_from.clone(),
-            on: args.notify_on.clone(),
-            per_second: args.notify_rate,
+            from: args.notify.notify_from.clone(),
+            on: args.notify.notify_on.clone(),
+            per_second: args.notify.notify_rate,
         }),
-        tls: match (&args.tls_cert, &args.tls_key) {
+        tls: match (&args.server.tls_cert, &args.server.tls_key) {
             (Some(cert), Some(key)) => Some(TlsFiles {
                 cert: cert.clone(),
                 key: key.clone(),
-                ca: args.tls_ca.clone(),
-                domain: args.tls_domain.clone(),
+                ca: args.server.tls_ca.clone(),
+                domain: args.server.tls_domain.clone(),
             }),
             _ => None,
         },
@@ -114,17 +115,18 @@ pub fn pipeline_config(args: &CommonArgs, listen: Option<SocketAddr>) -> Pipelin
 
 pub fn mirror_settings(args: &CommonArgs) -> MirrorSettings {
     MirrorSettings {
-        target: match &args.es {
-            Some(url) => {
-                MirrorTarget::Elastic(ElasticConfig::from_env(url.clone(), args.es_ca.clone()))
-            }
+        target: match &args.mirror.es {
+            Some(url) => MirrorTarget::Elastic(ElasticConfig::from_env(
+                url.clone(),
+                args.mirror.es_ca.clone(),
+            )),
             None => MirrorTarget::Spool,
         },
         data_dir: data_dir(args),
-        spool_max_bytes: args.spool_max_bytes.0,
+        spool_max_bytes: args.mirror.spool_max_bytes.0,
         names: IndexNames {
-            orders: args.orders_index.clone(),
-            metrics: args.metrics_index.clone(),
+            orders: args.mirror.orders_index.clone(),
+            metrics: args.mirror.metrics_index.clone(),
         },
     }
 }

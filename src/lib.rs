@@ -137,15 +137,15 @@ pub fn raise_open_file_limit() -> Option<u64> {
 
 /// Runs the command the user asked for.
 pub async fn run(cli: Cli) -> Result<(), AppError> {
-    match cli.command.unwrap_or(Command::Tui) {
-        Command::Tui => commands::tui::tui(&cli.common).await,
-        Command::Run(run) => commands::run::run(&cli.common, &run).await,
-        Command::Serve => commands::serve::serve(&cli.common).await,
-        Command::Worker => commands::serve::worker(&cli.common).await,
-        Command::Broker => commands::serve::broker(&cli.common).await,
-        Command::Export(export) => commands::export::export(&cli.common, &export).await,
-        Command::Bench(bench) => commands::bench::bench(&cli.common, &bench).await,
-        Command::Load(load) => commands::load::load(&cli.common, &load).await,
+    match cli.into_command() {
+        Command::Tui(tui) => commands::tui::tui(&tui.common()).await,
+        Command::Run(run) => commands::run::run(&run.pipeline.common(), run.json).await,
+        Command::Serve(serve) => commands::serve::serve(&serve.common()).await,
+        Command::Worker(worker) => commands::serve::worker(&worker.common()).await,
+        Command::Broker(broker) => commands::serve::broker(&broker.common()).await,
+        Command::Export(export) => commands::export::export(&export.common(), &export).await,
+        Command::Bench(bench) => commands::bench::bench(&bench).await,
+        Command::Load(load) => commands::load::load(&load.common(), &load).await,
         Command::Completions(shell) => {
             commands::completions::completions(&shell);
             Ok(())

@@ -67,9 +67,9 @@ enum LogTarget {
 
 impl LogTarget {
     fn of(cli: &Cli) -> Self {
-        match (&cli.common.log_file, &cli.command) {
+        match (&cli.log_file, &cli.command) {
             (Some(file), _) => Self::File(file.clone()),
-            (None, None | Some(Command::Tui)) => Self::File(state_dir().join("orderdeck.log")),
+            (None, None | Some(Command::Tui(_))) => Self::File(state_dir().join("orderdeck.log")),
             (None, Some(_)) => Self::Stderr,
         }
     }

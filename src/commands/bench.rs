@@ -2,14 +2,14 @@
 
 use crate::{
     bench::{self, output, BenchPlan, Scenario},
-    cli::{BenchArgs, CommonArgs},
+    cli::BenchArgs,
     clients::orders_from,
-    config::orders_file,
     AppError,
 };
 
-pub async fn bench(args: &CommonArgs, bench_args: &BenchArgs) -> Result<(), AppError> {
-    let csv = orders_from(orders_file(args), args.on_bad_row)?;
+pub async fn bench(bench_args: &BenchArgs) -> Result<(), AppError> {
+    let orders_file = bench_args.orders_file.csv.as_deref();
+    let csv = orders_from(orders_file, bench_args.orders_file.on_bad_row)?;
     let plan = BenchPlan {
         scenarios: if bench_args.scenarios.is_empty() {
             Scenario::ALL.to_vec()
@@ -22,10 +22,10 @@ pub async fn bench(args: &CommonArgs, bench_args: &BenchArgs) -> Result<(), AppE
         rate: bench_args.fixed_rate,
         rate_time: bench_args.fixed_seconds.0,
         soak: bench_args.soak,
-        es: args.es.clone(),
-        kafka_settings: args.kafka_settings(),
+        es: bench_args.es.clone(),
+        kafka_settings: bench_args.kafka_settings.all(),
         orders: csv.orders.into(),
-        csv: orders_file(args)
+        csv: orders_file
             .map(|csv| {
                 std::path::absolute(csv)
                     .map_err(|e| AppError::Usage(format!("--csv {}: {e}", csv.display())))
@@ -41,7 +41,7 @@ pub async fn bench(args: &CommonArgs, bench_args: &BenchArgs) -> Result<(), AppE
         output::table(&report)
     };
     println!("{printed}");
-    if let Some(path) = &args.report {
+    if let Some(path) = &bench_args.report.report {
         let json = serde_json::to_string_pretty(&report).expect("the report serializes");
         super::write_report(path, &json)?;
     }

@@ -7,7 +7,7 @@ use clap::CommandFactory;
 use crate::cli::{Cli, CompletionsArgs};
 
 pub fn completions(args: &CompletionsArgs) {
-    let mut command = Cli::command();
+    let mut command = <Cli as CommandFactory>::command();
     let mut script = Vec::new();
     clap_complete::generate(args.shell, &mut command, "orderdeck", &mut script);
     // A reader that stops early (`| head`) is not an error worth a word.

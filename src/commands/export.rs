@@ -22,17 +22,17 @@ use crate::{
 };
 
 pub async fn export(args: &CommonArgs, export: &ExportArgs) -> Result<(), AppError> {
-    if args.es.is_none() && args.kibana.is_none() {
+    if args.mirror.es.is_none() && args.mirror.kibana.is_none() {
         return Err(AppError::Usage(
             "export needs --es URL (send the spool) and/or --kibana URL (import the dashboard)"
                 .to_owned(),
         ));
     }
-    if let Some(url) = &args.es {
-        if let Some(brokers) = &args.brokers {
+    if let Some(url) = &args.mirror.es {
+        if let Some(brokers) = &args.kafka.brokers {
             catch_up_from_kafka(args, brokers).await?;
         }
-        let config = ElasticConfig::from_env(url.clone(), args.es_ca.clone());
+        let config = ElasticConfig::from_env(url.clone(), args.mirror.es_ca.clone());
         let mut indexer = Indexer::new(ElasticClient::new(&config, mirror_settings(args).names)?);
         let bar = ProgressBar::with_draw_target(Some(0), ProgressDrawTarget::stderr());
         bar.set_style(
@@ -72,7 +72,7 @@ pub async fn export(args: &CommonArgs, export: &ExportArgs) -> Result<(), AppErr
             )));
         }
     }
-    if let Some(kibana) = &args.kibana {
+    if let Some(kibana) = &args.mirror.kibana {
         let auth = ElasticConfig::from_env(kibana.clone(), None);
         let imported = import_saved_objects(kibana, &auth).await?;
         println!(
@@ -98,7 +98,7 @@ async fn catch_up_from_kafka(args: &CommonArgs, brokers: &str) -> Result<(), App
         .await
         .map_err(crate::pipeline::PipelineError::from)?;
     let status = task
-        .close(args.drain_timeout.0, &CancellationToken::new(), |_| {})
+        .close(args.run.drain_timeout.0, &CancellationToken::new(), |_| {})
         .await;
     println!(
         "mirrored {} documents from Kafka into Elasticsearch ({} spooled)",

@@ -18,10 +18,10 @@ use crate::{
 };
 
 pub async fn load(args: &CommonArgs, load: &LoadArgs) -> Result<(), AppError> {
-    let csv = orders_from(orders_file(args), args.on_bad_row)?;
+    let csv = orders_from(orders_file(args), args.orders_file.on_bad_row)?;
     let orders: Arc<[Order]> = csv.orders.into();
     let preset = effective_load(args);
-    let total = args.orders.unwrap_or(orders.len() as u64);
+    let total = args.run.orders.unwrap_or(orders.len() as u64);
     let plan = ClientPlan {
         clients: preset.clients,
         rate: preset.rate,

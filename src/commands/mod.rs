@@ -45,7 +45,7 @@ pub async fn finish(
     let ledger = pipeline.ledger();
     let mut told = None::<std::time::Instant>;
     let stopped = pipeline
-        .stop(args.drain_timeout.0, &signals.abandon, |progress| {
+        .stop(args.run.drain_timeout.0, &signals.abandon, |progress| {
             let line = match progress {
                 StopProgress::Orders(0) | StopProgress::Mirror(MirrorStatus { lag: 0, .. }) => {
                     return
@@ -68,7 +68,7 @@ pub async fn finish(
     if stopped.drain == DrainEnd::TimedOut {
         closing.problems.push(format!(
             "the drain deadline ({}) passed with orders unfinished",
-            args.drain_timeout
+            args.run.drain_timeout
         ));
     }
     let unfinished = stopped.unfinished;
@@ -83,7 +83,7 @@ pub async fn finish(
         let left = format!(
             "{} acknowledged orders are left in Kafka for consumer group {:?}: its next member \
              runs them",
-            unfinished.left_in_kafka, args.group
+            unfinished.left_in_kafka, args.kafka.group
         );
         if closing.left_in_kafka_is_a_problem {
             closing.problems.push(left);
@@ -98,7 +98,7 @@ pub async fn finish(
             elapsed: closing.elapsed,
             broker,
             load: crate::config::load_level(args).to_string(),
-            time_scale: args.time_scale.factor(),
+            time_scale: args.run.time_scale.factor(),
             unfinished,
             finished_elsewhere: tally.finished_elsewhere,
             interrupted: closing.interrupted,
@@ -107,7 +107,7 @@ pub async fn finish(
             problems: closing.problems,
         },
     );
-    if let Some(path) = &args.report {
+    if let Some(path) = &args.report.report {
         write_report(path, &report.to_json())?;
     }
     for problem in &report.problems {
@@ -121,7 +121,7 @@ pub fn conclude(report: &Report, args: &CommonArgs) -> Result<(), AppError> {
     if !report.complete {
         return Err(AppError::Incomplete(report.problems.join("; ")));
     }
-    if let Some(problem) = report.sink.incomplete(args.es.is_some()) {
+    if let Some(problem) = report.sink.incomplete(args.mirror.es.is_some()) {
         return Err(AppError::SinkIncomplete(problem));
     }
     Ok(())

@@ -11,7 +11,7 @@ use tokio_util::sync::CancellationToken;
 use super::{conclude, finish, progress::Progress, Closing};
 use crate::signals::stop_signals;
 use crate::{
-    cli::{CommonArgs, RunArgs},
+    cli::CommonArgs,
     clients::{orders_from, run_clients, ClientApi, ClientPlan},
     clock::SimClock,
     config::{effective_load, orders_file, pipeline_config},
@@ -23,9 +23,10 @@ use crate::{
 const GROUP_JOIN_TIMEOUT: Duration = Duration::from_secs(30);
 const TICK: Duration = Duration::from_millis(100);
 
-pub async fn run(args: &CommonArgs, run: &RunArgs) -> Result<(), AppError> {
+/// `json`: the report as JSON on stdout instead of the summary.
+pub async fn run(args: &CommonArgs, json: bool) -> Result<(), AppError> {
     let signals = stop_signals();
-    let csv = orders_from(orders_file(args), args.on_bad_row)?;
+    let csv = orders_from(orders_file(args), args.orders_file.on_bad_row)?;
     for row in &csv.rejected {
         eprintln!("skipped row {row}");
     }
@@ -33,11 +34,12 @@ pub async fn run(args: &CommonArgs, run: &RunArgs) -> Result<(), AppError> {
     let plan = ClientPlan {
         clients: load.clients,
         rate: load.rate,
-        clock: SimClock::new(args.time_scale),
-        orders: Some(args.orders.unwrap_or(csv.orders.len() as u64)),
+        clock: SimClock::new(args.run.time_scale),
+        orders: Some(args.run.orders.unwrap_or(csv.orders.len() as u64)),
         api: ClientApi::Typed,
     };
     let listen = args
+        .server
         .listen
         .unwrap_or(SocketAddr::from((Ipv4Addr::LOCALHOST, 0)));
     let pipeline = Pipeline::start(pipeline_config(args, Some(listen))).await?;
@@ -59,7 +61,7 @@ pub async fn run(args: &CommonArgs, run: &RunArgs) -> Result<(), AppError> {
         Arc::clone(&metrics),
         stop_clients.clone(),
     ));
-    let deadline = args.timeout.map(|limit| started + limit.0);
+    let deadline = args.run.timeout.map(|limit| started + limit.0);
     let progress = Progress::new(plan.orders);
     let mut clients_done = false;
     let mut interrupted = false;
@@ -114,7 +116,7 @@ pub async fn run(args: &CommonArgs, run: &RunArgs) -> Result<(), AppError> {
         left_in_kafka_is_a_problem: true,
     };
     let report = finish(pipeline, args, &signals, closing).await?;
-    if run.json {
+    if json {
         println!("{}", report.to_json());
     } else {
         println!("{}", report.summary());

@@ -21,7 +21,7 @@ const DEFAULT_LISTEN: SocketAddr =
 
 pub async fn serve(args: &CommonArgs) -> Result<(), AppError> {
     let signals = stop_signals();
-    let listen = args.listen.unwrap_or(DEFAULT_LISTEN);
+    let listen = args.server.listen.unwrap_or(DEFAULT_LISTEN);
     let pipeline = Pipeline::start(pipeline_config(args, Some(listen))).await?;
     eprintln!(
         "orderdeck serving orders.OrderService and orderdeck.v1.Orders on {} (broker: {}); Ctrl-C or SIGTERM stops",
@@ -43,7 +43,7 @@ pub async fn worker(args: &CommonArgs) -> Result<(), AppError> {
     eprintln!(
         "orderdeck worker: {} consumers in group {:?} on {}; Ctrl-C or SIGTERM stops",
         pipeline.consumer_count(),
-        args.group,
+        args.kafka.group,
         pipeline.bootstrap_servers(),
     );
     keep_running(pipeline, args, signals).await
@@ -100,7 +100,7 @@ async fn keep_running(
         // Orders this process ran, or (for a server) orders it acknowledged
         // that finished anywhere in the group.
         let done = c.finished.max(acknowledged.finished);
-        if args.orders.is_some_and(|n| done >= n) {
+        if args.run.orders.is_some_and(|n| done >= n) {
             break;
         }
     }

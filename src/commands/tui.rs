@@ -19,7 +19,7 @@ use crate::{
 
 pub async fn tui(args: &CommonArgs) -> Result<(), AppError> {
     // Problems with the input are reported before the screen is taken.
-    let csv = orders_from(orders_file(args), args.on_bad_row)?;
+    let csv = orders_from(orders_file(args), args.orders_file.on_bad_row)?;
     let orders: Arc<[Order]> = csv.orders.into();
     let data_dir = data_dir(args);
     let start = StartInfo {
@@ -27,7 +27,7 @@ pub async fn tui(args: &CommonArgs) -> Result<(), AppError> {
             BrokerTarget::Embedded => "embedded (in-process Kafka mock cluster)".to_owned(),
             BrokerTarget::External(list) => list,
         },
-        sink: match &args.es {
+        sink: match &args.mirror.es {
             Some(url) => format!(
                 "Elasticsearch {url} (Kafka holds what waits; the spool in {} keeps what a quit cannot send)",
                 data_dir.display()
@@ -37,29 +37,30 @@ pub async fn tui(args: &CommonArgs) -> Result<(), AppError> {
                 data_dir.display()
             ),
         },
-        time_scale: args.time_scale.factor(),
+        time_scale: args.run.time_scale.factor(),
     };
     let signals = stop_signals();
     let start_session = |level| {
         let mut args = args.clone();
-        args.load = Some(level);
+        args.sending.load = Some(level);
         session::spawn(SessionSettings {
             pipeline: pipeline_config(
                 &args,
-                Some(args.listen.unwrap_or(([127, 0, 0, 1], 0).into())),
+                Some(args.server.listen.unwrap_or(([127, 0, 0, 1], 0).into())),
             ),
             load: level,
             preset: effective_load(&args),
             orders: Arc::clone(&orders),
-            clock: SimClock::new(args.time_scale),
+            clock: SimClock::new(args.run.time_scale),
             kibana: args
+                .mirror
                 .kibana
                 .clone()
                 .map(|url| (url.clone(), ElasticConfig::from_env(url, None))),
-            drain_limit: args.drain_timeout.0,
+            drain_limit: args.run.drain_timeout.0,
         })
     };
-    let last = tui::show(start, args.load, start_session, signals).await?;
+    let last = tui::show(start, args.sending.load, start_session, signals).await?;
     match last.map(|status| status.unfinished) {
         Some(unfinished) if unfinished.lost > 0 => Err(AppError::Incomplete(format!(
             "{} acknowledged orders were abandoned at quit and are lost (only the embedded \
@@ -69,7 +70,7 @@ pub async fn tui(args: &CommonArgs) -> Result<(), AppError> {
         Some(unfinished) if unfinished.left_in_kafka > 0 => {
             eprintln!(
                 "{} acknowledged orders are left in Kafka for group {:?}: its next member runs them",
-                unfinished.left_in_kafka, args.group
+                unfinished.left_in_kafka, args.kafka.group
             );
             Ok(())
         }
