@@ -75,6 +75,7 @@ pub enum Command {
 /// the groups it takes; the others keep their defaults, unused by it.
 #[derive(Debug, Clone)]
 pub struct CommonArgs {
+    pub level: LevelOpts,
     pub sending: SendingOpts,
     pub orders_file: OrdersFileOpts,
     pub run: RunOpts,
@@ -96,6 +97,7 @@ fn defaults<T: Args + clap::FromArgMatches>() -> T {
 impl Default for CommonArgs {
     fn default() -> Self {
         Self {
+            level: defaults(),
             sending: defaults(),
             orders_file: defaults(),
             run: defaults(),
@@ -112,6 +114,8 @@ impl Default for CommonArgs {
 /// The whole pipeline: the control center and `run`.
 #[derive(Debug, Args, Clone)]
 pub struct PipelineArgs {
+    #[command(flatten)]
+    pub level: LevelOpts,
     #[command(flatten)]
     pub sending: SendingOpts,
     #[command(flatten)]
@@ -135,6 +139,7 @@ pub struct PipelineArgs {
 impl PipelineArgs {
     pub fn common(&self) -> CommonArgs {
         CommonArgs {
+            level: self.level.clone(),
             sending: self.sending.clone(),
             orders_file: self.orders_file.clone(),
             run: self.run.clone(),
@@ -150,6 +155,8 @@ impl PipelineArgs {
 
 #[derive(Debug, Args, Clone)]
 pub struct ServeArgs {
+    #[command(flatten)]
+    pub level: LevelOpts,
     #[command(flatten)]
     pub run: RunOpts,
     #[command(flatten)]
@@ -169,6 +176,7 @@ pub struct ServeArgs {
 impl ServeArgs {
     pub fn common(&self) -> CommonArgs {
         CommonArgs {
+            level: self.level.clone(),
             run: self.run.clone(),
             report: self.report.clone(),
             kafka: self.kafka.clone(),
@@ -183,6 +191,8 @@ impl ServeArgs {
 
 #[derive(Debug, Args, Clone)]
 pub struct WorkerArgs {
+    #[command(flatten)]
+    pub level: LevelOpts,
     #[command(flatten)]
     pub run: RunOpts,
     #[command(flatten)]
@@ -200,6 +210,7 @@ pub struct WorkerArgs {
 impl WorkerArgs {
     pub fn common(&self) -> CommonArgs {
         CommonArgs {
+            level: self.level.clone(),
             run: self.run.clone(),
             report: self.report.clone(),
             kafka: self.kafka.clone(),
@@ -258,6 +269,8 @@ pub struct LoadArgs {
     #[arg(long)]
     pub json: bool,
     #[command(flatten)]
+    pub level: LevelOpts,
+    #[command(flatten)]
     pub sending: SendingOpts,
     #[command(flatten)]
     pub orders_file: OrdersFileOpts,
@@ -266,6 +279,7 @@ pub struct LoadArgs {
 impl LoadArgs {
     pub fn common(&self) -> CommonArgs {
         let mut common = CommonArgs {
+            level: self.level.clone(),
             sending: self.sending.clone(),
             orders_file: self.orders_file.clone(),
             ..CommonArgs::default()
@@ -400,13 +414,20 @@ impl KafkaSettingsOpts {
     }
 }
 
+/// The load level: clients and rate for the simulated clients, and the
+/// time each order spends in a state for the consumers.
 #[derive(Debug, Args, Clone)]
-#[command(next_help_heading = "Simulated clients")]
-pub struct SendingOpts {
+#[command(next_help_heading = "Load")]
+pub struct LevelOpts {
     /// Load level: low, medium or high (baja, media, alta). Default medium;
     /// in the TUI, given means the start screen is skipped.
     #[arg(long, value_enum)]
     pub load: Option<LoadLevel>,
+}
+
+#[derive(Debug, Args, Clone)]
+#[command(next_help_heading = "Simulated clients")]
+pub struct SendingOpts {
     /// Simulated clients (overrides the load level's).
     #[arg(long, value_parser = whole_in(1, 10_000))]
     pub clients: Option<usize>,
@@ -716,7 +737,7 @@ mod tests {
         ])
         .unwrap();
         let args = run_args(cli);
-        assert_eq!(args.sending.load, Some(LoadLevel::High));
+        assert_eq!(args.level.load, Some(LoadLevel::High));
         assert_eq!(args.run.orders, Some(7));
         assert_eq!(args.run.time_scale.factor(), 0.0);
         assert_eq!(args.kafka.settings.kafka_settings[0].key, "linger.ms");
@@ -736,7 +757,7 @@ mod tests {
         let Command::Tui(tui) = cli.into_command() else {
             panic!("the control center is the default");
         };
-        assert_eq!(tui.common().sending.load, Some(LoadLevel::High));
+        assert_eq!(tui.common().level.load, Some(LoadLevel::High));
         assert_eq!(tui.common().kafka.brokers.as_deref(), Some("k:9092"));
     }
 
@@ -753,6 +774,7 @@ mod tests {
             ("worker", "--listen=127.0.0.1:1"),
             ("worker", "--clients=4"),
             ("serve", "--clients=4"),
+            ("worker", "--csv=o.csv"),
             ("load", "--brokers=k:9092"),
             ("bench", "--notify-smtp=smtp://x"),
         ] {

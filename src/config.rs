@@ -50,7 +50,7 @@ pub fn orders_file(args: &CommonArgs) -> Option<&Path> {
 }
 
 pub fn load_level(args: &CommonArgs) -> LoadLevel {
-    args.sending.load.unwrap_or(LoadLevel::Medium)
+    args.level.load.unwrap_or(LoadLevel::Medium)
 }
 
 /// The preset with the user's overrides applied.

@@ -430,8 +430,9 @@ fn an_idle_server_rests_and_wakes_for_orders() {
     let before = cpu_ticks(server.id());
     std::thread::sleep(Duration::from_secs(5));
     let used = cpu_ticks(server.id()) - before;
-    // 100 ticks a second: at most 4 % of a core over 5 s (it was 8 %+).
-    assert!(used <= 20, "{used} ticks of CPU in 5 s idle");
+    // 100 ticks a second: at most 2 % of a core over 5 s (0.8 % here
+    // alone; it was 8 %+, then 1.7 % with rdkafka's spinning poll thread).
+    assert!(used <= 10, "{used} ticks of CPU in 5 s idle");
     let load = dir.run(&[
         "load",
         "--target",

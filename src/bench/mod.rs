@@ -4,6 +4,7 @@
 //! broker of its own (as `run` has).
 
 pub mod driver;
+mod isolated;
 pub mod output;
 mod remote;
 pub mod report;
@@ -41,7 +42,7 @@ use crate::{
     sinks::{elastic::ElasticConfig, MirrorTarget},
 };
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum, Serialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum, Serialize, serde::Deserialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum Scenario {
     /// (d) A producer with orderdeck's durability settings, no gRPC.
@@ -164,12 +165,20 @@ pub async fn run(plan: &BenchPlan, progress: impl Fn(&str)) -> Result<BenchRepor
         }
         None => None,
     };
-    let broker =
-        EmbeddedBroker::start(EMBEDDED_BROKERS).map_err(|e| BenchError::Broker(e.to_string()))?;
     let mut phases = Vec::new();
-    for &scenario in &plan.scenarios {
+    if let [scenario] = plan.scenarios[..] {
         progress(scenario.title());
-        phases.extend(run_scenario(plan, &broker, scenario).await?);
+        let broker = EmbeddedBroker::start(EMBEDDED_BROKERS)
+            .map_err(|e| BenchError::Broker(e.to_string()))?;
+        phases = run_scenario(plan, &broker, scenario).await?;
+    } else {
+        // Each scenario in a process of its own: what one leaves behind
+        // (threads, a broker's log, a fragmented heap) cost the next ones
+        // up to a third of their throughput when they shared this one.
+        for &scenario in &plan.scenarios {
+            progress(scenario.title());
+            phases.extend(isolated::run_scenario(plan, scenario).await?);
+        }
     }
     add_ratios(&mut phases);
     let targets = check_targets(plan, &phases, soak.as_ref());

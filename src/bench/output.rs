@@ -26,7 +26,7 @@ fn cells(phase: &Phase, callers: usize) -> [String; 12] {
         let _ = write!(orders, " ({} errors)", phase.errors);
     }
     [
-        phase.title.to_owned(),
+        phase.title.clone(),
         match phase.offered_rate {
             None => format!("max, {callers} callers"),
             Some(rate) => format!("fixed {rate:.0}/s"),
@@ -133,7 +133,7 @@ fn soak_and_targets(report: &BenchReport, heading: &str, bullet: &str) -> String
     let errors: Vec<_> = report
         .phases
         .iter()
-        .filter_map(|p| p.first_error.as_ref().map(|e| (p.title, e)))
+        .filter_map(|p| p.first_error.as_ref().map(|e| (&p.title, e)))
         .collect();
     if !errors.is_empty() {
         let _ = writeln!(out, "\n{heading}First error per scenario");

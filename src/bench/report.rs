@@ -1,7 +1,7 @@
 //! What the benchmark reports: each phase, the soak, the targets checked,
 //! and the machine it ran on.
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use super::{
     driver::{Load, Outcome},
@@ -9,11 +9,11 @@ use super::{
 };
 use crate::metrics::LatencySummary;
 
-#[derive(Clone, Debug, Serialize)]
+#[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct Phase {
     pub scenario: Scenario,
-    pub title: &'static str,
-    pub measured_until: &'static str,
+    pub title: String,
+    pub measured_until: String,
     /// None: as fast as `callers` go; Some: the fixed rate.
     pub offered_rate: Option<f64>,
     pub orders: u64,
@@ -69,8 +69,8 @@ pub(super) fn phase(
 ) -> Phase {
     Phase {
         scenario,
-        title: scenario.title(),
-        measured_until: scenario.measured_until(),
+        title: scenario.title().to_owned(),
+        measured_until: scenario.measured_until().to_owned(),
         offered_rate: match load {
             Load::Closed { .. } => None,
             Load::Open { rate, .. } => Some(rate),

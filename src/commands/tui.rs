@@ -42,7 +42,7 @@ pub async fn tui(args: &CommonArgs) -> Result<(), AppError> {
     let signals = stop_signals();
     let start_session = |level| {
         let mut args = args.clone();
-        args.sending.load = Some(level);
+        args.level.load = Some(level);
         session::spawn(SessionSettings {
             pipeline: pipeline_config(
                 &args,
@@ -60,7 +60,7 @@ pub async fn tui(args: &CommonArgs) -> Result<(), AppError> {
             drain_limit: args.run.drain_timeout.0,
         })
     };
-    let last = tui::show(start, args.sending.load, start_session, signals).await?;
+    let last = tui::show(start, args.level.load, start_session, signals).await?;
     match last.map(|status| status.unfinished) {
         Some(unfinished) if unfinished.lost > 0 => Err(AppError::Incomplete(format!(
             "{} acknowledged orders were abandoned at quit and are lost (only the embedded \

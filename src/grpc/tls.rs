@@ -68,12 +68,25 @@ fn read(what: &'static str, path: &Path) -> Result<Vec<u8>, TlsError> {
     })
 }
 
+/// tonic's TLS takes rustls's process-wide provider. orderdeck ships ring;
+/// a build that also has aws-lc-rs (the test build does, through a test
+/// dependency) has no single default, so ring is named once here.
+fn use_ring() {
+    static INSTALLED: std::sync::Once = std::sync::Once::new();
+    INSTALLED.call_once(|| {
+        // Err: the process already chose one, which then stays.
+        let _ = rustls::crypto::ring::default_provider().install_default();
+    });
+}
+
 impl TlsSettings {
     pub fn server(&self) -> ServerTlsConfig {
+        use_ring();
         ServerTlsConfig::new().identity(Identity::from_pem(&self.cert, &self.key))
     }
 
     pub fn client(&self) -> ClientTlsConfig {
+        use_ring();
         ClientTlsConfig::new()
             .ca_certificate(Certificate::from_pem(&self.trust))
             .domain_name(self.domain.clone())

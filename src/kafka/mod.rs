@@ -2,6 +2,7 @@
 //! and the offset bookkeeping that makes it at-least-once.
 
 pub mod consumer;
+pub mod delivery;
 pub mod embedded;
 pub mod finished_log;
 pub mod finished_watch;

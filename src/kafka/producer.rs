@@ -6,10 +6,12 @@ use std::time::Duration;
 use rdkafka::{
     error::{KafkaError, RDKafkaErrorCode},
     message::{Header, OwnedHeaders},
-    producer::{future_producer::DeliveryFuture, FutureProducer, FutureRecord, Producer},
 };
 
-use super::{HealthContext, KafkaConnection};
+use super::{
+    delivery::{DeliveryFuture, Outgoing, PolledProducer},
+    HealthContext, KafkaConnection,
+};
 use crate::order::{OrderRecord, Transition};
 
 /// Where an order landed.
@@ -35,7 +37,7 @@ pub const STATE_HEADER: &str = "state";
 pub const BY_HEADER: &str = "by";
 
 pub struct OrderProducer {
-    producer: FutureProducer<HealthContext>,
+    producer: PolledProducer,
     context: HealthContext,
     topic: String,
     events_topic: String,
@@ -81,7 +83,7 @@ impl OrderProducer {
     pub fn new(connection: &KafkaConnection) -> Result<Self, KafkaError> {
         let config = durable_config(connection);
         let context = connection.context();
-        let producer = config.create_with_context(context.clone())?;
+        let producer = PolledProducer::new(&config, context.clone())?;
         Ok(Self {
             producer,
             context,
@@ -98,8 +100,13 @@ impl OrderProducer {
         let value = serde_json::to_vec(record).expect("an OrderRecord always serializes");
         let delivery = self
             .producer
-            .send_result(FutureRecord::to(&self.topic).key(&key).payload(&value))
-            .map_err(|(error, _)| classify(error))?;
+            .send(Outgoing {
+                topic: &self.topic,
+                key: &key,
+                payload: &value,
+                headers: None,
+            })
+            .map_err(classify)?;
         let delivered = delivery.await;
         // Even a failed delivery may have reached the log.
         self.written.send_modify(|n| *n += 1);
@@ -141,23 +148,24 @@ impl OrderProducer {
             });
         }
         self.producer
-            .send_result(
-                FutureRecord::to(&self.events_topic)
-                    .key(&key)
-                    .payload(&value)
-                    .headers(headers),
-            )
+            .send(Outgoing {
+                topic: &self.events_topic,
+                key: &key,
+                payload: &value,
+                headers: Some(headers),
+            })
             .ok()
     }
 
     /// Queues a metric record (never waits); false if the queue refused it.
     pub fn publish_metric(&self, key: &str, value: &[u8]) -> bool {
         self.producer
-            .send_result(
-                FutureRecord::to(&self.metrics_topic)
-                    .key(key)
-                    .payload(value),
-            )
+            .send(Outgoing {
+                topic: &self.metrics_topic,
+                key,
+                payload: value,
+                headers: None,
+            })
             .is_ok()
     }
 

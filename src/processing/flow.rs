@@ -9,14 +9,15 @@ use std::{
     time::{Duration, Instant},
 };
 
-use rdkafka::producer::future_producer::DeliveryFuture;
 use tokio::sync::{broadcast, watch};
 use tokio_util::sync::CancellationToken;
 
 use super::{ledger::Completions, registry::RunGuard};
 use crate::{
     clock::{elapsed_since_unix_seconds, Backoff, DelayRange, SimClock},
-    kafka::{consumer::RunOutcome, producer::OrderProducer, this_process},
+    kafka::{
+        consumer::RunOutcome, delivery::DeliveryFuture, producer::OrderProducer, this_process,
+    },
     metrics::{Counter, Latency, Metrics},
     order::{OrderRecord, State, Transition},
     sinks::notify::Notifier,
