@@ -678,7 +678,7 @@ pub const IDLE_AFTER: Duration = Duration::from_secs(2);
 /// broker answers as soon as data arrives), so the wait is kept short. An
 /// idle member stops fetching (see [`IDLE_AFTER`]), so the short wait costs
 /// nothing at rest. 1 ms instead of 5: end-to-end p99 at 1,000 orders/s
-/// 6 ms instead of 9.5, throughput +8 % (docs/benchmarks.md).
+/// 5.6–6.2 ms instead of 9.4–9.7 (docs/benchmarks.md).
 pub const MOCK_FETCH_WAIT: (&str, &str) = ("fetch.wait.max.ms", "1");
 
 /// One member's polling thread.
