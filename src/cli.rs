@@ -22,7 +22,6 @@ use crate::{
                   consumer group driving each order through Processing -> Preparing -> Shipped -> \
                   Delivered -> Finished. With no --brokers it runs on an embedded Kafka broker."
 )]
-#[command(args_conflicts_with_subcommands = true)]
 pub struct Cli {
     #[command(subcommand)]
     pub command: Option<Command>,
@@ -37,6 +36,32 @@ pub struct Cli {
 }
 
 impl Cli {
+    /// Parses `args` (the program's name first). A control-center flag
+    /// before a command is refused: it would apply to nothing. `--log-file`
+    /// goes anywhere.
+    pub fn try_parse_checked<I, T>(args: I) -> Result<Self, clap::Error>
+    where
+        I: IntoIterator<Item = T>,
+        T: Into<std::ffi::OsString> + Clone,
+    {
+        use clap::{parser::ValueSource, CommandFactory, FromArgMatches};
+        let mut command = Self::command();
+        let matches = command.try_get_matches_from_mut(args)?;
+        if let Some(name) = matches.subcommand_name() {
+            let misplaced = matches.ids().map(|id| id.as_str()).find(|id| {
+                *id != "log_file" && matches.value_source(id) == Some(ValueSource::CommandLine)
+            });
+            if let Some(id) = misplaced {
+                let flag = id.replace('_', "-");
+                return Err(command.error(
+                    clap::error::ErrorKind::ArgumentConflict,
+                    format!("--{flag} goes after the command: orderdeck {name} --{flag} ..."),
+                ));
+            }
+        }
+        Self::from_arg_matches(&matches)
+    }
+
     /// The command to run: the control center when none is named.
     pub fn into_command(self) -> Command {
         self.command.unwrap_or(Command::Tui(self.tui))
@@ -749,6 +774,23 @@ mod tests {
             Command::Run(run) => run.pipeline.common(),
             other => panic!("not run: {other:?}"),
         }
+    }
+
+    #[test]
+    fn flags_before_the_command_are_refused_except_the_log_file() {
+        let err = Cli::try_parse_checked(["orderdeck", "--load", "high", "run"]).unwrap_err();
+        assert!(
+            err.to_string().contains("--load goes after the command"),
+            "{err}"
+        );
+        let cli =
+            Cli::try_parse_checked(["orderdeck", "--log-file", "x.log", "completions", "bash"])
+                .unwrap();
+        assert_eq!(cli.log_file, Some(PathBuf::from("x.log")));
+        let cli =
+            Cli::try_parse_checked(["orderdeck", "run", "--log-file", "y.log", "--load", "high"])
+                .unwrap();
+        assert_eq!(cli.log_file, Some(PathBuf::from("y.log")));
     }
 
     #[test]

@@ -1,10 +1,7 @@
 //! The orderdeck binary: parse the command line, set up logging, run.
 
-use std::process::ExitCode;
+use std::{path::PathBuf, process::ExitCode};
 
-use std::path::PathBuf;
-
-use clap::Parser;
 use orderdeck::{
     cli::{Cli, Command},
     config::state_dir,
@@ -13,7 +10,7 @@ use tracing_appender::non_blocking::WorkerGuard;
 use tracing_subscriber::EnvFilter;
 
 fn main() -> ExitCode {
-    let cli = Cli::parse();
+    let cli = Cli::try_parse_checked(std::env::args_os()).unwrap_or_else(|error| error.exit());
     let log = LogTarget::of(&cli);
     let _log_guard = match init_logging(&log) {
         Ok(guard) => guard,
