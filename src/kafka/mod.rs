@@ -242,7 +242,13 @@ impl KafkaConnection {
         let mut config = ClientConfig::new();
         config
             .set("bootstrap.servers", &self.bootstrap)
+            // TCP_NODELAY, as on the gRPC sockets: librdkafka batches by
+            // linger itself, and Nagle only held small requests (acks,
+            // fetches) back. Three A/B pairs on the embedded broker: ingest
+            // p99 at 1,000 orders/s 3.4–3.7 → 2.9–3.2 ms (docs/benchmarks.md).
+            .set("socket.nagle.disable", "true")
             .set_log_level(RDKafkaLogLevel::Warning);
+        // The user's -X settings come after, and win.
         for (key, value) in &self.options.extra {
             config.set(key, value);
         }
