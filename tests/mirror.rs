@@ -26,6 +26,11 @@ use serde_json::Value;
 /// four times in state.
 const METRICS_PER_ORDER: usize = 11;
 
+/// The latency test compares runs of its own with each other: no other test
+/// of this file runs beside it (they do run beside each other). It failed
+/// once when a neighbour's whole-process runs loaded only some of its runs.
+static LATENCY_RUNS_ALONE: tokio::sync::RwLock<()> = tokio::sync::RwLock::const_new(());
+
 /// Checks the index against a run of `orders` orders: each order's
 /// document at Finished, each of its metric documents indexed exactly once.
 fn assert_mirrored_once(elastic: &FakeElastic, orders: usize) {
@@ -86,6 +91,7 @@ fn run_args<'a>(es: &'a str, orders: &'a str, rate: &'a str) -> Vec<&'a str> {
 /// left in the spool.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sustained_429s_at_1000_orders_per_second_lose_nothing() {
+    let _beside = LATENCY_RUNS_ALONE.read().await;
     let elastic = FakeElastic::start().await;
     elastic.with(|c| {
         c.throttle_every_nth_request = Some(4);
@@ -107,6 +113,7 @@ async fn sustained_429s_at_1000_orders_per_second_lose_nothing() {
 /// Elasticsearch away for 30 s in the middle of a run, then back.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn elasticsearch_down_for_30_s_mid_run_loses_nothing() {
+    let _beside = LATENCY_RUNS_ALONE.read().await;
     let mut elastic = FakeElastic::start().await;
     let dir = Workdir::new();
     let url = elastic.url();
@@ -133,6 +140,7 @@ async fn elasticsearch_down_for_30_s_mid_run_loses_nothing() {
 /// working credentials completes the index.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_401_mid_run_keeps_the_documents_for_an_export() {
+    let _beside = LATENCY_RUNS_ALONE.read().await;
     let elastic = FakeElastic::start().await;
     let dir = Workdir::new();
     let url = elastic.url();
@@ -169,6 +177,7 @@ async fn a_401_mid_run_keeps_the_documents_for_an_export() {
 /// and the index matches the events topic order by order.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn after_kill_9_an_export_from_kafka_completes_the_index() {
+    let _beside = LATENCY_RUNS_ALONE.read().await;
     let cluster = cluster_with_topics(4);
     let brokers = cluster.bootstrap_servers();
     let elastic = FakeElastic::start().await;
@@ -252,6 +261,7 @@ async fn after_kill_9_an_export_from_kafka_completes_the_index() {
 /// spool directory of its own; an export sends both runs whole.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn two_processes_share_a_data_directory_without_harm() {
+    let _beside = LATENCY_RUNS_ALONE.read().await;
     let dir = Workdir::new();
     let args = [
         "run",
@@ -333,6 +343,7 @@ async fn order_path_under_elasticsearch(orders: &str, rate: &str) -> [(f64, f64)
 /// bound of the run without Elasticsearch.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_order_path_latency_ignores_elasticsearch() {
+    let _alone = LATENCY_RUNS_ALONE.write().await;
     let [without, rest @ ..] = order_path_under_elasticsearch("4000", "1000").await;
     for (name, (send, end_to_end)) in ["healthy", "throttled", "down"].into_iter().zip(rest) {
         assert!(
@@ -348,5 +359,6 @@ async fn the_order_path_latency_ignores_elasticsearch() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 #[ignore = "a measurement; run by hand in release mode"]
 async fn measure_the_mirror_at_5000_orders_per_second() {
+    let _alone = LATENCY_RUNS_ALONE.write().await;
     order_path_under_elasticsearch("50000", "5000").await;
 }
