@@ -107,6 +107,45 @@ mod tests {
         }
     }
 
+    /// Every saved object as Kibana 9.1 exports it: the core migration
+    /// version Kibana has stamped since 8.8, each type's own migration
+    /// version, and dashboard panels with their type and
+    /// `<panelIndex>:panel_<panelIndex>` references.
+    #[test]
+    fn objects_are_what_kibana_9_exports() {
+        for object in &objects() {
+            let (kind, id) = (object["type"].as_str().unwrap(), &object["id"]);
+            let type_version = match kind {
+                "index-pattern" => "8.0.0",
+                "visualization" => "8.5.0",
+                "dashboard" => "10.3.0",
+                other => panic!("{id}: unexpected type {other}"),
+            };
+            assert_eq!(object["coreMigrationVersion"], "8.8.0", "{id}");
+            assert_eq!(object["typeMigrationVersion"], type_version, "{id}");
+            if kind != "dashboard" {
+                continue;
+            }
+            let references = object["references"].as_array().unwrap();
+            let panels: Vec<Value> =
+                serde_json::from_str(object["attributes"]["panelsJSON"].as_str().unwrap()).unwrap();
+            assert!(!panels.is_empty());
+            for panel in &panels {
+                let index = panel["panelIndex"].as_str().unwrap();
+                assert_eq!(panel["panelRefName"], format!("panel_{index}"), "{panel}");
+                assert_eq!(panel["gridData"]["i"], index, "{panel}");
+                let reference = references
+                    .iter()
+                    .find(|r| r["name"] == format!("{index}:panel_{index}"))
+                    .unwrap_or_else(|| panic!("panel {index} has its reference"));
+                assert_eq!(
+                    panel["type"], reference["type"],
+                    "panel {index} names its type"
+                );
+            }
+        }
+    }
+
     #[test]
     fn both_indices_have_a_data_view_and_every_visualization_uses_one() {
         let objects = objects();
