@@ -272,9 +272,34 @@ pub struct CompletionsArgs {
 pub struct RunArgs {
     #[command(flatten)]
     pub pipeline: PipelineArgs,
+    #[command(flatten)]
+    pub gates: GateOpts,
     /// Print the report as JSON on stdout instead of the summary.
     #[arg(long)]
     pub json: bool,
+}
+
+#[derive(Debug, Args, Clone, Default)]
+#[command(next_help_heading = "Scenario and gates")]
+pub struct GateOpts {
+    /// Play a scenario: a TOML file, or a built-in one by name (baja, media,
+    /// alta, ramp-and-spike, broker-outage, consumer-crash, chaos-tour, soak).
+    /// The run lasts its phases; --orders is ignored.
+    #[arg(long, value_name = "FILE|NAME")]
+    pub scenario: Option<String>,
+    /// A gate the run must pass, e.g. 'e2e.p99 < 250ms', 'lost == 0',
+    /// 'throughput >= 900/s' (repeatable; added to the scenario's). A failed
+    /// gate exits with code 7.
+    #[arg(long = "slo", value_name = "EXPR", value_parser = gate)]
+    pub slo: Vec<crate::slo::Gate>,
+    /// Write the verdicts as JUnit XML, for CI systems.
+    #[arg(long, value_name = "FILE")]
+    pub junit: Option<PathBuf>,
+}
+
+fn gate(text: &str) -> Result<crate::slo::Gate, String> {
+    text.parse()
+        .map_err(|e: crate::slo::gate::GateError| e.to_string())
 }
 
 #[derive(Debug, Args, Clone)]
@@ -702,19 +727,9 @@ fn seconds_in(min: f64, max: f64) -> impl Fn(&str) -> Result<Seconds, String> + 
                  a bare number is seconds), got {text:?}"
             )
         };
-        let trimmed = text.trim();
-        let split = trimmed
-            .find(|c: char| c.is_ascii_alphabetic())
-            .unwrap_or(trimmed.len());
-        let (number, unit) = trimmed.split_at(split);
-        let scale = match unit {
-            "" | "s" => 1.0,
-            "ms" => 1e-3,
-            "m" => 60.0,
-            "h" => 3_600.0,
-            _ => return Err(explain()),
-        };
-        let seconds = number.trim().parse::<f64>().map_err(|_| explain())? * scale;
+        let seconds = crate::clock::parse_duration(text)
+            .ok_or_else(explain)?
+            .as_secs_f64();
         if !(min..=max).contains(&seconds) {
             return Err(explain());
         }

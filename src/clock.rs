@@ -138,6 +138,25 @@ pub fn elapsed_since_unix_seconds(stamp: f64) -> Duration {
     Duration::try_from_secs_f64(unix_seconds_now() - stamp).unwrap_or_default()
 }
 
+/// A duration as people write it: `30s`, `2m`, `1h`, `250ms`, `1.5s`, or a
+/// bare number of seconds. None if it is not one (or is negative).
+pub fn parse_duration(text: &str) -> Option<Duration> {
+    let trimmed = text.trim();
+    let split = trimmed
+        .find(|c: char| c.is_ascii_alphabetic())
+        .unwrap_or(trimmed.len());
+    let (number, unit) = trimmed.split_at(split);
+    let scale = match unit {
+        "" | "s" => 1.0,
+        "ms" => 1e-3,
+        "m" => 60.0,
+        "h" => 3_600.0,
+        _ => return None,
+    };
+    let seconds = number.trim().parse::<f64>().ok()? * scale;
+    Duration::try_from_secs_f64(seconds).ok()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -12,7 +12,9 @@ use crate::{
     grpc::ServerLimits,
     kafka::{BrokerTarget, KafkaOptions},
     load::{LoadLevel, LoadPreset},
+    order::Order,
     pipeline::PipelineConfig,
+    session::SessionSettings,
     sinks::{
         elastic::ElasticConfig, notify::NotifySettings, IndexNames, MirrorSettings, MirrorTarget,
     },
@@ -128,5 +130,32 @@ pub fn mirror_settings(args: &CommonArgs) -> MirrorSettings {
             orders: args.mirror.orders_index.clone(),
             metrics: args.mirror.metrics_index.clone(),
         },
+    }
+}
+
+/// A live session at `level`, as the control center and scenarios start it.
+pub fn session_settings(
+    args: &CommonArgs,
+    level: LoadLevel,
+    orders: std::sync::Arc<[Order]>,
+) -> SessionSettings {
+    let mut args = args.clone();
+    args.level.load = Some(level);
+    SessionSettings {
+        pipeline: pipeline_config(
+            &args,
+            Some(args.server.listen.unwrap_or(([127, 0, 0, 1], 0).into())),
+        ),
+        load: level,
+        preset: effective_load(&args),
+        orders,
+        clock: SimClock::new(args.run.time_scale),
+        kibana: args
+            .mirror
+            .kibana
+            .clone()
+            .map(|url| (url.clone(), ElasticConfig::from_env(url, None))),
+        drain_limit: args.run.drain_timeout.0,
+        audit_at_stop: false,
     }
 }

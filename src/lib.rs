@@ -20,8 +20,9 @@
 //! ```
 //!
 //! Layers, each importing only those above it in this list:
-//! - [`clock`], [`order`], [`metrics`], [`load`], [`sync`]: the core (pure types,
-//!   the one scaled clock, counters and histograms, load levels, locking).
+//! - [`clock`], [`order`], [`metrics`], [`load`], [`slo`], [`sync`]: the core
+//!   (pure types, the one scaled clock, counters and histograms, load levels,
+//!   gates and their verdicts, locking).
 //! - [`kafka`]: embedded broker, durable producer, consumer group, offsets.
 //! - [`sinks`]: documents, the Elasticsearch mirror and its spool, Kibana,
 //!   e-mail notifications.
@@ -31,6 +32,8 @@
 //! - [`clients`]: simulated clients reading the orders CSV.
 //! - [`report`], [`session`]: the run's report; a live pipeline steered by
 //!   commands, publishing its status.
+//! - [`scenario`]: load stories with timed faults, played on a session and
+//!   judged by gates.
 //! - [`bench`](mod@bench): the benchmark's scenarios and references.
 //! - [`cli`], [`config`], [`signals`]: the command line, the configuration it
 //!   builds, Ctrl-C and SIGTERM.
@@ -51,9 +54,11 @@ pub mod order;
 pub mod pipeline;
 pub mod processing;
 pub mod report;
+pub mod scenario;
 pub mod session;
 pub mod signals;
 pub mod sinks;
+pub mod slo;
 pub mod sync;
 pub mod tui;
 
@@ -82,6 +87,10 @@ pub enum AppError {
     Bench(#[from] bench::BenchError),
     #[error("terminal error: {0}")]
     Terminal(String),
+    #[error(transparent)]
+    Scenario(#[from] scenario::ScenarioError),
+    #[error("gates failed: {0}")]
+    Gates(String),
     #[error("cannot write the report to {path}: {source}")]
     Report {
         path: String,
@@ -91,7 +100,7 @@ pub enum AppError {
 
 impl AppError {
     /// 2 usage, 3 incomplete run, 4 Kafka unreachable or unusable, 5 bad
-    /// input, 6 Elasticsearch/spool problem, 1 other.
+    /// input, 6 Elasticsearch/spool problem, 7 a gate failed, 1 other.
     pub fn exit_code(&self) -> u8 {
         match self {
             AppError::Usage(_) => 2,
@@ -100,7 +109,8 @@ impl AppError {
                 pipeline::PipelineError::Kafka(_) | pipeline::PipelineError::Client(_),
             )
             | AppError::Bench(bench::BenchError::Broker(_)) => 4,
-            AppError::Csv(_) => 5,
+            AppError::Csv(_) | AppError::Scenario(_) => 5,
+            AppError::Gates(_) => 7,
             AppError::Pipeline(
                 pipeline::PipelineError::Sink(_) | pipeline::PipelineError::Notify(_),
             )
@@ -139,7 +149,7 @@ pub fn raise_open_file_limit() -> Option<u64> {
 pub async fn run(cli: Cli) -> Result<(), AppError> {
     match cli.into_command() {
         Command::Tui(tui) => commands::tui::tui(&tui.common()).await,
-        Command::Run(run) => commands::run::run(&run.pipeline.common(), run.json).await,
+        Command::Run(run) => commands::run::run(&run.pipeline.common(), &run.gates, run.json).await,
         Command::Serve(serve) => commands::serve::serve(&serve.common()).await,
         Command::Worker(worker) => commands::serve::worker(&worker.common()).await,
         Command::Broker(broker) => commands::serve::broker(&broker.common()).await,

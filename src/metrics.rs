@@ -129,6 +129,14 @@ pub struct WindowStats {
     pub end_to_end_buckets: BucketCounts,
 }
 
+/// Latencies since the start of a scenario's phase (see `take_phase`).
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct PhaseLatency {
+    pub send: LatencySummary,
+    pub end_to_end: LatencySummary,
+    pub completion: LatencySummary,
+}
+
 struct Histograms {
     send: Histogram<u64>,
     end_to_end: Histogram<u64>,
@@ -136,6 +144,8 @@ struct Histograms {
     per_state: [Histogram<u64>; 4],
     window_send: Histogram<u64>,
     window_end_to_end: Histogram<u64>,
+    /// Send, end to end and completion since the phase began.
+    phase: [Histogram<u64>; 3],
 }
 
 impl Histograms {
@@ -147,6 +157,7 @@ impl Histograms {
             per_state: std::array::from_fn(|_| new_histogram()),
             window_send: new_histogram(),
             window_end_to_end: new_histogram(),
+            phase: std::array::from_fn(|_| new_histogram()),
         }
     }
 
@@ -159,7 +170,25 @@ impl Histograms {
         if let Some(window) = window {
             window.saturating_record(micros);
         }
+        let phase = match kind {
+            Latency::Send => Some(0),
+            Latency::EndToEnd => Some(1),
+            Latency::Completion => Some(2),
+            Latency::InState(_) => None,
+        };
+        if let Some(phase) = phase {
+            self.phase[phase].saturating_record(micros);
+        }
         self.select(kind).saturating_record(micros);
+    }
+
+    fn phase_latency(&self) -> PhaseLatency {
+        let [send, end_to_end, completion] = &self.phase;
+        PhaseLatency {
+            send: summarize(send),
+            end_to_end: summarize(end_to_end),
+            completion: summarize(completion),
+        }
     }
 
     fn select(&mut self, kind: Latency) -> &mut Histogram<u64> {
@@ -261,6 +290,19 @@ impl Metrics {
         stats
     }
 
+    /// Latencies since the phase began, so far.
+    pub fn phase_latency(&self) -> PhaseLatency {
+        self.histograms.locked().phase_latency()
+    }
+
+    /// Latencies since the phase began; the next phase begins now.
+    pub fn take_phase(&self) -> PhaseLatency {
+        let mut histograms = self.histograms.locked();
+        let latency = histograms.phase_latency();
+        histograms.phase.iter_mut().for_each(Histogram::reset);
+        latency
+    }
+
     /// Moves one order's gauge from `from` to `to`.
     pub fn move_state(&self, from: Option<State>, to: State) {
         if let Some(from) = from {
@@ -359,6 +401,20 @@ mod tests {
             3,
             "totals keep everything"
         );
+    }
+
+    #[test]
+    fn phases_restart_while_totals_keep_everything() {
+        let metrics = Metrics::new();
+        metrics.record(Latency::Completion, Duration::from_secs(3));
+        metrics.record(Latency::InState(State::Shipped), Duration::from_secs(1));
+        let first = metrics.take_phase();
+        assert_eq!(first.completion.count, 1);
+        assert_eq!(first.send.count, 0);
+        metrics.record(Latency::Send, Duration::from_millis(2));
+        assert_eq!(metrics.phase_latency().send.count, 1);
+        assert_eq!(metrics.phase_latency().completion.count, 0);
+        assert_eq!(metrics.snapshot().completion.count, 1);
     }
 
     #[test]

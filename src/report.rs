@@ -5,11 +5,13 @@ use std::collections::BTreeMap;
 use serde::Serialize;
 
 use crate::{
+    kafka::finished_log::EventAudit,
     metrics::{per_second, LatencySummary, MetricsSnapshot},
     order::State,
     pipeline::Unfinished,
     sinks::notify::NotifyCounts,
     sinks::{MirrorState, MirrorStatus},
+    slo::SloReport,
 };
 
 #[derive(Debug, Serialize)]
@@ -32,6 +34,9 @@ pub struct Report {
     pub complete: bool,
     /// Stopped on request (a signal, a key) before reaching its goal.
     pub interrupted: bool,
+    /// The gates' verdicts (with `--slo` or a scenario).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub slo: Option<SloReport>,
     /// Why the run is not complete, or what went wrong along the way.
     pub problems: Vec<String>,
 }
@@ -151,6 +156,9 @@ pub struct OrderTotals {
     pub panics: u64,
     /// Finished events published again after a failed delivery.
     pub finished_retries: u64,
+    /// Orders with more than one Finished event in the events topic, read
+    /// back at the stop (null when it was not read: no gate asked).
+    pub finished_twice: Option<u64>,
 }
 
 #[derive(Debug, Serialize)]
@@ -208,6 +216,7 @@ pub struct RunContext {
     pub sink: MirrorStatus,
     pub notifications: NotifyCounts,
     pub problems: Vec<String>,
+    pub audit: Option<EventAudit>,
 }
 
 impl Report {
@@ -242,6 +251,7 @@ impl Report {
                 handed_over: c.handed_over,
                 panics: c.panics,
                 finished_retries: c.finished_retries,
+                finished_twice: context.audit.map(|audit| audit.finished_twice),
             },
             latency_ms: Latencies {
                 send: snapshot.send.into(),
@@ -261,6 +271,7 @@ impl Report {
             notifications: context.notifications,
             complete: context.unfinished.lost == 0 && context.problems.is_empty(),
             interrupted: context.interrupted,
+            slo: None,
             problems: context.problems,
         }
     }

@@ -13,13 +13,14 @@ use tokio_util::sync::CancellationToken;
 use crate::{
     clients::{ClientPool, Pacer},
     clock::{unix_millis_now, DelayRange, SimClock},
+    kafka::finished_log::EventAudit,
     kafka::{
         consumer::{MemberLoad, PartitionLag},
         BrokerHealth,
     },
     load::{LoadLevel, LoadPreset},
-    metrics::{per_second, MetricsSnapshot, WindowStats},
-    order::{Order, State, Transition},
+    metrics::{per_second, MetricsSnapshot, PhaseLatency, WindowStats},
+    order::{Order, Transition},
     pipeline::{
         chaos::{Chaos, ChaosLog},
         Pipeline, PipelineConfig, StopProgress, Unfinished,
@@ -29,16 +30,26 @@ use crate::{
 };
 use futures::FutureExt;
 
-/// What the user asked for.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+/// What the user (or a scenario) asked for.
+#[derive(Clone, Copy, Debug, PartialEq)]
 pub enum Command {
     ToggleClients,
     SetLoad(LoadLevel),
     AddClient,
     RemoveClient,
+    /// Clients that run while the simulation is on (at least one).
+    SetClients(usize),
+    /// Orders per second over all clients; None = as fast as they can.
+    SetRate(Option<f64>),
     AddConsumer,
     RemoveConsumer,
+    /// Adds or removes members until the group has this many.
+    SetConsumers(usize),
     TogglePause,
+    SetPaused(bool),
+    /// A scenario's phase ends: its latencies are published in
+    /// `SessionStatus::closed_phase` and the next phase's begin.
+    ClosePhase,
     /// Import the Kibana dashboard (with --kibana).
     ImportDashboard,
     /// Break something on purpose (the chaos menu).
@@ -108,6 +119,12 @@ pub struct SessionStatus {
     pub notice: Option<String>,
     /// Once stopped: acknowledged orders that did not finish, and where.
     pub unfinished: Unfinished,
+    /// Latencies since the current scenario phase began.
+    pub phase_latency: PhaseLatency,
+    /// Phases closed so far, and the last one's latencies.
+    pub closed_phase: (u64, PhaseLatency),
+    /// Once stopped, if asked for: the events topic read back.
+    pub audit: Option<EventAudit>,
 }
 
 impl SessionStatus {
@@ -133,6 +150,9 @@ impl SessionStatus {
             reconciliation: LedgerTally::default(),
             notice: None,
             unfinished: Unfinished::default(),
+            phase_latency: PhaseLatency::default(),
+            closed_phase: (0, PhaseLatency::default()),
+            audit: None,
         }
     }
 }
@@ -147,6 +167,8 @@ pub struct SessionSettings {
     pub kibana: Option<(String, ElasticConfig)>,
     /// How long a quit waits for acknowledged orders on the embedded broker.
     pub drain_limit: Duration,
+    /// Read the events topic back at the stop (gates on `finished_twice`).
+    pub audit_at_stop: bool,
 }
 
 pub struct SessionHandle {
@@ -202,9 +224,13 @@ async fn run(
     mut inbox: mpsc::Receiver<Command>,
     feed: broadcast::Sender<Transition>,
 ) {
-    let delivery_timeout = settings.pipeline.kafka.delivery_timeout;
     let pipeline = match Pipeline::start_with_feed(settings.pipeline, feed).await {
-        Ok(pipeline) => pipeline,
+        Ok(mut pipeline) => {
+            if settings.audit_at_stop {
+                pipeline.audit_at_stop();
+            }
+            pipeline
+        }
         Err(error) => {
             status.phase = Phase::Failed(error.to_string());
             publish.send_replace(status);
@@ -240,8 +266,6 @@ async fn run(
         seq: 0,
         kibana: settings.kibana,
         export: None,
-        clock: settings.clock,
-        delivery_timeout,
     };
     live.status.phase = Phase::Running;
     live.apply(Command::ToggleClients);
@@ -301,6 +325,7 @@ async fn run(
         })
         .await;
     status.unfinished = stopped.unfinished;
+    status.audit = stopped.audit;
     status.metrics = metrics.snapshot();
     status.reconciliation = ledger.tally(Duration::MAX);
     status.in_flight = 0;
@@ -318,8 +343,6 @@ struct Live {
     kibana: Option<(String, ElasticConfig)>,
     /// A dashboard import in progress; its result becomes a notice.
     export: Option<JoinHandle<String>>,
-    clock: SimClock,
-    delivery_timeout: Duration,
 }
 
 impl Live {
@@ -348,15 +371,35 @@ impl Live {
                 }
                 status.notice = Some(format!("load set to {level}"));
             }
-            Command::AddClient | Command::RemoveClient => {
-                status.clients = if command == Command::AddClient {
-                    status.clients + 1
-                } else {
-                    status.clients.saturating_sub(1).max(1)
+            Command::AddClient | Command::RemoveClient | Command::SetClients(_) => {
+                status.clients = match command {
+                    Command::AddClient => status.clients + 1,
+                    Command::SetClients(clients) => clients.max(1),
+                    _ => status.clients.saturating_sub(1).max(1),
                 };
                 if status.clients_running {
                     self.pool.resize(status.clients);
                 }
+            }
+            Command::SetRate(rate) => {
+                status.rate = rate;
+                self.pool.pacer().set_rate(rate);
+            }
+            Command::SetConsumers(wanted) => {
+                while self.pipeline.consumer_count() > wanted {
+                    self.pipeline.remove_consumer();
+                }
+                while self.pipeline.consumer_count() < wanted {
+                    if let Err(error) = self.pipeline.add_consumer() {
+                        status.notice = Some(format!("could not add a consumer: {error}"));
+                        break;
+                    }
+                }
+            }
+            Command::SetPaused(paused) => self.pipeline.pause_consumers(paused),
+            Command::ClosePhase => {
+                let closed = self.pipeline.metrics().take_phase();
+                status.closed_phase = (status.closed_phase.0 + 1, closed);
             }
             Command::AddConsumer => {
                 if let Err(error) = self.pipeline.add_consumer() {
@@ -402,16 +445,6 @@ impl Live {
         }
     }
 
-    /// The longest an acknowledged order can legitimately take: a delivery
-    /// timeout, the slowest trip through the states, and a margin for a
-    /// consumer restart. Past it an order is overdue (at risk of being lost).
-    fn overdue_after(&self) -> Duration {
-        let slowest_trip = self
-            .clock
-            .scaled(self.status.stage_delay.max * State::TIMED.len() as u32);
-        self.delivery_timeout + slowest_trip + Duration::from_secs(30)
-    }
-
     /// Computes one chart sample: rates over the last period and the
     /// latencies recorded in it.
     fn sample(&mut self) {
@@ -441,6 +474,7 @@ impl Live {
     fn refresh(&mut self) {
         let status = &mut self.status;
         status.metrics = self.pipeline.snapshot();
+        status.phase_latency = self.pipeline.metrics().phase_latency();
         let health = self.pipeline.broker_health().borrow().clone();
         if let (BrokerHealth::Down(reason), false) = (&health, status.health == health) {
             status.notice = Some(format!("Kafka is unreachable: {reason}"));
@@ -449,9 +483,7 @@ impl Live {
         status.consumers = self.pipeline.consumer_count();
         status.consumers_paused = self.pipeline.consumers_paused();
         status.in_flight = self.pipeline.in_flight();
-        let overdue_after = self.overdue_after();
-        let status = &mut self.status;
-        status.reconciliation = self.pipeline.ledger().tally(overdue_after);
+        status.reconciliation = self.pipeline.ledger().tally(self.pipeline.overdue_after());
         status.chaos = self.pipeline.chaos();
         status.partitions = self.pipeline.partition_lag();
         status.members = self.pipeline.consumer_loads();

@@ -239,6 +239,7 @@ async fn the_tui_export_key_imports_the_dashboard_and_says_so() {
         clock: SimClock::new(orderdeck::clock::TimeScale::new(0.0).unwrap()),
         kibana: Some((kibana.url(), ElasticConfig::from_env(kibana.url(), None))),
         drain_limit: std::time::Duration::from_secs(60),
+        audit_at_stop: false,
     });
     let mut status = handle.status.clone();
     let running = status

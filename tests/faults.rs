@@ -373,6 +373,7 @@ async fn the_session_shows_a_fault_and_the_recovery_live() {
         clock: SimClock::new(TimeScale::new(0.0).unwrap()),
         kibana: None,
         drain_limit: std::time::Duration::from_secs(60),
+        audit_at_stop: false,
     });
     let status = handle.status.clone();
     until(&status, "orders finishing", |s| {

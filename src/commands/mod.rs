@@ -6,6 +6,7 @@ pub mod export;
 pub mod load;
 pub mod progress;
 pub mod run;
+pub mod scenario;
 pub mod serve;
 pub mod tui;
 
@@ -13,10 +14,12 @@ use std::time::Duration;
 
 use crate::{
     cli::CommonArgs,
+    metrics::MetricsSnapshot,
     pipeline::{DrainEnd, Pipeline, StopProgress},
     report::{Report, RunContext},
     signals::StopSignals,
     sinks::MirrorStatus,
+    slo::{Gate, Measures, PhaseOutcome, SloReport},
     AppError,
 };
 
@@ -29,6 +32,52 @@ pub struct Closing {
     /// Orders left in an external Kafka count as a problem (for `run`,
     /// whose job is to finish them; not for `serve`, whose group will).
     pub left_in_kafka_is_a_problem: bool,
+    /// Gates to judge the run by, if any.
+    pub judging: Option<Judging>,
+}
+
+/// What the gates judge besides the report's figures.
+pub struct Judging {
+    pub scenario: Option<String>,
+    pub gates: Vec<Gate>,
+    pub phases: Vec<PhaseOutcome>,
+    /// The most acknowledged orders overdue at once during the run.
+    pub overdue: u64,
+}
+
+impl Judging {
+    /// Judges the finished run: each phase as measured, and the whole run
+    /// from the report (what only the end knows: lost, finished twice, the
+    /// mirror's leftovers).
+    pub fn judge(self, report: &Report, totals: &MetricsSnapshot, elastic: bool) -> SloReport {
+        let c = totals.counts;
+        let measured = self.phases.iter().map(|p| p.elapsed).sum::<Duration>();
+        let sink = &report.sink;
+        let overall = Measures {
+            send: totals.send,
+            end_to_end: totals.end_to_end,
+            completion: totals.completion,
+            throughput: if self.phases.is_empty() {
+                report.throughput.orders_per_s
+            } else {
+                crate::metrics::per_second(c.finished, measured)
+            },
+            acknowledged: c.acknowledged,
+            finished: c.finished,
+            failed: c.failed,
+            rejected: c.rejected,
+            overdue: self.overdue,
+            lost: Some(report.orders.lost),
+            finished_twice: report.orders.finished_twice,
+            sink_left: Some(sink.left + sink.pending + if elastic { sink.spooled } else { 0 }),
+        };
+        SloReport::judge(
+            self.scenario.as_deref(),
+            &self.gates,
+            &self.phases,
+            &overall,
+        )
+    }
 }
 
 /// Stops the pipeline, then reports. On the embedded broker every
@@ -105,8 +154,13 @@ pub async fn finish(
             sink: stopped.sink,
             notifications: stopped.notifications,
             problems: closing.problems,
+            audit: stopped.audit,
         },
     );
+    let mut report = report;
+    if let Some(judging) = closing.judging {
+        report.slo = Some(judging.judge(&report, &metrics.snapshot(), args.mirror.es.is_some()));
+    }
     if let Some(path) = &args.report.report {
         write_report(path, &report.to_json())?;
     }
@@ -116,8 +170,11 @@ pub async fn finish(
     Ok(report)
 }
 
-/// Maps an incomplete report to its exit status.
+/// Maps an incomplete report, or a failed gate, to its exit status.
 pub fn conclude(report: &Report, args: &CommonArgs) -> Result<(), AppError> {
+    if let Some(slo) = report.slo.as_ref().filter(|slo| !slo.passed) {
+        return Err(AppError::Gates(slo.failures().join("; ")));
+    }
     if !report.complete {
         return Err(AppError::Incomplete(report.problems.join("; ")));
     }

@@ -8,15 +8,16 @@ use std::{
 
 use tokio_util::sync::CancellationToken;
 
-use super::{conclude, finish, progress::Progress, Closing};
+use super::{conclude, finish, progress::Progress, Closing, Judging};
 use crate::signals::stop_signals;
 use crate::{
-    cli::CommonArgs,
+    cli::{CommonArgs, GateOpts},
     clients::{orders_from, run_clients, ClientApi, ClientPlan},
     clock::SimClock,
     config::{effective_load, orders_file, pipeline_config},
     metrics::Counter,
     pipeline::Pipeline,
+    report::Report,
     AppError,
 };
 
@@ -24,7 +25,10 @@ const GROUP_JOIN_TIMEOUT: Duration = Duration::from_secs(30);
 const TICK: Duration = Duration::from_millis(100);
 
 /// `json`: the report as JSON on stdout instead of the summary.
-pub async fn run(args: &CommonArgs, json: bool) -> Result<(), AppError> {
+pub async fn run(args: &CommonArgs, gates: &GateOpts, json: bool) -> Result<(), AppError> {
+    if let Some(spec) = &gates.scenario {
+        return super::scenario::run(args, gates, spec, json).await;
+    }
     let signals = stop_signals();
     let csv = orders_from(orders_file(args), args.orders_file.on_bad_row)?;
     for row in &csv.rejected {
@@ -42,7 +46,12 @@ pub async fn run(args: &CommonArgs, json: bool) -> Result<(), AppError> {
         .server
         .listen
         .unwrap_or(SocketAddr::from((Ipv4Addr::LOCALHOST, 0)));
-    let pipeline = Pipeline::start(pipeline_config(args, Some(listen))).await?;
+    let mut pipeline = Pipeline::start(pipeline_config(args, Some(listen))).await?;
+    let judged = !gates.slo.is_empty();
+    if judged {
+        pipeline.audit_at_stop();
+    }
+    let mut overdue = 0;
     let metrics = Arc::clone(pipeline.metrics());
     metrics.add(Counter::Rejected, csv.rejected.len() as u64);
     let mut problems = Vec::new();
@@ -83,6 +92,9 @@ pub async fn run(args: &CommonArgs, json: bool) -> Result<(), AppError> {
             _ = tokio::time::sleep(TICK) => {}
         }
         progress.update(&metrics.snapshot(), pipeline.in_flight());
+        if judged {
+            overdue = overdue.max(pipeline.ledger().tally(pipeline.overdue_after()).overdue);
+        }
         // Done when every acknowledged order finished, here or in another
         // process of the group; an interrupt leaves the rest to the drain.
         if clients_done && (interrupted || pipeline.unfinished_acknowledged() == 0) {
@@ -114,12 +126,33 @@ pub async fn run(args: &CommonArgs, json: bool) -> Result<(), AppError> {
         problems,
         interrupted,
         left_in_kafka_is_a_problem: true,
+        judging: judged.then(|| Judging {
+            scenario: None,
+            gates: gates.slo.clone(),
+            phases: Vec::new(),
+            overdue,
+        }),
     };
     let report = finish(pipeline, args, &signals, closing).await?;
+    present(&report, gates, json)?;
+    conclude(&report, args)
+}
+
+/// Prints the report (and the gates' verdicts), and writes `--junit`.
+pub fn present(report: &Report, gates: &GateOpts, json: bool) -> Result<(), AppError> {
     if json {
         println!("{}", report.to_json());
     } else {
         println!("{}", report.summary());
+        if let Some(slo) = &report.slo {
+            println!("gates:");
+            for line in slo.lines() {
+                println!("  {line}");
+            }
+        }
     }
-    conclude(&report, args)
+    if let (Some(path), Some(slo)) = (&gates.junit, &report.slo) {
+        super::write_report(path, &crate::slo::junit::render(slo))?;
+    }
+    Ok(())
 }

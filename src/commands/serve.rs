@@ -105,6 +105,7 @@ async fn keep_running(
         }
     }
     let closing = Closing {
+        judging: None,
         elapsed: started.elapsed(),
         problems: Vec::new(),
         interrupted,

@@ -6,13 +6,11 @@ use std::sync::Arc;
 use crate::{
     cli::CommonArgs,
     clients::orders_from,
-    clock::SimClock,
-    config::{broker_target, data_dir, effective_load, orders_file, pipeline_config},
+    config::{broker_target, data_dir, orders_file, session_settings},
     kafka::BrokerTarget,
     order::Order,
-    session::{self, SessionSettings},
+    session,
     signals::stop_signals,
-    sinks::elastic::ElasticConfig,
     tui::{self, app::StartInfo},
     AppError,
 };
@@ -40,26 +38,7 @@ pub async fn tui(args: &CommonArgs) -> Result<(), AppError> {
         time_scale: args.run.time_scale.factor(),
     };
     let signals = stop_signals();
-    let start_session = |level| {
-        let mut args = args.clone();
-        args.level.load = Some(level);
-        session::spawn(SessionSettings {
-            pipeline: pipeline_config(
-                &args,
-                Some(args.server.listen.unwrap_or(([127, 0, 0, 1], 0).into())),
-            ),
-            load: level,
-            preset: effective_load(&args),
-            orders: Arc::clone(&orders),
-            clock: SimClock::new(args.run.time_scale),
-            kibana: args
-                .mirror
-                .kibana
-                .clone()
-                .map(|url| (url.clone(), ElasticConfig::from_env(url, None))),
-            drain_limit: args.run.drain_timeout.0,
-        })
-    };
+    let start_session = |level| session::spawn(session_settings(args, level, Arc::clone(&orders)));
     let last = tui::show(start, args.level.load, start_session, signals).await?;
     match last.map(|status| status.unfinished) {
         Some(unfinished) if unfinished.lost > 0 => Err(AppError::Incomplete(format!(

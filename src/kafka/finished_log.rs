@@ -84,6 +84,35 @@ impl FinishedLog {
     }
 }
 
+/// What the events topic says, read from its start: how many orders have a
+/// Finished event, and how many have more than one (finished twice).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct EventAudit {
+    pub finished_events: u64,
+    pub orders: u64,
+    pub finished_twice: u64,
+}
+
+/// Reads every Finished event in the events topic (what an outsider sees),
+/// counting them by order id. Blocks; bounded by [`READ_LIMIT`].
+pub fn audit(connection: &KafkaConnection) -> KafkaResult<EventAudit> {
+    let consumer = reader(connection)?;
+    let (finished, _) = read(
+        &consumer,
+        &connection.options.events_topic,
+        Start::Beginning,
+    )?;
+    let mut times = std::collections::HashMap::<OrderId, u32>::with_capacity(finished.len());
+    for id in &finished {
+        *times.entry(*id).or_default() += 1;
+    }
+    Ok(EventAudit {
+        finished_events: finished.len() as u64,
+        orders: times.len() as u64,
+        finished_twice: times.values().filter(|n| **n > 1).count() as u64,
+    })
+}
+
 fn reader(connection: &KafkaConnection) -> KafkaResult<BaseConsumer> {
     connection
         .client_config()
@@ -99,6 +128,7 @@ fn reader(connection: &KafkaConnection) -> KafkaResult<BaseConsumer> {
 }
 
 enum Start {
+    Beginning,
     Time(i64),
     Offsets(BTreeMap<i32, i64>),
 }
@@ -123,6 +153,7 @@ fn read(
         );
     }
     let from = match start {
+        Start::Beginning => watermarks.iter().map(|(p, (low, _))| (*p, *low)).collect(),
         Start::Offsets(next) => next,
         Start::Time(since_ms) => first_offsets_since(consumer, topic, &watermarks, since_ms)?,
     };

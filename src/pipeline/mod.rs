@@ -18,7 +18,7 @@ use crate::{
     },
     kafka::{
         consumer::{Assignment, ConsumerGroup, GroupShared, MemberLoad, PartitionLag, StopMode},
-        finished_log::FinishedLog,
+        finished_log::{self, EventAudit, FinishedLog},
         finished_watch::FinishedWatch,
         producer::OrderProducer,
         BrokerHealth, BrokerTarget, EmbeddedBroker, KafkaConnection, KafkaOptions, KafkaSetupError,
@@ -107,6 +107,8 @@ pub struct StopReport {
     pub unfinished: Unfinished,
     /// How the wait for them ended.
     pub drain: DrainEnd,
+    /// The events topic read back at the stop, if asked for (`audit_at_stop`).
+    pub audit: Option<EventAudit>,
 }
 
 /// Acknowledged orders a stopping process did not finish.
@@ -208,6 +210,8 @@ pub struct Pipeline {
     /// Learns from the events topic which acknowledged orders finished in
     /// other processes (only while this process acknowledges orders).
     finished_watch: Option<FinishedWatch>,
+    /// Read the events topic back at the stop (see [`Pipeline::audit_at_stop`]).
+    audit_at_stop: bool,
     // Declared last so it is dropped after every client that talks to it.
     embedded_broker: Option<EmbeddedBroker>,
 }
@@ -339,6 +343,7 @@ impl Pipeline {
             stop_throughput,
             chaos: ChaosLog::default(),
             finished_watch,
+            audit_at_stop: false,
             embedded_broker: broker,
         })
     }
@@ -425,6 +430,17 @@ impl Pipeline {
 
     pub fn ledger(&self) -> Arc<AckLedger> {
         Arc::clone(&self.ledger)
+    }
+
+    /// The longest an acknowledged order can legitimately take: a delivery
+    /// timeout, the slowest trip through the states, and a margin for a
+    /// consumer restart. Past it an order is overdue (at risk of being lost).
+    pub fn overdue_after(&self) -> Duration {
+        let slowest_trip = self
+            .flow
+            .clock
+            .scaled(self.stage_delay.borrow().max * crate::order::State::TIMED.len() as u32);
+        self.connection.options.delivery_timeout + slowest_trip + Duration::from_secs(30)
     }
 
     /// Acknowledged orders (by id) that have not finished yet.
@@ -638,12 +654,39 @@ impl Pipeline {
         };
         tracing::info!(left = sink.left, "mirror stopped");
         let unfinished = Unfinished::of(self.ledger.unfinished(), self.broker_is_embedded());
+        let audit = match self.audit_at_stop {
+            true => self.audit_events().await,
+            false => None,
+        };
         drop(self);
         StopReport {
             sink,
             notifications,
             unfinished,
             drain: DrainEnd::Complete,
+            audit,
+        }
+    }
+
+    /// At the stop, once every event is in Kafka (and before the embedded
+    /// broker goes), read the events topic back and count Finished events
+    /// by order id: what an outsider sees, for `finished_twice` gates.
+    pub fn audit_at_stop(&mut self) {
+        self.audit_at_stop = true;
+    }
+
+    async fn audit_events(&self) -> Option<EventAudit> {
+        let connection = self.connection.clone();
+        match tokio::task::spawn_blocking(move || finished_log::audit(&connection)).await {
+            Ok(Ok(audit)) => Some(audit),
+            Ok(Err(error)) => {
+                tracing::warn!(%error, "could not read the events topic back");
+                None
+            }
+            Err(error) => {
+                tracing::warn!(%error, "the events audit failed");
+                None
+            }
         }
     }
 

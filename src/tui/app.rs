@@ -24,7 +24,7 @@ pub const TRACKED_ORDERS: usize = 2_000;
 pub const HISTORY: usize = 900;
 
 /// What the app asks the runner to do.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq)]
 pub enum Effect {
     StartSession(LoadLevel),
     Send(Command),

@@ -1,0 +1,185 @@
+//! `orderdeck run --scenario`: a story played on a live session (the one
+//! the control center drives), then judged by its gates.
+
+use std::{sync::Arc, time::Duration};
+
+use tokio::sync::watch;
+use tokio_util::sync::CancellationToken;
+
+use super::{conclude, run::present, write_report, Judging};
+use crate::{
+    cli::{CommonArgs, GateOpts},
+    clients::orders_from,
+    config::{broker_target, load_level, orders_file, session_settings},
+    kafka::BrokerTarget,
+    report::{Report, RunContext},
+    scenario::{
+        self,
+        runner::{play, Controls},
+        Scenario, Timeline,
+    },
+    session::{self, Command, Phase},
+    signals::stop_signals,
+    slo::{default_gates, Gate},
+    AppError,
+};
+
+pub async fn run(
+    args: &CommonArgs,
+    opts: &GateOpts,
+    spec: &str,
+    json: bool,
+) -> Result<(), AppError> {
+    let scenario = scenario::load(spec)?;
+    let gates = gates_of(&scenario, &opts.slo);
+    if broker_target(args) != BrokerTarget::Embedded {
+        if let Some(event) = scenario
+            .phases
+            .iter()
+            .flat_map(|p| &p.events)
+            .find(|e| e.action.needs_embedded_broker())
+        {
+            return Err(AppError::Usage(format!(
+                "scenario {:?}: `{}` breaks the embedded broker; run it without --brokers",
+                scenario.name, event.action
+            )));
+        }
+    }
+    let csv = orders_from(orders_file(args), args.orders_file.on_bad_row)?;
+    let level = scenario.phases[0].load.unwrap_or(load_level(args));
+    let mut settings = session_settings(args, level, Arc::from(csv.orders));
+    settings.audit_at_stop = true;
+    let session = session::spawn(settings);
+    let signals = stop_signals();
+
+    let (phases, interrupted) = {
+        let (timeline, progress) = watch::channel(Timeline::new(&scenario));
+        // Headless, nothing skips a phase; a stop ends the scenario early.
+        let (_skip, skip) = watch::channel(0);
+        let stop = CancellationToken::new();
+        let controls = Controls {
+            commands: &session.commands,
+            status: session.status.clone(),
+            skip,
+            stop: stop.clone(),
+            timeline: &timeline,
+        };
+        let playing = play(&scenario, &gates, controls);
+        tokio::pin!(playing);
+        let mut tick = tokio::time::interval(Duration::from_secs(1));
+        let mut interrupted = false;
+        loop {
+            tokio::select! {
+                phases = &mut playing => break (phases, interrupted),
+                _ = signals.stop.cancelled(), if !interrupted => {
+                    interrupted = true;
+                    stop.cancel();
+                    eprintln!("stopping: the scenario ends here; finishing the acknowledged orders (Ctrl-C again abandons them)");
+                }
+                _ = tick.tick() => eprintln!("{}", progress_line(&progress.borrow())),
+            }
+        }
+    };
+
+    let _ = session.commands.send(Command::Shutdown).await;
+    let commands = session.commands.clone();
+    let abandon = signals.abandon.clone();
+    tokio::spawn(async move {
+        abandon.cancelled().await;
+        let _ = commands.send(Command::Abandon).await;
+    });
+    let mut status = session.status.clone();
+    let last = status
+        .wait_for(|s| matches!(s.phase, Phase::Stopped | Phase::Failed(_)))
+        .await
+        .map(|s| s.clone())
+        .map_err(|_| AppError::Incomplete("the session ended without stopping".to_owned()))?;
+    session.finished().await;
+    if let Phase::Failed(reason) = &last.phase {
+        return Err(AppError::Incomplete(format!(
+            "the pipeline did not start: {reason}"
+        )));
+    }
+
+    let mut problems = Vec::new();
+    if last.unfinished.lost > 0 {
+        problems.push(format!(
+            "{} acknowledged orders were abandoned and are lost: only the embedded broker held \
+             them, and it stopped with this process",
+            last.unfinished.lost
+        ));
+    }
+    let overdue = phases.iter().map(|p| p.measures.overdue).max().unwrap_or(0);
+    let mut report = Report::new(
+        &last.metrics,
+        RunContext {
+            elapsed: phases.iter().map(|p| p.elapsed).sum(),
+            broker: last.broker.clone(),
+            load: format!("scenario {}", scenario.name),
+            time_scale: args.run.time_scale.factor(),
+            unfinished: last.unfinished,
+            finished_elsewhere: last.reconciliation.finished_elsewhere,
+            interrupted,
+            sink: last.sink.clone(),
+            notifications: Default::default(),
+            problems,
+            audit: last.audit,
+        },
+    );
+    let judging = Judging {
+        scenario: Some(scenario.name.clone()),
+        gates,
+        phases,
+        overdue,
+    };
+    report.slo = Some(judging.judge(&report, &last.metrics, args.mirror.es.is_some()));
+    if let Some(path) = &args.report.report {
+        write_report(path, &report.to_json())?;
+    }
+    for problem in &report.problems {
+        eprintln!("problem: {problem}");
+    }
+    present(&report, opts, json)?;
+    conclude(&report, args)
+}
+
+/// The scenario's gates and the command line's; the defaults if neither has any.
+fn gates_of(scenario: &Scenario, extra: &[Gate]) -> Vec<Gate> {
+    let gates: Vec<Gate> = scenario.gates.iter().chain(extra).cloned().collect();
+    if gates.is_empty() {
+        default_gates()
+    } else {
+        gates
+    }
+}
+
+fn progress_line(timeline: &Timeline) -> String {
+    let Some((name, duration)) = timeline.phases.get(timeline.current) else {
+        return format!("scenario {}: every phase done", timeline.scenario);
+    };
+    let next = timeline
+        .next_event
+        .as_ref()
+        .map_or(String::new(), |(within, what)| {
+            format!(" · next: {what} in {:.0} s", within.as_secs_f64())
+        });
+    let failing: Vec<_> = timeline
+        .gates
+        .iter()
+        .filter(|v| !v.passed && v.value.is_some())
+        .map(|v| v.gate.as_str())
+        .collect();
+    let gates = if failing.is_empty() {
+        String::new()
+    } else {
+        format!(" · failing now: {}", failing.join(", "))
+    };
+    format!(
+        "scenario {} · phase {}/{} {name} {:.0}/{:.0} s{next}{gates}",
+        timeline.scenario,
+        timeline.current + 1,
+        timeline.phases.len(),
+        timeline.phase_elapsed.as_secs_f64(),
+        duration.as_secs_f64()
+    )
+}

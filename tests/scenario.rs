@@ -1,0 +1,197 @@
+//! Scenarios and gates through the real binary: a story with faults in
+//! flight judged by its gates, exit 7 and a JUnit file when one fails,
+//! file errors with their line.
+#![allow(clippy::unwrap_used)] // a test stops at the first broken expectation
+
+mod common;
+
+use common::workdir::{assert_exit, text, Workdir};
+
+/// Medium load with orders mid-state (time-scale 0.01: 5–15 ms per state);
+/// the brokers go away for two seconds and a consumer dies while orders
+/// are in flight.
+const SHORT_OUTAGE: &str = r#"
+name = "short outage"
+description = "brokers away for 2 s, then a consumer killed"
+
+[[phase]]
+name = "steady"
+duration = "2s"
+load = "media"
+
+[[phase]]
+name = "outage"
+duration = "5s"
+rate = "100..300"
+events = [
+  { at = "1s", do = "brokers-down" },
+  { at = "3s", do = "brokers-up" },
+  { at = "4s", do = "kill-consumer" },
+]
+"#;
+
+#[test]
+fn a_short_outage_passes_the_default_gates() {
+    let dir = Workdir::new();
+    std::fs::write(dir.path("outage.toml"), SHORT_OUTAGE).unwrap();
+    let output = dir.run(&[
+        "run",
+        "--scenario",
+        "outage.toml",
+        "--time-scale",
+        "0.01",
+        "--report",
+        "report.json",
+    ]);
+    assert_exit(&output, 0);
+    let report = dir.report();
+    let slo = &report["slo"];
+    assert_eq!(slo["passed"], true, "{slo:#}");
+    assert_eq!(slo["scenario"], "short outage");
+    // No gate in the file: the defaults, judged over the whole run.
+    let gates: Vec<_> = slo["verdicts"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| (v["span"].as_str().unwrap(), v["gate"].as_str().unwrap()))
+        .collect();
+    for gate in [
+        "lost == 0",
+        "finished_twice == 0",
+        "overdue == 0",
+        "sink.left == 0",
+    ] {
+        assert!(gates.contains(&("overall", gate)), "{gates:?}");
+    }
+    let phases = slo["phases"].as_array().unwrap();
+    assert_eq!(phases.len(), 2);
+    assert!(
+        phases.iter().all(|p| p["finished"].as_u64().unwrap() > 0),
+        "{phases:?}"
+    );
+    // What an outsider sees: the events topic read back, by order id.
+    let orders = &report["orders"];
+    assert_eq!(orders["finished_twice"], 0, "{orders}");
+    assert_eq!(orders["lost"], 0);
+    assert_eq!(orders["acknowledged"], orders["finished"], "{orders}");
+    assert!(orders["acknowledged"].as_u64().unwrap() > 200, "{orders}");
+    assert_eq!(report["load"], "scenario short outage");
+    let out = text(&output.stdout);
+    assert!(
+        out.contains("pass  overall      finished_twice == 0"),
+        "{out}"
+    );
+}
+
+#[test]
+fn an_impossible_gate_exits_7_and_the_junit_file_names_it() {
+    let dir = Workdir::new();
+    std::fs::write(
+        dir.path("quick.toml"),
+        "[slo]\ngates = [\"lost == 0\"]\n[[phase]]\nname = \"quick\"\nduration = \"2s\"\nload = \"alta\"\n",
+    )
+    .unwrap();
+    let output = dir.run(&[
+        "run",
+        "--scenario",
+        "quick.toml",
+        "--time-scale",
+        "0",
+        "--slo",
+        "e2e.max < 0.001ms",
+        "--junit",
+        "verdicts.xml",
+        "--json",
+    ]);
+    assert_exit(&output, 7);
+    let stderr = text(&output.stderr);
+    assert!(
+        stderr.contains("gates failed: `e2e.max < 0.001ms` in quick"),
+        "{stderr}"
+    );
+    let report: serde_json::Value = serde_json::from_slice(&output.stdout).unwrap();
+    assert_eq!(report["slo"]["passed"], false);
+    assert_eq!(report["complete"], true, "the run itself was fine");
+    let junit = std::fs::read_to_string(dir.path("verdicts.xml")).unwrap();
+    assert!(
+        junit.contains("<testsuite name=\"quick\" tests=\"1\" failures=\"1\">"),
+        "{junit}"
+    );
+    assert!(
+        junit.contains("name=\"e2e.max &lt; 0.001ms\"><failure message=\"e2e.max &lt; 0.001ms:"),
+        "{junit}"
+    );
+    assert!(
+        junit.contains("name=\"lost == 0\"><system-out>0</system-out>"),
+        "{junit}"
+    );
+}
+
+#[test]
+fn gates_judge_a_plain_run_too() {
+    let dir = Workdir::new();
+    let output = dir.run(&[
+        "run",
+        "--orders",
+        "200",
+        "--time-scale",
+        "0",
+        "--slo",
+        "finished == 200",
+        "--slo",
+        "finished_twice == 0",
+        "--slo",
+        "throughput >= 1000000/s",
+    ]);
+    assert_exit(&output, 7);
+    let out = text(&output.stdout);
+    assert!(out.contains("pass  overall      finished == 200"), "{out}");
+    assert!(
+        out.contains("pass  overall      finished_twice == 0"),
+        "{out}"
+    );
+    assert!(
+        out.contains("FAIL  overall      throughput >= 1000000/s"),
+        "{out}"
+    );
+}
+
+#[test]
+fn scenario_mistakes_are_clear_errors() {
+    let dir = Workdir::new();
+    std::fs::write(
+        dir.path("bad.toml"),
+        "[[phase]]\nduration = \"5s\"\nevents = [\n  { at = \"1s\", do = \"explode\" },\n]\n",
+    )
+    .unwrap();
+    let output = dir.run(&["run", "--scenario", "bad.toml"]);
+    assert_exit(&output, 5);
+    let stderr = text(&output.stderr);
+    assert!(
+        stderr.contains("bad.toml:4: unknown event \"explode\""),
+        "{stderr}"
+    );
+
+    let output = dir.run(&["run", "--scenario", "no-such"]);
+    assert_exit(&output, 5);
+    assert!(text(&output.stderr).contains("broker-outage"));
+
+    let output = dir.run(&["run", "--slo", "e2e.p99 < 250"]);
+    assert_exit(&output, 2);
+    assert!(text(&output.stderr).contains("needs a unit"));
+
+    // Broker faults need the embedded broker: refused before anything starts.
+    let output = dir.run(&[
+        "run",
+        "--scenario",
+        "broker-outage",
+        "--brokers",
+        "127.0.0.1:9",
+    ]);
+    assert_exit(&output, 2);
+    assert!(
+        text(&output.stderr).contains("without --brokers"),
+        "{}",
+        text(&output.stderr)
+    );
+}
