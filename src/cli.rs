@@ -101,6 +101,7 @@ pub enum Command {
 #[derive(Debug, Clone)]
 pub struct CommonArgs {
     pub level: LevelOpts,
+    pub scenario: ScenarioOpts,
     pub sending: SendingOpts,
     pub orders_file: OrdersFileOpts,
     pub run: RunOpts,
@@ -123,6 +124,7 @@ impl Default for CommonArgs {
     fn default() -> Self {
         Self {
             level: defaults(),
+            scenario: defaults(),
             sending: defaults(),
             orders_file: defaults(),
             run: defaults(),
@@ -141,6 +143,8 @@ impl Default for CommonArgs {
 pub struct PipelineArgs {
     #[command(flatten)]
     pub level: LevelOpts,
+    #[command(flatten)]
+    pub scenario: ScenarioOpts,
     #[command(flatten)]
     pub sending: SendingOpts,
     #[command(flatten)]
@@ -165,6 +169,7 @@ impl PipelineArgs {
     pub fn common(&self) -> CommonArgs {
         CommonArgs {
             level: self.level.clone(),
+            scenario: self.scenario.clone(),
             sending: self.sending.clone(),
             orders_file: self.orders_file.clone(),
             run: self.run.clone(),
@@ -281,12 +286,17 @@ pub struct RunArgs {
 
 #[derive(Debug, Args, Clone, Default)]
 #[command(next_help_heading = "Scenario and gates")]
-pub struct GateOpts {
+pub struct ScenarioOpts {
     /// Play a scenario: a TOML file, or a built-in one by name (baja, media,
     /// alta, ramp-and-spike, broker-outage, consumer-crash, chaos-tour, soak).
-    /// The run lasts its phases; --orders is ignored.
+    /// It lasts its phases (--orders is ignored); `n` skips a phase on screen.
     #[arg(long, value_name = "FILE|NAME")]
     pub scenario: Option<String>,
+}
+
+#[derive(Debug, Args, Clone, Default)]
+#[command(next_help_heading = "Scenario and gates")]
+pub struct GateOpts {
     /// A gate the run must pass, e.g. 'e2e.p99 < 250ms', 'lost == 0',
     /// 'throughput >= 900/s' (repeatable; added to the scenario's). A failed
     /// gate exits with code 7.

@@ -26,7 +26,7 @@ const TICK: Duration = Duration::from_millis(100);
 
 /// `json`: the report as JSON on stdout instead of the summary.
 pub async fn run(args: &CommonArgs, gates: &GateOpts, json: bool) -> Result<(), AppError> {
-    if let Some(spec) = &gates.scenario {
+    if let Some(spec) = &args.scenario.scenario {
         return super::scenario::run(args, gates, spec, json).await;
     }
     let signals = stop_signals();

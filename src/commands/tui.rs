@@ -39,7 +39,22 @@ pub async fn tui(args: &CommonArgs) -> Result<(), AppError> {
     };
     let signals = stop_signals();
     let start_session = |level| session::spawn(session_settings(args, level, Arc::clone(&orders)));
-    let last = tui::show(start, args.level.load, start_session, signals).await?;
+    let scenario = args
+        .scenario
+        .scenario
+        .as_deref()
+        .map(crate::scenario::load)
+        .transpose()?;
+    // A scenario starts at once, at its first phase's level.
+    let preselected = match &scenario {
+        Some(scenario) => Some(
+            scenario.phases[0]
+                .load
+                .unwrap_or(crate::config::load_level(args)),
+        ),
+        None => args.level.load,
+    };
+    let last = tui::show(start, preselected, scenario, start_session, signals).await?;
     match last.map(|status| status.unfinished) {
         Some(unfinished) if unfinished.lost > 0 => Err(AppError::Incomplete(format!(
             "{} acknowledged orders were abandoned at quit and are lost (only the embedded \

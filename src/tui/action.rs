@@ -36,6 +36,8 @@ pub enum Action {
     OpenChaos,
     /// A choice in the chaos menu.
     Inject(Chaos),
+    /// End the scenario's current phase now.
+    SkipPhase,
     Quit,
 }
 
@@ -113,6 +115,11 @@ pub const KEYMAP_HELP: &[KeyHelp] = &[
         group: "Chaos",
         keys: "x",
         does: "chaos menu: brokers, latency, consumers",
+    },
+    KeyHelp {
+        group: "Chaos",
+        keys: "n",
+        does: "scenario: skip to the next phase",
     },
     KeyHelp {
         group: "Navigate",

@@ -13,6 +13,7 @@ use crate::{
     load::LoadLevel,
     metrics::{BucketCounts, OrderCounts},
     order::{Order, OrderId, State, Transition},
+    scenario::Timeline,
     session::{Command, Phase, Sample, SessionStatus},
 };
 
@@ -28,6 +29,8 @@ pub const HISTORY: usize = 900;
 pub enum Effect {
     StartSession(LoadLevel),
     Send(Command),
+    /// End the scenario's current phase.
+    SkipPhase,
     /// Leave now (nothing is running, or the session has stopped).
     Exit,
 }
@@ -124,6 +127,8 @@ pub struct App {
     /// Transitions the UI skipped because it fell behind the feed.
     missed_transitions: u64,
     pub(super) quitting: bool,
+    /// The scenario being played, if any.
+    pub(super) timeline: Option<Timeline>,
 }
 
 impl App {
@@ -147,6 +152,7 @@ impl App {
             chart_window: 0,
             missed_transitions: 0,
             quitting: false,
+            timeline: None,
         }
     }
 
@@ -172,6 +178,11 @@ impl App {
     }
 
     /// Takes a status update from the session.
+    /// The scenario being played, if any.
+    pub fn ingest_timeline(&mut self, timeline: Timeline) {
+        self.timeline = Some(timeline);
+    }
+
     pub fn ingest_status(&mut self, status: SessionStatus) {
         if let Some(previous) = &self.status {
             let span = status
@@ -385,6 +396,13 @@ impl App {
             Action::AddConsumer => Command::AddConsumer,
             Action::RemoveConsumer => Command::RemoveConsumer,
             Action::ImportDashboard => Command::ImportDashboard,
+            Action::SkipPhase => {
+                return self
+                    .timeline
+                    .as_ref()
+                    .filter(|t| !t.done())
+                    .map(|_| Effect::SkipPhase)
+            }
             other => {
                 self.navigate(other);
                 return None;

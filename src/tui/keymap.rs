@@ -77,6 +77,7 @@ fn command(key: &KeyEvent) -> Option<Action> {
         KeyCode::Char('C') => Action::RemoveConsumer,
         KeyCode::Char('e') => Action::ImportDashboard,
         KeyCode::Char('x') => Action::OpenChaos,
+        KeyCode::Char('n') => Action::SkipPhase,
         _ => return None,
     })
 }

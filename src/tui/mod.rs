@@ -32,9 +32,15 @@ use self::{
     app::{App, Effect, StartInfo},
     keymap::action_for,
 };
+use tokio_util::sync::CancellationToken;
+
 use crate::{
     load::LoadLevel,
     order::Transition,
+    scenario::{
+        runner::{play, Controls},
+        Scenario, Timeline,
+    },
     session::{Command, Phase, SessionHandle, SessionStatus},
     signals::StopSignals,
     AppError,
@@ -63,6 +69,7 @@ impl Drop for TerminalGuard {
 pub async fn show(
     start: StartInfo,
     preselected: Option<LoadLevel>,
+    scenario: Option<Scenario>,
     start_session: impl Fn(LoadLevel) -> SessionHandle,
     signals: StopSignals,
 ) -> Result<Option<SessionStatus>, AppError> {
@@ -76,6 +83,7 @@ pub async fn show(
         EventStream::new(),
         start_session,
         preselected,
+        scenario,
         signals,
     )
     .await
@@ -142,6 +150,45 @@ impl Attached {
     }
 }
 
+/// A scenario played on the session, and the way to skip its phases.
+struct Player {
+    timeline: watch::Receiver<Timeline>,
+    skip: watch::Sender<u64>,
+}
+
+impl Player {
+    /// Plays `scenario` on the session in a task of its own.
+    fn start(scenario: Scenario, session: &SessionHandle) -> Self {
+        let (timeline, view) = watch::channel(Timeline::new(&scenario));
+        let (skip, skipped) = watch::channel(0);
+        let commands = session.commands.clone();
+        let status = session.status.clone();
+        tokio::spawn(async move {
+            let gates = scenario.gates.clone();
+            let controls = Controls {
+                commands: &commands,
+                status,
+                skip: skipped,
+                stop: CancellationToken::new(),
+                timeline: &timeline,
+            };
+            play(&scenario, &gates, controls).await;
+        });
+        Self {
+            timeline: view,
+            skip,
+        }
+    }
+
+    fn pull(&mut self, app: &mut App) -> bool {
+        let fresh = self.timeline.has_changed().unwrap_or(false);
+        if fresh {
+            app.ingest_timeline(self.timeline.borrow_and_update().clone());
+        }
+        fresh
+    }
+}
+
 /// The UI loop, generic over the backend so tests can drive it.
 pub async fn event_loop<B: Backend>(
     terminal: &mut Terminal<B>,
@@ -149,15 +196,22 @@ pub async fn event_loop<B: Backend>(
     mut events: impl Stream<Item = io::Result<Event>> + Unpin,
     start_session: impl Fn(LoadLevel) -> SessionHandle,
     preselected: Option<LoadLevel>,
+    mut scenario: Option<Scenario>,
     signals: StopSignals,
 ) -> io::Result<Option<SessionStatus>>
 where
     B::Error: Send + Sync + 'static,
 {
     let mut session: Option<Attached> = None;
+    let mut player: Option<Player> = None;
+    let mut attach = |level, player: &mut Option<Player>| {
+        let handle = start_session(level);
+        *player = scenario.take().map(|s| Player::start(s, &handle));
+        Attached::new(handle)
+    };
     if let Some(level) = preselected {
         app = app.started(level);
-        session = Some(Attached::new(start_session(level)));
+        session = Some(attach(level, &mut player));
     }
     let mut frame = tokio::time::interval(FRAME);
     frame.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
@@ -184,8 +238,11 @@ where
         if let Some(action) = action {
             dirty = true;
             match app.update(action) {
-                Some(Effect::StartSession(level)) => {
-                    session = Some(Attached::new(start_session(level)))
+                Some(Effect::StartSession(level)) => session = Some(attach(level, &mut player)),
+                Some(Effect::SkipPhase) => {
+                    if let Some(player) = &player {
+                        player.skip.send_modify(|n| *n += 1);
+                    }
                 }
                 Some(Effect::Send(command)) => {
                     if let Some(attached) = &session {
@@ -199,6 +256,9 @@ where
         }
         if let Some(attached) = &mut session {
             dirty |= attached.pull(&mut app);
+        }
+        if let Some(player) = &mut player {
+            dirty |= player.pull(&mut app);
         }
         if app.quitting && app.phase() == Some(&Phase::Stopped) {
             break;

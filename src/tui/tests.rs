@@ -25,6 +25,7 @@ use crate::{
     order::{Order, OrderId, State, Transition},
     pipeline::chaos::Chaos,
     processing::ledger::LedgerTally,
+    scenario::Timeline,
     session::{Command, Phase, Sample, SessionStatus},
     sinks::{MirrorState, MirrorStatus},
 };
@@ -498,11 +499,52 @@ fn every_bound_key_is_in_the_help() {
         .join(" ");
     for key in [
         "s", "space", "1 2 3", "l", "+ -", "c C", "Tab", "/", "Enter", "Esc", "?", "q", "Ctrl-C",
-        "[ ]", "g G", "PgDn", "x",
+        "[ ]", "g G", "PgDn", "x", "n",
     ] {
         assert!(help.contains(key), "{key} missing from help");
     }
     let _ = Action::Quit;
+}
+
+fn timeline() -> Timeline {
+    let scenario = crate::scenario::load("broker-outage").unwrap();
+    let mut timeline = Timeline::new(&scenario);
+    timeline.current = 1;
+    timeline.phase_elapsed = Duration::from_secs(3);
+    timeline.next_event = Some((Duration::from_secs(2), "brokers down".to_owned()));
+    let measures = crate::slo::Measures {
+        completion: LatencySummary {
+            count: 40,
+            p99: 72_000.0,
+            ..LatencySummary::default()
+        },
+        ..crate::slo::Measures::default()
+    };
+    timeline.gates = scenario
+        .gates
+        .iter()
+        .filter_map(|gate| gate.judge("outage", &measures, false))
+        .collect();
+    timeline
+}
+
+#[test]
+fn scenario_timeline_with_live_gates() {
+    let mut app = running_app();
+    app.ingest_timeline(timeline());
+    insta::assert_snapshot!(render(&app, 120, 30));
+}
+
+#[test]
+fn n_skips_a_phase_only_while_a_scenario_plays() {
+    let mut app = running_app();
+    assert_eq!(key(&mut app, KeyCode::Char('n')), None);
+    app.ingest_timeline(timeline());
+    assert_eq!(key(&mut app, KeyCode::Char('n')), Some(Effect::SkipPhase));
+    let mut done = timeline();
+    done.current = done.phases.len();
+    app.ingest_timeline(done);
+    assert_eq!(key(&mut app, KeyCode::Char('n')), None);
 }
 
 #[test]

@@ -92,14 +92,19 @@ pub fn draw(frame: &mut Frame, app: &App) {
 }
 
 fn main_screen(frame: &mut Frame, area: Rect, app: &App) {
-    let [header, board, body, footer] = Layout::vertical([
+    let timeline_height = if app.timeline.is_some() { 4 } else { 0 };
+    let [header, timeline, board, body, footer] = Layout::vertical([
         Constraint::Length(1),
+        Constraint::Length(timeline_height),
         Constraint::Length(5),
         Constraint::Min(0),
         Constraint::Length(1),
     ])
     .areas(area);
     widgets::header::render(frame, header, app);
+    if let Some(played) = &app.timeline {
+        widgets::timeline::render(frame, timeline, played);
+    }
     widgets::board::render(frame, board, app);
     widgets::footer::render(frame, footer, app);
 

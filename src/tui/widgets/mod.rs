@@ -12,6 +12,7 @@ pub mod start;
 pub mod states;
 pub mod throughput;
 pub mod time_chart;
+pub mod timeline;
 pub mod transitions;
 
 use ratatui::{

@@ -40,8 +40,24 @@ pub fn render(frame: &mut Frame, area: Rect, app: &App) {
             )),
         ]));
     }
+    let names = crate::scenario::file::BUILT_IN.map(|(name, _)| name);
+    lines.push(Line::from(""));
+    for (row, names) in names.chunks(4).enumerate() {
+        let label = if row == 0 {
+            "scenarios   "
+        } else {
+            "            "
+        };
+        lines.push(Line::from(vec![
+            Span::styled(label, dim),
+            Span::raw(names.join(" · ")),
+        ]));
+    }
     lines.extend([
-        Line::from(""),
+        Line::from(Span::styled(
+            "            (orderdeck --scenario NAME|FILE plays one, with its gates)",
+            dim,
+        )),
         Line::from(vec![
             Span::styled("broker      ", dim),
             Span::raw(app.start.broker.clone()),
