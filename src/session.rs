@@ -13,9 +13,9 @@ use tokio_util::sync::CancellationToken;
 use crate::{
     clients::{ClientPool, Pacer},
     clock::{unix_millis_now, DelayRange, SimClock},
-    kafka::finished_log::EventAudit,
     kafka::{
         consumer::{MemberLoad, PartitionLag},
+        finished_log::EventAudit,
         BrokerHealth,
     },
     load::{LoadLevel, LoadPreset},

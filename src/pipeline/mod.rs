@@ -654,9 +654,10 @@ impl Pipeline {
         };
         tracing::info!(left = sink.left, "mirror stopped");
         let unfinished = Unfinished::of(self.ledger.unfinished(), self.broker_is_embedded());
-        let audit = match self.audit_at_stop {
-            true => self.audit_events().await,
-            false => None,
+        let audit = if self.audit_at_stop {
+            self.audit_events().await
+        } else {
+            None
         };
         drop(self);
         StopReport {
