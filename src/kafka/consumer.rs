@@ -623,11 +623,11 @@ impl ConsumerGroup {
 /// runtime, and bounded (librdkafka's close can stall; the group then
 /// notices the member gone at its session timeout).
 async fn close<T: Send + 'static>(consumers: T) {
-    let closing = tokio::task::spawn_blocking(move || drop(consumers));
-    match tokio::time::timeout(CLOSE_LIMIT, closing).await {
-        Ok(Ok(())) => {}
-        Ok(Err(error)) => tracing::error!(%error, "closing consumers failed"),
-        Err(_) => tracing::warn!(?CLOSE_LIMIT, "consumers still closing; not waiting longer"),
+    let closed =
+        crate::sync::bounded_blocking("consumers-close", CLOSE_LIMIT, move || drop(consumers))
+            .await;
+    if closed.is_none() {
+        tracing::warn!(?CLOSE_LIMIT, "consumers still closing; not waiting longer");
     }
 }
 
