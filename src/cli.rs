@@ -284,11 +284,41 @@ pub struct RunArgs {
     pub json: bool,
 }
 
+#[derive(Debug, Args, Clone)]
+#[command(next_help_heading = "Finding the knee")]
+pub struct KneeOpts {
+    /// Instead of the scenarios: offer a fixed rate from another process,
+    /// raise it step by step until a gate breaks, and report the highest
+    /// rate sustained (finished at 95 % of the offer) with its latencies.
+    #[arg(long)]
+    pub find_knee: bool,
+    /// The first step's rate, orders/s.
+    #[arg(long, default_value_t = 500.0, value_parser = number_in(1.0, 1_000_000.0), requires = "find_knee")]
+    pub knee_start: f64,
+    /// Each step offers this many times the last one's rate.
+    #[arg(long, default_value_t = 1.5, value_parser = number_in(1.05, 10.0), requires = "find_knee")]
+    pub knee_growth: f64,
+    /// Stop climbing past this rate.
+    #[arg(long, default_value_t = 100_000.0, value_parser = number_in(1.0, 10_000_000.0), requires = "find_knee")]
+    pub knee_max: f64,
+    /// How long each step offers its rate (e.g. 5s).
+    #[arg(long, default_value = "5s", value_parser = seconds_in(0.5, 3_600.0), requires = "find_knee")]
+    pub knee_step: Seconds,
+    /// Clients in the load process.
+    #[arg(long, default_value_t = 32, value_parser = whole_in(1, 4096), requires = "find_knee")]
+    pub knee_clients: usize,
+    /// A gate each step must pass (repeatable; default: send.p99 < 100ms,
+    /// e2e.p99 < 100ms).
+    #[arg(long = "slo", value_name = "EXPR", value_parser = gate, requires = "find_knee")]
+    pub slo: Vec<crate::slo::Gate>,
+}
+
 #[derive(Debug, Args, Clone, Default)]
 #[command(next_help_heading = "Scenario and gates")]
 pub struct ScenarioOpts {
     /// Play a scenario: a TOML file, or a built-in one by name (baja, media,
-    /// alta, ramp-and-spike, broker-outage, consumer-crash, chaos-tour, soak).
+    /// alta, ramp-and-spike, broker-outage, consumer-crash, elastic-outage,
+    /// chaos-tour, soak).
     /// It lasts its phases (--orders is ignored); `n` skips a phase on screen.
     #[arg(long, value_name = "FILE|NAME")]
     pub scenario: Option<String>,
@@ -382,6 +412,8 @@ pub struct BenchArgs {
     /// stand-in speaking its protocol).
     #[arg(long, env = "ORDERDECK_ES")]
     pub es: Option<String>,
+    #[command(flatten)]
+    pub knee: KneeOpts,
     #[command(flatten)]
     pub orders_file: OrdersFileOpts,
     #[command(flatten)]

@@ -112,7 +112,9 @@ impl AppError {
             AppError::Csv(_) | AppError::Scenario(_) => 5,
             AppError::Gates(_) => 7,
             AppError::Pipeline(
-                pipeline::PipelineError::Sink(_) | pipeline::PipelineError::Notify(_),
+                pipeline::PipelineError::Sink(_)
+                | pipeline::PipelineError::Notify(_)
+                | pipeline::PipelineError::Relay(_),
             )
             | AppError::SinkIncomplete(_)
             | AppError::Elastic(_)

@@ -431,6 +431,55 @@ fn bench_drives_ingest_from_a_load_process_and_judges_it() {
     );
 }
 
+#[test]
+fn bench_finds_the_knee_where_a_gate_breaks() {
+    let dir = Workdir::new();
+    // Lax gates: every step passes up to the maximum rate.
+    let climb = |gate: &str| {
+        dir.run(&[
+            "bench",
+            "--find-knee",
+            "--knee-start",
+            "20",
+            "--knee-growth",
+            "4",
+            "--knee-max",
+            "100",
+            "--knee-step",
+            "1s",
+            "--slo",
+            gate,
+            "--json",
+        ])
+    };
+    let output = climb("e2e.p99 < 30s");
+    assert_exit(&output, 0);
+    let report: serde_json::Value = serde_json::from_str(&text(&output.stdout)).unwrap();
+    let offered: Vec<f64> = report["steps"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| s["offered"].as_f64().unwrap())
+        .collect();
+    // Low rates: the climb is under test here, not this machine.
+    assert_eq!(offered, [20.0, 80.0], "{report}");
+    assert_eq!(report["knee"], 80.0, "{report}");
+    // Each step judged, the offer sustained (orders finished, from the
+    // events of another process's load).
+    for step in report["steps"].as_array().unwrap() {
+        assert!(step["finished_per_s"].as_f64().unwrap() > 0.0, "{step}");
+        assert!(step["send"]["p99"].as_f64().unwrap() > 0.0, "{step}");
+        assert_eq!(step["verdicts"].as_array().unwrap().len(), 2, "{step}");
+    }
+    // A gate no step can pass: the climb stops at once and says so.
+    let output = climb("e2e.max < 0.001ms");
+    assert_exit(&output, 0);
+    let report: serde_json::Value = serde_json::from_str(&text(&output.stdout)).unwrap();
+    assert_eq!(report["steps"].as_array().unwrap().len(), 1, "{report}");
+    assert_eq!(report["knee"], serde_json::Value::Null);
+    assert_eq!(report["steps"][0]["passed"], false);
+}
+
 /// CPU time (user + system) a process has used, in clock ticks.
 fn cpu_ticks(pid: u32) -> u64 {
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap();

@@ -5,7 +5,10 @@
 
 mod common;
 
-use common::workdir::{assert_exit, text, Workdir};
+use common::{
+    elastic::FakeElastic,
+    workdir::{assert_exit, text, Workdir},
+};
 
 /// Medium load with orders mid-state (time-scale 0.01: 5–15 ms per state);
 /// the brokers go away for two seconds and a consumer dies while orders
@@ -194,4 +197,80 @@ fn scenario_mistakes_are_clear_errors() {
         "{}",
         text(&output.stderr)
     );
+}
+
+/// Elasticsearch cut off for 2.5 s (a relay in front of it) while orders
+/// flow: the mirror waits and catches up, the orders never wait for it.
+const ELASTIC_OUTAGE: &str = r#"
+name = "elastic outage"
+description = "Elasticsearch unreachable for 2.5 s"
+[slo]
+gates = ["lost == 0", "finished_twice == 0", "sink.left == 0", "send.p99 < 1s"]
+[[phase]]
+name = "steady"
+duration = "1s"
+load = "media"
+[[phase]]
+name = "outage"
+duration = "4s"
+events = [{ at = "500ms", do = "es-down" }, { at = "3s", do = "es-up" }]
+[[phase]]
+name = "after"
+duration = "1s"
+"#;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_elasticsearch_outage_holds_back_the_mirror_not_the_orders() {
+    let elastic = FakeElastic::start().await;
+    let dir = Workdir::new();
+    std::fs::write(dir.path("es.toml"), ELASTIC_OUTAGE).unwrap();
+    let url = elastic.url();
+    let (dir, output) = tokio::task::spawn_blocking(move || {
+        let output = dir.run(&[
+            "run",
+            "--scenario",
+            "es.toml",
+            "--time-scale",
+            "0.01",
+            "--es",
+            &url,
+            "--report",
+            "report.json",
+        ]);
+        (dir, output)
+    })
+    .await
+    .unwrap();
+    assert_exit(&output, 0);
+    let report = dir.report();
+    assert_eq!(report["slo"]["passed"], true, "{:#}", report["slo"]);
+    let sink = &report["sink"];
+    // Every document made it once Elasticsearch was back; the outage was
+    // felt (requests repeated), nothing went to the spool.
+    assert_eq!(sink["indexed"], sink["read"], "{sink}");
+    assert_eq!(
+        (&sink["spooled"], &sink["left"]),
+        (&0.into(), &0.into()),
+        "{sink}"
+    );
+    assert!(sink["retries"].as_u64().unwrap() > 0, "{sink}");
+    // What Elasticsearch holds: one document per acknowledged order.
+    let acknowledged = report["orders"]["acknowledged"].as_u64().unwrap();
+    assert!(acknowledged > 100, "{report}");
+    assert_eq!(
+        elastic.ids("orderdeck-orders").len() as u64,
+        acknowledged,
+        "{report}"
+    );
+    let stderr = text(&output.stderr);
+    // The progress line, once a second, names the event to come.
+    assert!(
+        stderr.contains("next: Elasticsearch reachable again in"),
+        "{stderr}"
+    );
+
+    // Without a plain-http --es, such a scenario is refused before it starts.
+    let refused = dir.run(&["run", "--scenario", "es.toml"]);
+    assert_exit(&refused, 2);
+    assert!(text(&refused.stderr).contains("needs --es with an http:// URL"));
 }

@@ -5,6 +5,7 @@
 
 pub mod driver;
 mod isolated;
+pub mod knee;
 pub mod output;
 mod remote;
 pub mod report;
@@ -290,12 +291,19 @@ async fn run_scenario(
 async fn phase_from_another_process(plan: &BenchPlan, url: &str) -> Result<Phase, String> {
     // Warm up the server's side: the producer's first batches, the
     // partitions' leaders found.
-    load_from_another_process(url, plan.csv.as_deref(), 4, WARM_UP_ORDERS, plan.max_time).await?;
+    load_from_another_process(
+        url,
+        plan.csv.as_deref(),
+        (4, None),
+        WARM_UP_ORDERS,
+        plan.max_time,
+    )
+    .await?;
     let usage = Usage::start();
     let summary = load_from_another_process(
         url,
         plan.csv.as_deref(),
-        plan.callers,
+        (plan.callers, None),
         plan.max_orders,
         plan.max_time,
     )

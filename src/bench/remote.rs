@@ -35,17 +35,18 @@ pub(super) async fn this_program(args: Vec<OsString>, limit: Duration) -> Result
     Ok(String::from_utf8_lossy(&output.stdout).into_owned())
 }
 
-/// Runs `orderdeck load` with `clients` unpaced clients sending `orders`
-/// orders from `csv` (else the built-in ones) to `url`, and returns what it
-/// measured.
+/// Runs `orderdeck load` with `clients` clients sending `orders` orders
+/// from `csv` (else the built-in ones) to `url`, at `rate` orders/s over
+/// all (None: as fast as they can), and returns what it measured.
 pub(super) async fn load_from_another_process(
     url: &str,
     csv: Option<&Path>,
-    clients: usize,
+    (clients, rate): (usize, Option<f64>),
     orders: u64,
     limit: Duration,
 ) -> Result<LoadSummary, String> {
-    let mut args: Vec<OsString> = ["load", "--json", "--rate", "0", "--target", url]
+    let rate = rate.map_or("0".to_owned(), |r| r.to_string());
+    let mut args: Vec<OsString> = ["load", "--json", "--rate", &rate, "--target", url]
         .into_iter()
         .map(OsString::from)
         .collect();

@@ -12,13 +12,14 @@ use crate::{
     clients::orders_from,
     config::{broker_target, load_level, orders_file, session_settings},
     kafka::BrokerTarget,
+    order::Order,
     report::{Report, RunContext},
     scenario::{
         self,
         runner::{play, Controls},
         Scenario, Timeline,
     },
-    session::{self, Command, Phase},
+    session::{self, Command, Phase, SessionSettings},
     signals::stop_signals,
     slo::{default_gates, Gate},
     AppError,
@@ -32,22 +33,8 @@ pub async fn run(
 ) -> Result<(), AppError> {
     let scenario = scenario::load(spec)?;
     let gates = gates_of(&scenario, &opts.slo);
-    if broker_target(args) != BrokerTarget::Embedded {
-        if let Some(event) = scenario
-            .phases
-            .iter()
-            .flat_map(|p| &p.events)
-            .find(|e| e.action.needs_embedded_broker())
-        {
-            return Err(AppError::Usage(format!(
-                "scenario {:?}: `{}` breaks the embedded broker; run it without --brokers",
-                scenario.name, event.action
-            )));
-        }
-    }
     let csv = orders_from(orders_file(args), args.orders_file.on_bad_row)?;
-    let level = scenario.phases[0].load.unwrap_or(load_level(args));
-    let mut settings = session_settings(args, level, Arc::from(csv.orders));
+    let mut settings = scenario_session(args, &scenario, Arc::from(csv.orders))?;
     settings.audit_at_stop = true;
     let session = session::spawn(settings);
     let signals = stop_signals();
@@ -141,6 +128,48 @@ pub async fn run(
     }
     present(&report, opts, json)?;
     conclude(&report, args)
+}
+
+/// The session a scenario plays on: at its first phase's level, with a relay
+/// in front of Elasticsearch if it cuts it off. Refuses what the flags
+/// cannot give it.
+pub fn scenario_session(
+    args: &CommonArgs,
+    scenario: &Scenario,
+    orders: Arc<[Order]>,
+) -> Result<SessionSettings, AppError> {
+    let refuse = |event: &scenario::file::TimedEvent, why: &str| {
+        AppError::Usage(format!(
+            "scenario {:?}: `{}` {why}",
+            scenario.name, event.action
+        ))
+    };
+    if broker_target(args) != BrokerTarget::Embedded {
+        if let Some(event) = scenario.event_where(|a| a.needs_embedded_broker()) {
+            return Err(refuse(
+                event,
+                "breaks the embedded broker; run it without --brokers",
+            ));
+        }
+    }
+    let cuts_elasticsearch = scenario.event_where(|a| a.cuts_elasticsearch());
+    if let Some(event) = cuts_elasticsearch {
+        if !args
+            .mirror
+            .es
+            .as_deref()
+            .is_some_and(|url| url.starts_with("http://"))
+        {
+            return Err(refuse(
+                event,
+                "needs --es with an http:// URL (a relay cuts it)",
+            ));
+        }
+    }
+    let level = scenario.phases[0].load.unwrap_or(load_level(args));
+    let mut settings = session_settings(args, level, orders);
+    settings.pipeline.elastic_outages = cuts_elasticsearch.is_some();
+    Ok(settings)
 }
 
 /// The scenario's gates and the command line's; the defaults if neither has any.

@@ -6,6 +6,7 @@ use std::sync::Arc;
 use crate::{
     cli::CommonArgs,
     clients::orders_from,
+    commands::scenario::scenario_session,
     config::{broker_target, data_dir, orders_file, session_settings},
     kafka::BrokerTarget,
     order::Order,
@@ -38,21 +39,28 @@ pub async fn tui(args: &CommonArgs) -> Result<(), AppError> {
         time_scale: args.run.time_scale.factor(),
     };
     let signals = stop_signals();
-    let start_session = |level| session::spawn(session_settings(args, level, Arc::clone(&orders)));
     let scenario = args
         .scenario
         .scenario
         .as_deref()
         .map(crate::scenario::load)
         .transpose()?;
-    // A scenario starts at once, at its first phase's level.
-    let preselected = match &scenario {
-        Some(scenario) => Some(
-            scenario.phases[0]
-                .load
-                .unwrap_or(crate::config::load_level(args)),
-        ),
-        None => args.level.load,
+    // A scenario starts at once, at its first phase's level, on the session
+    // it needs (checked before the screen is taken).
+    let (preselected, scenario_settings) = match &scenario {
+        Some(played) => {
+            let settings = scenario_session(args, played, Arc::clone(&orders))?;
+            (Some(settings.load), Some(settings))
+        }
+        None => (args.level.load, None),
+    };
+    // Taken by the first session (a scenario's starts at once).
+    let scenario_settings = std::sync::Mutex::new(scenario_settings);
+    let start_session = |level| {
+        let prepared = crate::sync::Locked::locked(&scenario_settings).take();
+        session::spawn(
+            prepared.unwrap_or_else(|| session_settings(args, level, Arc::clone(&orders))),
+        )
     };
     let last = tui::show(start, preselected, scenario, start_session, signals).await?;
     match last.map(|status| status.unfinished) {

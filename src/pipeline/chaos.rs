@@ -19,6 +19,9 @@ pub enum Chaos {
     KillConsumer,
     /// The next order's run panics midway (and is run again).
     PanicOrder,
+    /// Elasticsearch becomes unreachable (the relay in front of it is cut).
+    ElasticDown,
+    ElasticUp,
 }
 
 impl Chaos {
@@ -34,7 +37,9 @@ impl Chaos {
                 topic: topic.to_owned(),
                 partitions,
             },
-            Chaos::KillConsumer | Chaos::PanicOrder => return None,
+            Chaos::KillConsumer | Chaos::PanicOrder | Chaos::ElasticDown | Chaos::ElasticUp => {
+                return None
+            }
         })
     }
 }
@@ -45,6 +50,8 @@ impl std::fmt::Display for Chaos {
             Chaos::KillConsumer => write!(f, "consumer killed"),
             Chaos::PanicOrder => write!(f, "an order's run panicked"),
             Chaos::MoveLeaders => write!(f, "partition leaders moved"),
+            Chaos::ElasticDown => write!(f, "Elasticsearch unreachable"),
+            Chaos::ElasticUp => write!(f, "Elasticsearch reachable again"),
             other => match other.broker_fault("", 0) {
                 Some(fault) => fault.fmt(f),
                 None => Ok(()),
@@ -59,6 +66,8 @@ pub enum ChaosError {
     NeedsEmbeddedBroker,
     #[error("no consumer is running")]
     NoConsumers,
+    #[error("Elasticsearch outages need --es with an http:// URL, and a scenario that uses them")]
+    NeedsElasticRelay,
     #[error("the broker refused the fault: {0}")]
     Kafka(String),
 }
@@ -67,6 +76,7 @@ pub enum ChaosError {
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct ChaosLog {
     pub brokers_down: bool,
+    pub elastic_down: bool,
     pub round_trip: Duration,
     pub injected: u64,
     pub last: Option<Chaos>,
@@ -77,6 +87,8 @@ impl ChaosLog {
         match chaos {
             Chaos::BrokersDown => self.brokers_down = true,
             Chaos::BrokersUp => self.brokers_down = false,
+            Chaos::ElasticDown => self.elastic_down = true,
+            Chaos::ElasticUp => self.elastic_down = false,
             Chaos::RoundTripTime(rtt) => self.round_trip = rtt,
             _ => {}
         }
@@ -90,14 +102,18 @@ impl ChaosLog {
         if self.brokers_down {
             faults.push("brokers down".to_owned());
         }
+        if self.elastic_down {
+            faults.push("Elasticsearch cut".to_owned());
+        }
         if !self.round_trip.is_zero() {
             faults.push(format!("+{} ms round trip", self.round_trip.as_millis()));
         }
         faults
     }
 
-    /// True while a lasting fault (brokers down, added latency) is in force.
+    /// True while a lasting fault (brokers down, added latency, Elasticsearch
+    /// cut) is in force.
     pub fn degraded(&self) -> bool {
-        self.brokers_down || !self.round_trip.is_zero()
+        self.brokers_down || self.elastic_down || !self.round_trip.is_zero()
     }
 }

@@ -29,6 +29,7 @@ use crate::{
         self,
         mirror::{MirrorError, SPOOL_MAX_BYTES},
         notify::{self, NotifyCounts, NotifyError, NotifySettings, NotifyTask},
+        outage::{OutageRelay, OutageRelayError},
         Document, IndexNames, MirrorHandle, MirrorSettings, MirrorStatus, MirrorTarget, MirrorTask,
     },
 };
@@ -64,6 +65,9 @@ pub struct PipelineConfig {
     pub notify: Option<NotifySettings>,
     /// TLS for the gRPC server, if any.
     pub tls: Option<TlsFiles>,
+    /// Reach Elasticsearch through a relay that `Chaos::ElasticDown` cuts
+    /// (for scenarios with Elasticsearch outages; plain http only).
+    pub elastic_outages: bool,
 }
 
 impl PipelineConfig {
@@ -94,6 +98,7 @@ impl PipelineConfig {
             },
             notify: None,
             tls: None,
+            elastic_outages: false,
         }
     }
 }
@@ -182,6 +187,8 @@ pub enum PipelineError {
     Sink(#[from] MirrorError),
     #[error(transparent)]
     Notify(#[from] NotifyError),
+    #[error(transparent)]
+    Relay(#[from] OutageRelayError),
 }
 
 pub struct Pipeline {
@@ -212,6 +219,8 @@ pub struct Pipeline {
     finished_watch: Option<FinishedWatch>,
     /// Read the events topic back at the stop (see [`Pipeline::audit_at_stop`]).
     audit_at_stop: bool,
+    /// In front of Elasticsearch, to cut it (with `elastic_outages`).
+    elastic_relay: Option<OutageRelay>,
     // Declared last so it is dropped after every client that talks to it.
     embedded_broker: Option<EmbeddedBroker>,
 }
@@ -246,13 +255,18 @@ impl Pipeline {
 
         let metrics = Arc::new(Metrics::new());
         let producer = Arc::new(OrderProducer::new(&connection)?);
-        let (sink, sink_task) = sinks::mirror::start(
-            &connection,
-            Arc::clone(&producer),
-            broker.is_some(),
-            config.mirror.clone(),
-        )
-        .await?;
+        let mut mirror = config.mirror.clone();
+        let elastic_relay = match &mut mirror.target {
+            MirrorTarget::Elastic(elastic) if config.elastic_outages => {
+                let (relay, url) = OutageRelay::start(&elastic.url).await?;
+                elastic.url = url;
+                Some(relay)
+            }
+            _ => None,
+        };
+        let (sink, sink_task) =
+            sinks::mirror::start(&connection, Arc::clone(&producer), broker.is_some(), mirror)
+                .await?;
         let (notifier, notify_task) = match config.notify.clone() {
             Some(settings) => {
                 let (notifier, task) = notify::start(settings)?;
@@ -344,6 +358,7 @@ impl Pipeline {
             chaos: ChaosLog::default(),
             finished_watch,
             audit_at_stop: false,
+            elastic_relay,
             embedded_broker: broker,
         })
     }
@@ -512,19 +527,21 @@ impl Pipeline {
     /// kill works anywhere (a replacement member joins at once, as a
     /// supervisor would restart a crashed task).
     pub fn inject(&mut self, chaos: Chaos) -> Result<(), ChaosError> {
-        if chaos == Chaos::PanicOrder {
-            self.flow.inject_panic();
-            self.chaos.record(chaos);
-            return Ok(());
-        }
-        match chaos.broker_fault(&self.connection.options.topic, self.partitions as i32) {
-            Some(fault) => self
+        let fault = chaos.broker_fault(&self.connection.options.topic, self.partitions as i32);
+        match (chaos, fault) {
+            (_, Some(fault)) => self
                 .embedded_broker
                 .as_ref()
                 .ok_or(ChaosError::NeedsEmbeddedBroker)?
                 .inject(fault)
                 .map_err(|e| ChaosError::Kafka(e.to_string()))?,
-            None => {
+            (Chaos::PanicOrder, None) => self.flow.inject_panic(),
+            (Chaos::ElasticDown | Chaos::ElasticUp, None) => self
+                .elastic_relay
+                .as_ref()
+                .ok_or(ChaosError::NeedsElasticRelay)?
+                .set_cut(chaos == Chaos::ElasticDown),
+            (_, None) => {
                 let crash = self
                     .consumers
                     .as_mut()

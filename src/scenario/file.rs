@@ -82,6 +82,24 @@ impl EventAction {
     pub fn needs_embedded_broker(&self) -> bool {
         matches!(self, EventAction::Chaos(chaos) if chaos.broker_fault("", 0).is_some())
     }
+
+    /// Whether it cuts Elasticsearch off (a relay in front of `--es`).
+    pub fn cuts_elasticsearch(&self) -> bool {
+        matches!(
+            self,
+            EventAction::Chaos(Chaos::ElasticDown | Chaos::ElasticUp)
+        )
+    }
+}
+
+impl Scenario {
+    /// The first event that `pass` refuses, if any.
+    pub fn event_where(&self, pass: impl Fn(&EventAction) -> bool) -> Option<&TimedEvent> {
+        self.phases
+            .iter()
+            .flat_map(|p| &p.events)
+            .find(|e| pass(&e.action))
+    }
 }
 
 impl std::fmt::Display for EventAction {
@@ -104,7 +122,7 @@ pub struct ScenarioError {
 }
 
 /// The scenarios shipped in `assets/scenarios/`, by name.
-pub const BUILT_IN: [(&str, &str); 8] = [
+pub const BUILT_IN: [(&str, &str); 9] = [
     ("baja", include_str!("../../assets/scenarios/baja.toml")),
     ("media", include_str!("../../assets/scenarios/media.toml")),
     ("alta", include_str!("../../assets/scenarios/alta.toml")),
@@ -119,6 +137,10 @@ pub const BUILT_IN: [(&str, &str); 8] = [
     (
         "consumer-crash",
         include_str!("../../assets/scenarios/consumer-crash.toml"),
+    ),
+    (
+        "elastic-outage",
+        include_str!("../../assets/scenarios/elastic-outage.toml"),
     ),
     (
         "chaos-tour",
@@ -199,7 +221,7 @@ struct RawEvent {
 }
 
 const ACTIONS: &str = "brokers-down, brokers-up, produce-errors (count), round-trip (delay), \
-                       move-leaders, kill-consumer, panic-order, pause, resume";
+                       move-leaders, kill-consumer, panic-order, es-down, es-up, pause, resume";
 
 /// Parses a scenario's text; `source_name` names it in errors.
 pub fn parse(source_name: &str, text: &str) -> Result<Scenario, ScenarioError> {
@@ -396,6 +418,8 @@ fn action(event: &RawEvent) -> Result<EventAction, String> {
         "move-leaders" => EventAction::Chaos(Chaos::MoveLeaders),
         "kill-consumer" => EventAction::Chaos(Chaos::KillConsumer),
         "panic-order" => EventAction::Chaos(Chaos::PanicOrder),
+        "es-down" => EventAction::Chaos(Chaos::ElasticDown),
+        "es-up" => EventAction::Chaos(Chaos::ElasticUp),
         "pause" => EventAction::Pause,
         "resume" => EventAction::Resume,
         other => return Err(format!("unknown event {other:?} (known: {ACTIONS})")),

@@ -9,6 +9,7 @@ pub mod indexer;
 pub mod kibana;
 pub mod mirror;
 pub mod notify;
+pub mod outage;
 pub mod spool;
 
 pub use document::{Document, IndexNames, MetricKind};
