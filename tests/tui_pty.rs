@@ -247,3 +247,41 @@ fn pick_a_load_watch_orders_finish_stop_and_quit() {
     assert_eq!(code, 0, "exit status");
     session.assert_terminal_restored();
 }
+
+#[test]
+fn pick_a_scenario_on_the_start_screen_and_skip_its_phases() {
+    let mut session = Session::launch(&["--time-scale", "0.01"]);
+    session
+        .screen
+        .wait_for("the start screen", Duration::from_secs(20), |s| {
+            s.contains("or play a scenario")
+        });
+    // From medium: high, then the first scenario (baja), then media.
+    for _ in 0..3 {
+        session.press(b"\x1b[B");
+    }
+    session
+        .screen
+        .wait_for("media highlighted", Duration::from_secs(5), |s| {
+            s.contains("▶media")
+        });
+    session.press(b"\r");
+    let playing = session
+        .screen
+        .wait_for("the timeline", Duration::from_secs(60), |s| {
+            s.contains("scenario media") && s.contains("▶ media")
+        });
+    assert!(playing.contains("n skips the phase"), "{playing}");
+    // Its only phase, skipped: the scenario is over, the gates judged.
+    session.press(b"n");
+    let done = session
+        .screen
+        .wait_for("the scenario's end", Duration::from_secs(10), |s| {
+            s.contains("every phase done")
+        });
+    assert!(done.contains("✓ media"), "{done}");
+    session.press(b"q");
+    let code = session.exit_code(Duration::from_secs(60));
+    assert_eq!(code, 0, "{}", session.screen.text());
+    session.assert_terminal_restored();
+}

@@ -10,6 +10,7 @@ use crate::{
     config::{broker_target, data_dir, orders_file, session_settings},
     kafka::BrokerTarget,
     order::Order,
+    scenario::file::BUILT_IN,
     session,
     signals::stop_signals,
     tui::{self, app::StartInfo},
@@ -37,6 +38,15 @@ pub async fn tui(args: &CommonArgs) -> Result<(), AppError> {
             ),
         },
         time_scale: args.run.time_scale.factor(),
+        scenarios: BUILT_IN
+            .iter()
+            .map(|(name, text)| {
+                let description = crate::scenario::file::parse(name, text)
+                    .map(|s| s.description)
+                    .unwrap_or_default();
+                (name.to_string(), description)
+            })
+            .collect(),
     };
     let signals = stop_signals();
     let scenario = args
@@ -62,7 +72,22 @@ pub async fn tui(args: &CommonArgs) -> Result<(), AppError> {
             prepared.unwrap_or_else(|| session_settings(args, level, Arc::clone(&orders))),
         )
     };
-    let last = tui::show(start, preselected, scenario, start_session, signals).await?;
+    let start_scenario = |row: usize| {
+        let (name, _) = BUILT_IN.get(row).ok_or("no such scenario")?;
+        let played = crate::scenario::load(name).map_err(|e| e.to_string())?;
+        let settings =
+            scenario_session(args, &played, Arc::clone(&orders)).map_err(|e| e.to_string())?;
+        Ok((session::spawn(settings), played))
+    };
+    let last = tui::show(
+        start,
+        preselected,
+        scenario,
+        start_session,
+        start_scenario,
+        signals,
+    )
+    .await?;
     match last.map(|status| status.unfinished) {
         Some(unfinished) if unfinished.lost > 0 => Err(AppError::Incomplete(format!(
             "{} acknowledged orders were abandoned at quit and are lost (only the embedded \

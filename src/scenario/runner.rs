@@ -90,12 +90,21 @@ pub async fn play(
         .await
         .map_or(closed, |(n, _)| n);
     for (index, plan) in scenario.phases.iter().enumerate() {
+        // A skip asked for before this phase shows does not end it.
+        controls.skip.mark_unchanged();
         controls.timeline.send_modify(|t| {
             t.current = index;
             t.phase_elapsed = Duration::ZERO;
         });
         let start_counts = controls.status.borrow().metrics.counts;
+        tracing::info!(phase = plan.name, "scenario phase started");
         let outcome = play_phase(plan, gates, &mut controls, start_counts).await;
+        tracing::info!(
+            phase = plan.name,
+            elapsed_s = outcome.elapsed.as_secs_f64(),
+            skipped = outcome.skipped,
+            "scenario phase ended"
+        );
         let Some((n, latency)) = close_phase(&mut controls, closed).await else {
             break;
         };
@@ -161,7 +170,6 @@ async fn play_phase(
     }
     let mut ramps = Ramps::default();
     ramps.apply(plan, 0.0, &send);
-    controls.skip.mark_unchanged();
     let started = Instant::now();
     let mut fired = 0;
     let mut overdue = 0;

@@ -28,6 +28,8 @@ pub const HISTORY: usize = 900;
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub enum Effect {
     StartSession(LoadLevel),
+    /// Play the start screen's scenario at this index.
+    StartScenario(usize),
     Send(Command),
     /// End the scenario's current phase.
     SkipPhase,
@@ -77,6 +79,8 @@ pub struct StartInfo {
     pub broker: String,
     pub sink: String,
     pub time_scale: f64,
+    /// Scenarios to offer beside the levels: name, what it tells.
+    pub scenarios: Vec<(String, String)>,
 }
 
 /// One order as seen from its transitions.
@@ -110,8 +114,12 @@ pub struct App {
     pub(super) overlay: Overlay,
     pub(super) focus: Focus,
     pub(super) start: StartInfo,
-    /// Highlighted level on the start screen.
+    /// Highlighted level on the start screen...
     pub(super) start_choice: LoadLevel,
+    /// ...unless a scenario below them is.
+    pub(super) start_scenario: Option<usize>,
+    /// Why the last start from the start screen was refused.
+    pub(super) start_refused: Option<String>,
     pub(super) status: Option<SessionStatus>,
     pub(super) history: VecDeque<Sample>,
     pub(super) rates: StageRates,
@@ -139,6 +147,8 @@ impl App {
             focus: Focus::Transitions,
             start,
             start_choice: preselected.unwrap_or(LoadLevel::Medium),
+            start_scenario: None,
+            start_refused: None,
             status: None,
             history: VecDeque::with_capacity(HISTORY),
             rates: StageRates::default(),
@@ -154,6 +164,13 @@ impl App {
             quitting: false,
             timeline: None,
         }
+    }
+
+    /// The scenario picked on the start screen could not start: back to it,
+    /// saying why.
+    pub fn refuse_start(&mut self, why: String) {
+        self.screen = Screen::Start;
+        self.start_refused = Some(why);
     }
 
     /// The app as it is right after the user picked `level` (the runner
@@ -324,6 +341,29 @@ impl App {
     }
 
     fn update_start(&mut self, action: Action) -> Option<Effect> {
+        let choice = self.start_choice;
+        let scenarios = self.start.scenarios.len();
+        match (&action, self.start_scenario) {
+            // The rows run from the levels down into the scenarios.
+            (Action::Up, Some(0)) => self.start_scenario = None,
+            (Action::Up, Some(row)) => self.start_scenario = Some(row - 1),
+            (Action::Down, Some(row)) => {
+                self.start_scenario = Some((row + 1).min(scenarios.saturating_sub(1)))
+            }
+            (Action::Down, None) if choice.higher().is_none() && scenarios > 0 => {
+                self.start_scenario = Some(0)
+            }
+            (Action::Confirm, Some(row)) => {
+                self.screen = Screen::Main;
+                self.start_refused = None;
+                return Some(Effect::StartScenario(row));
+            }
+            _ => return self.update_start_level(action),
+        }
+        None
+    }
+
+    fn update_start_level(&mut self, action: Action) -> Option<Effect> {
         let choice = self.start_choice;
         match action {
             Action::Up => self.start_choice = choice.lower().unwrap_or(choice),

@@ -71,6 +71,7 @@ pub async fn show(
     preselected: Option<LoadLevel>,
     scenario: Option<Scenario>,
     start_session: impl Fn(LoadLevel) -> SessionHandle,
+    start_scenario: impl Fn(usize) -> Result<(SessionHandle, Scenario), String>,
     signals: StopSignals,
 ) -> Result<Option<SessionStatus>, AppError> {
     let mut terminal = ratatui::init();
@@ -81,7 +82,10 @@ pub async fn show(
         &mut terminal,
         app,
         EventStream::new(),
-        start_session,
+        Starters {
+            level: start_session,
+            scenario: start_scenario,
+        },
         preselected,
         scenario,
         signals,
@@ -154,6 +158,8 @@ impl Attached {
 struct Player {
     timeline: watch::Receiver<Timeline>,
     skip: watch::Sender<u64>,
+    /// The scenario is over and its last timeline was shown.
+    over: bool,
 }
 
 impl Player {
@@ -177,16 +183,27 @@ impl Player {
         Self {
             timeline: view,
             skip,
+            over: false,
         }
     }
 
     fn pull(&mut self, app: &mut App) -> bool {
-        let fresh = self.timeline.has_changed().unwrap_or(false);
+        // A finished scenario drops its sender: its last timeline (every
+        // phase done, the verdicts) is still to be shown, once.
+        let fresh = self.timeline.has_changed().unwrap_or(!self.over);
         if fresh {
+            self.over = self.timeline.has_changed().is_err();
             app.ingest_timeline(self.timeline.borrow_and_update().clone());
         }
         fresh
     }
+}
+
+/// How the UI starts a session: at a load level, or playing the start
+/// screen's scenario at an index (refused with a reason).
+pub struct Starters<L, S> {
+    pub level: L,
+    pub scenario: S,
 }
 
 /// The UI loop, generic over the backend so tests can drive it.
@@ -194,7 +211,10 @@ pub async fn event_loop<B: Backend>(
     terminal: &mut Terminal<B>,
     mut app: App,
     mut events: impl Stream<Item = io::Result<Event>> + Unpin,
-    start_session: impl Fn(LoadLevel) -> SessionHandle,
+    starters: Starters<
+        impl Fn(LoadLevel) -> SessionHandle,
+        impl Fn(usize) -> Result<(SessionHandle, Scenario), String>,
+    >,
     preselected: Option<LoadLevel>,
     mut scenario: Option<Scenario>,
     signals: StopSignals,
@@ -205,7 +225,7 @@ where
     let mut session: Option<Attached> = None;
     let mut player: Option<Player> = None;
     let mut attach = |level, player: &mut Option<Player>| {
-        let handle = start_session(level);
+        let handle = (starters.level)(level);
         *player = scenario.take().map(|s| Player::start(s, &handle));
         Attached::new(handle)
     };
@@ -239,6 +259,13 @@ where
             dirty = true;
             match app.update(action) {
                 Some(Effect::StartSession(level)) => session = Some(attach(level, &mut player)),
+                Some(Effect::StartScenario(row)) => match (starters.scenario)(row) {
+                    Ok((handle, played)) => {
+                        player = Some(Player::start(played, &handle));
+                        session = Some(Attached::new(handle));
+                    }
+                    Err(why) => app.refuse_start(why),
+                },
                 Some(Effect::SkipPhase) => {
                     if let Some(player) = &player {
                         player.skip.send_modify(|n| *n += 1);

@@ -37,6 +37,13 @@ fn start_info() -> StartInfo {
         broker: "embedded (in-process Kafka mock cluster)".into(),
         sink: "none (Elasticsearch mirror not configured)".into(),
         time_scale: 1.0,
+        scenarios: crate::scenario::file::BUILT_IN
+            .iter()
+            .map(|(name, text)| {
+                let scenario = crate::scenario::file::parse(name, text).unwrap();
+                (name.to_string(), scenario.description)
+            })
+            .collect(),
     }
 }
 
@@ -533,6 +540,38 @@ fn scenario_timeline_with_live_gates() {
     let mut app = running_app();
     app.ingest_timeline(timeline());
     insta::assert_snapshot!(render(&app, 120, 30));
+}
+
+#[test]
+fn the_start_screen_moves_from_the_levels_into_the_scenarios() {
+    let mut app = App::new(start_info(), None);
+    for _ in 0..2 {
+        key(&mut app, KeyCode::Down);
+    }
+    assert_eq!(
+        app.start_scenario,
+        Some(0),
+        "below high: the first scenario"
+    );
+    key(&mut app, KeyCode::Down);
+    insta::assert_snapshot!(render(&app, 100, 32));
+    key(&mut app, KeyCode::Up);
+    key(&mut app, KeyCode::Up);
+    assert_eq!(app.start_scenario, None, "back on the levels");
+    assert_eq!(app.start_choice, LoadLevel::High);
+    for _ in 0..20 {
+        key(&mut app, KeyCode::Down);
+    }
+    let last = app.start.scenarios.len() - 1;
+    assert_eq!(app.start_scenario, Some(last), "stops at the last");
+    assert_eq!(
+        key(&mut app, KeyCode::Enter),
+        Some(Effect::StartScenario(last))
+    );
+    assert_eq!(app.screen, Screen::Main);
+    app.refuse_start("needs --es".into());
+    assert_eq!(app.screen, Screen::Start);
+    assert!(render(&app, 100, 32).contains("needs --es"));
 }
 
 #[test]

@@ -20,7 +20,7 @@ pub fn render(frame: &mut Frame, area: Rect, app: &App) {
         let rate = preset
             .rate
             .map_or("unlimited".to_owned(), |r| format!("{r:.0} orders/s"));
-        let chosen = *level == app.start_choice;
+        let chosen = *level == app.start_choice && app.start_scenario.is_none();
         let style = if chosen {
             Style::new()
                 .fg(Color::Black)
@@ -40,24 +40,34 @@ pub fn render(frame: &mut Frame, area: Rect, app: &App) {
             )),
         ]));
     }
-    let names = crate::scenario::file::BUILT_IN.map(|(name, _)| name);
-    lines.push(Line::from(""));
-    for (row, names) in names.chunks(4).enumerate() {
-        let label = if row == 0 {
-            "scenarios   "
+    let highlight = Style::new()
+        .fg(Color::Black)
+        .bg(Color::Cyan)
+        .add_modifier(Modifier::BOLD);
+    lines.push(Line::from("or play a scenario (phases, faults, gates)"));
+    for (row, (name, description)) in app.start.scenarios.iter().enumerate() {
+        let (style, mark) = if app.start_scenario == Some(row) {
+            (highlight, "▶")
         } else {
-            "            "
+            (Style::new(), " ")
         };
+        let mut description = description.clone();
+        if description.chars().count() > 56 {
+            description = description.chars().take(55).collect::<String>() + "…";
+        }
         lines.push(Line::from(vec![
-            Span::styled(label, dim),
-            Span::raw(names.join(" · ")),
+            Span::styled(format!("{mark}{name:<15}"), style),
+            Span::styled(format!(" {description}"), dim),
         ]));
     }
+    if let Some(why) = &app.start_refused {
+        lines.push(Line::from(Span::styled(
+            why.clone(),
+            Style::new().fg(Color::Red),
+        )));
+    }
     lines.extend([
-        Line::from(Span::styled(
-            "            (orderdeck --scenario NAME|FILE plays one, with its gates)",
-            dim,
-        )),
+        Line::from(""),
         Line::from(vec![
             Span::styled("broker      ", dim),
             Span::raw(app.start.broker.clone()),
@@ -73,7 +83,6 @@ pub fn render(frame: &mut Frame, area: Rect, app: &App) {
                 app.start.time_scale
             )),
         ]),
-        Line::from(""),
         Line::from(Span::styled(
             "↑↓ choose · Enter start · 1 2 3 start at that level · q quit",
             dim,
