@@ -38,6 +38,22 @@ pub fn state_dir() -> PathBuf {
     PathBuf::from("orderdeck-state")
 }
 
+/// Where the start screen looks for scenario files: `./scenarios`, then
+/// `$XDG_CONFIG_HOME/orderdeck/scenarios` (else `~/.config/orderdeck/scenarios`).
+pub fn scenario_dirs() -> Vec<PathBuf> {
+    let absolute = |name: &str| {
+        std::env::var_os(name)
+            .map(PathBuf::from)
+            .filter(|path| path.is_absolute())
+    };
+    let config = absolute("XDG_CONFIG_HOME")
+        .map(|config| config.join("orderdeck"))
+        .or_else(|| absolute("HOME").map(|home| home.join(".config/orderdeck")));
+    std::iter::once(PathBuf::from("scenarios"))
+        .chain(config.map(|config| config.join("scenarios")))
+        .collect()
+}
+
 /// The spool's directory: `--data-dir`, else `data` in the state directory.
 pub fn data_dir(args: &CommonArgs) -> PathBuf {
     args.mirror

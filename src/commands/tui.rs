@@ -7,10 +7,9 @@ use crate::{
     cli::CommonArgs,
     clients::orders_from,
     commands::scenario::scenario_session,
-    config::{broker_target, data_dir, orders_file, session_settings},
+    config::{broker_target, data_dir, orders_file, scenario_dirs, session_settings},
     kafka::BrokerTarget,
     order::Order,
-    scenario::file::BUILT_IN,
     session,
     signals::stop_signals,
     tui::{self, app::StartInfo},
@@ -22,6 +21,7 @@ pub async fn tui(args: &CommonArgs) -> Result<(), AppError> {
     let csv = orders_from(orders_file(args), args.orders_file.on_bad_row)?;
     let orders: Arc<[Order]> = csv.orders.into();
     let data_dir = data_dir(args);
+    let offered = crate::scenario::file::offered(&scenario_dirs());
     let start = StartInfo {
         broker: match broker_target(args) {
             BrokerTarget::Embedded => "embedded (in-process Kafka mock cluster)".to_owned(),
@@ -38,14 +38,9 @@ pub async fn tui(args: &CommonArgs) -> Result<(), AppError> {
             ),
         },
         time_scale: args.run.time_scale.factor(),
-        scenarios: BUILT_IN
+        scenarios: offered
             .iter()
-            .map(|(name, text)| {
-                let description = crate::scenario::file::parse(name, text)
-                    .map(|s| s.description)
-                    .unwrap_or_default();
-                (name.to_string(), description)
-            })
+            .map(|o| (o.name.clone(), o.description.clone()))
             .collect(),
     };
     let signals = stop_signals();
@@ -73,8 +68,8 @@ pub async fn tui(args: &CommonArgs) -> Result<(), AppError> {
         )
     };
     let start_scenario = |row: usize| {
-        let (name, _) = BUILT_IN.get(row).ok_or("no such scenario")?;
-        let played = crate::scenario::load(name).map_err(|e| e.to_string())?;
+        let spec = &offered.get(row).ok_or("no such scenario")?.spec;
+        let played = crate::scenario::load(spec).map_err(|e| e.to_string())?;
         let settings =
             scenario_session(args, &played, Arc::clone(&orders)).map_err(|e| e.to_string())?;
         Ok((session::spawn(settings), played))

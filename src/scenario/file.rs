@@ -149,6 +149,58 @@ pub const BUILT_IN: [(&str, &str); 9] = [
     ("soak", include_str!("../../assets/scenarios/soak.toml")),
 ];
 
+/// A scenario the start screen offers: built in, or a file found on disk.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Offered {
+    pub name: String,
+    /// What it tells; for a file that does not parse, why.
+    pub description: String,
+    /// What [`load`] takes: the built-in's name or the file's path.
+    pub spec: String,
+}
+
+/// The built-in scenarios, then the `*.toml` files in `dirs` (each folder by
+/// file name; a folder that does not exist adds nothing).
+pub fn offered(dirs: &[std::path::PathBuf]) -> Vec<Offered> {
+    let mut offered: Vec<Offered> = BUILT_IN
+        .iter()
+        .map(|(name, text)| Offered {
+            name: (*name).to_owned(),
+            description: parse(name, text)
+                .map(|s| s.description)
+                .unwrap_or_else(|e| e.to_string()),
+            spec: (*name).to_owned(),
+        })
+        .collect();
+    for dir in dirs {
+        let Ok(entries) = std::fs::read_dir(dir) else {
+            continue;
+        };
+        let mut files: Vec<_> = entries
+            .filter_map(Result::ok)
+            .map(|entry| entry.path())
+            .filter(|path| path.extension().is_some_and(|e| e == "toml"))
+            .collect();
+        files.sort();
+        for path in files {
+            let spec = path.display().to_string();
+            let stem = path
+                .file_stem()
+                .map_or_else(|| spec.clone(), |s| s.to_string_lossy().into_owned());
+            let (name, description) = match load(&spec) {
+                Ok(scenario) => (scenario.name, scenario.description),
+                Err(error) => (stem, format!("cannot be played: {error}")),
+            };
+            offered.push(Offered {
+                name,
+                description,
+                spec,
+            });
+        }
+    }
+    offered
+}
+
 /// Reads `spec`: a file, or the name of a built-in scenario.
 pub fn load(spec: &str) -> Result<Scenario, ScenarioError> {
     let path = Path::new(spec);
@@ -582,6 +634,33 @@ paused = true
         }
         let missing = load("no-such-scenario").unwrap_err();
         assert!(missing.message.contains("broker-outage"), "{missing}");
+    }
+
+    #[test]
+    fn files_on_disk_are_offered_after_the_built_in_ones() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(
+            dir.path().join("b-mine.toml"),
+            "name = \"mine\"\ndescription = \"my story\"\n[[phase]]\nduration = \"1s\"\n",
+        )
+        .unwrap();
+        std::fs::write(dir.path().join("a-broken.toml"), "[[phase]]\n").unwrap();
+        std::fs::write(dir.path().join("notes.txt"), "not a scenario").unwrap();
+        let offered = offered(&[dir.path().to_owned(), dir.path().join("missing")]);
+        assert_eq!(offered.len(), BUILT_IN.len() + 2);
+        let [broken, mine] = &offered[BUILT_IN.len()..] else {
+            panic!("{offered:?}")
+        };
+        assert_eq!(broken.name, "a-broken");
+        assert!(
+            broken.description.contains("a-broken.toml:1:"),
+            "{broken:?}"
+        );
+        assert_eq!(
+            (mine.name.as_str(), mine.description.as_str()),
+            ("mine", "my story")
+        );
+        assert_eq!(load(&mine.spec).unwrap().name, "mine");
     }
 
     #[test]

@@ -575,6 +575,27 @@ fn the_start_screen_moves_from_the_levels_into_the_scenarios() {
 }
 
 #[test]
+fn a_long_scenario_list_scrolls_to_the_highlight() {
+    let mut info = start_info();
+    info.scenarios = (1..=30)
+        .map(|n| (format!("mine-{n:02}"), format!("story {n}")))
+        .collect();
+    let mut app = App::new(info, None);
+    for _ in 0..40 {
+        key(&mut app, KeyCode::Down);
+    }
+    let screen = render(&app, 80, 24);
+    assert!(screen.contains("▶mine-30"), "{screen}");
+    assert!(!screen.contains("mine-01"), "{screen}");
+    assert!(screen.contains("of 30, ↓ for more"), "{screen}");
+    // Everything else still fits: where data goes and the keys.
+    assert!(
+        screen.contains("time scale") && screen.contains("Enter start"),
+        "{screen}"
+    );
+}
+
+#[test]
 fn n_skips_a_phase_only_while_a_scenario_plays() {
     let mut app = running_app();
     assert_eq!(key(&mut app, KeyCode::Char('n')), None);

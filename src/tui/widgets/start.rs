@@ -44,8 +44,26 @@ pub fn render(frame: &mut Frame, area: Rect, app: &App) {
         .fg(Color::Black)
         .bg(Color::Cyan)
         .add_modifier(Modifier::BOLD);
-    lines.push(Line::from("or play a scenario (phases, faults, gates)"));
-    for (row, (name, description)) in app.start.scenarios.iter().enumerate() {
+    // As many scenario rows as the screen holds besides the rest (levels,
+    // where data goes, keys, borders, footer), scrolled to the highlight.
+    let scenarios = &app.start.scenarios;
+    let room = usize::from(area.height)
+        .saturating_sub(lines.len() + 9)
+        .max(3);
+    let first = app
+        .start_scenario
+        .map_or(0, |row| (row + 1).saturating_sub(room));
+    let hidden = scenarios.len().saturating_sub(room);
+    lines.push(Line::from(if hidden > 0 {
+        format!(
+            "or play a scenario (phases, faults, gates) · {} of {}, ↓ for more",
+            room,
+            scenarios.len()
+        )
+    } else {
+        "or play a scenario (phases, faults, gates)".to_owned()
+    }));
+    for (row, (name, description)) in scenarios.iter().enumerate().skip(first).take(room) {
         let (style, mark) = if app.start_scenario == Some(row) {
             (highlight, "▶")
         } else {
