@@ -58,9 +58,9 @@ fn run_on_the_embedded_broker_reports_every_order_finished() {
 /// The group forms in one go and the clients start right after: no
 /// seconds-long wait for members joining one by one (the old start-up: 3.4 s,
 /// every time). ≈0.55 s on a quiet machine. On a starved one, librdkafka's
-/// mock cluster can lose a race that costs a 2.5 s rebalance (see
-/// `MOCK_GROUP_TIMING`), so the best of three runs is judged, as timing
-/// measurements are.
+/// mock cluster can lose a SyncGroup race that costs a 5 s rebalance
+/// (docs/benchmarks.md, start-up), so the best of three runs is judged, as
+/// timing measurements are.
 #[test]
 fn the_clients_start_within_a_second_of_the_consumers() {
     let mut waits = Vec::new();
@@ -496,12 +496,22 @@ fn an_idle_server_rests_and_wakes_for_orders() {
     let dir = Workdir::new();
     let (server, addr) = spawn_serve(&dir, "20");
     std::thread::sleep(Duration::from_secs(6));
-    let before = cpu_ticks(server.id());
-    std::thread::sleep(Duration::from_secs(5));
-    let used = cpu_ticks(server.id()) - before;
     // 100 ticks a second: at most 2 % of a core over 5 s (0.8 % here
     // alone; it was 8 %+, then 1.7 % with rdkafka's spinning poll thread).
-    assert!(used <= 10, "{used} ticks of CPU in 5 s idle");
+    // The quieter of two windows: on a starved machine the group can still
+    // be rebalancing in the first (librdkafka's mock loses a SyncGroup race
+    // there: docs/benchmarks.md, start-up); a process that never rests
+    // burns in both.
+    let window = || {
+        let before = cpu_ticks(server.id());
+        std::thread::sleep(Duration::from_secs(5));
+        cpu_ticks(server.id()) - before
+    };
+    let used = [window(), window()];
+    assert!(
+        used.iter().min().unwrap() <= &10,
+        "{used:?} ticks of CPU in two 5 s windows idle"
+    );
     let load = dir.run(&[
         "load",
         "--target",

@@ -19,9 +19,9 @@ use crate::{
         runner::{play, Controls},
         Scenario, Timeline,
     },
-    session::{self, Command, Phase, SessionSettings},
+    session::{self, Command, Phase, SessionSettings, SessionStatus},
     signals::stop_signals,
-    slo::{default_gates, Gate},
+    slo::{Gate, PhaseOutcome},
     AppError,
 };
 
@@ -32,10 +32,9 @@ pub async fn run(
     json: bool,
 ) -> Result<(), AppError> {
     let scenario = scenario::load(spec)?;
-    let gates = gates_of(&scenario, &opts.slo);
+    let gates = scenario::gates(&scenario, &opts.slo);
     let csv = orders_from(orders_file(args), args.orders_file.on_bad_row)?;
-    let mut settings = scenario_session(args, &scenario, Arc::from(csv.orders))?;
-    settings.audit_at_stop = true;
+    let settings = scenario_session(args, &scenario, Arc::from(csv.orders))?;
     let session = session::spawn(settings);
     let signals = stop_signals();
 
@@ -88,6 +87,27 @@ pub async fn run(
         )));
     }
 
+    let report = judged_report(args, &scenario, gates, phases, &last, interrupted);
+    if let Some(path) = &args.report.report {
+        write_report(path, &report.to_json())?;
+    }
+    for problem in &report.problems {
+        eprintln!("problem: {problem}");
+    }
+    present(&report, opts, json)?;
+    conclude(&report, args)
+}
+
+/// The report of a scenario played on a session that has stopped (`last`
+/// is its final status), judged by `gates`.
+pub fn judged_report(
+    args: &CommonArgs,
+    scenario: &Scenario,
+    gates: Vec<Gate>,
+    phases: Vec<PhaseOutcome>,
+    last: &SessionStatus,
+    interrupted: bool,
+) -> Report {
     let mut problems = Vec::new();
     if last.unfinished.lost > 0 {
         problems.push(format!(
@@ -120,14 +140,7 @@ pub async fn run(
         overdue,
     };
     report.slo = Some(judging.judge(&report, &last.metrics, args.mirror.es.is_some()));
-    if let Some(path) = &args.report.report {
-        write_report(path, &report.to_json())?;
-    }
-    for problem in &report.problems {
-        eprintln!("problem: {problem}");
-    }
-    present(&report, opts, json)?;
-    conclude(&report, args)
+    report
 }
 
 /// The session a scenario plays on: at its first phase's level, with a relay
@@ -169,17 +182,9 @@ pub fn scenario_session(
     let level = scenario.phases[0].load.unwrap_or(load_level(args));
     let mut settings = session_settings(args, level, orders);
     settings.pipeline.elastic_outages = cuts_elasticsearch.is_some();
+    // For `finished_twice`: the events topic is read back at the stop.
+    settings.audit_at_stop = true;
     Ok(settings)
-}
-
-/// The scenario's gates and the command line's; the defaults if neither has any.
-fn gates_of(scenario: &Scenario, extra: &[Gate]) -> Vec<Gate> {
-    let gates: Vec<Gate> = scenario.gates.iter().chain(extra).cloned().collect();
-    if gates.is_empty() {
-        default_gates()
-    } else {
-        gates
-    }
 }
 
 fn progress_line(timeline: &Timeline) -> String {

@@ -6,7 +6,7 @@ use std::sync::Arc;
 use crate::{
     cli::CommonArgs,
     clients::orders_from,
-    commands::scenario::scenario_session,
+    commands::scenario::{judged_report, scenario_session},
     config::{broker_target, data_dir, orders_file, scenario_dirs, session_settings},
     kafka::BrokerTarget,
     order::Order,
@@ -61,6 +61,8 @@ pub async fn tui(args: &CommonArgs) -> Result<(), AppError> {
     };
     // Taken by the first session (a scenario's starts at once).
     let scenario_settings = std::sync::Mutex::new(scenario_settings);
+    // The scenario played, for its verdict at the end.
+    let chosen = std::sync::Mutex::new(scenario.clone());
     let start_session = |level| {
         let prepared = crate::sync::Locked::locked(&scenario_settings).take();
         session::spawn(
@@ -72,9 +74,10 @@ pub async fn tui(args: &CommonArgs) -> Result<(), AppError> {
         let played = crate::scenario::load(spec).map_err(|e| e.to_string())?;
         let settings =
             scenario_session(args, &played, Arc::clone(&orders)).map_err(|e| e.to_string())?;
+        *crate::sync::Locked::locked(&chosen) = Some(played.clone());
         Ok((session::spawn(settings), played))
     };
-    let last = tui::show(
+    let (last, phases) = tui::show(
         start,
         preselected,
         scenario,
@@ -83,6 +86,24 @@ pub async fn tui(args: &CommonArgs) -> Result<(), AppError> {
         signals,
     )
     .await?;
+    let chosen = crate::sync::Locked::locked(&chosen).take();
+    if let (Some(played), Some(phases), Some(last)) = (chosen, phases, &last) {
+        // The screen is gone: the verdict, as `run` gives it.
+        let gates = crate::scenario::gates(&played, &[]);
+        let report = judged_report(args, &played, gates, phases, last, false);
+        if let Some(path) = &args.report.report {
+            super::write_report(path, &report.to_json())?;
+        }
+        if let Some(slo) = &report.slo {
+            println!("scenario {}: gates", played.name);
+            for line in slo.lines() {
+                println!("  {line}");
+            }
+            if !slo.passed {
+                return Err(AppError::Gates(slo.failures().join("; ")));
+            }
+        }
+    }
     match last.map(|status| status.unfinished) {
         Some(unfinished) if unfinished.lost > 0 => Err(AppError::Incomplete(format!(
             "{} acknowledged orders were abandoned at quit and are lost (only the embedded \

@@ -182,6 +182,8 @@ async fn play_phase(
             _ = controls.stop.cancelled() => skipped = true,
         }
         let elapsed = started.elapsed();
+        // A session stopping (the user quit) ends the scenario too.
+        skipped |= controls.status.borrow().phase != Phase::Running;
         if skipped || elapsed >= plan.duration {
             return Played {
                 elapsed: elapsed.min(plan.duration),

@@ -43,6 +43,7 @@ use crate::{
     },
     session::{Command, Phase, SessionHandle, SessionStatus},
     signals::StopSignals,
+    slo::PhaseOutcome,
     AppError,
 };
 
@@ -66,6 +67,10 @@ impl Drop for TerminalGuard {
 /// the start screen (unless `preselected`), then the session that
 /// `start_session` starts. The terminal is restored however it ends.
 /// Returns the session's last status.
+/// What the control center leaves behind: the session's last status, and
+/// what each phase of a scenario played measured.
+pub type Ended = (Option<SessionStatus>, Option<Vec<PhaseOutcome>>);
+
 pub async fn show(
     start: StartInfo,
     preselected: Option<LoadLevel>,
@@ -73,7 +78,7 @@ pub async fn show(
     start_session: impl Fn(LoadLevel) -> SessionHandle,
     start_scenario: impl Fn(usize) -> Result<(SessionHandle, Scenario), String>,
     signals: StopSignals,
-) -> Result<Option<SessionStatus>, AppError> {
+) -> Result<Ended, AppError> {
     let mut terminal = ratatui::init();
     keep_the_screen_on_task_panics();
     let guard = TerminalGuard;
@@ -158,6 +163,8 @@ impl Attached {
 struct Player {
     timeline: watch::Receiver<Timeline>,
     skip: watch::Sender<u64>,
+    /// Ends with the session, with what each phase measured.
+    task: tokio::task::JoinHandle<Vec<PhaseOutcome>>,
     /// The scenario is over and its last timeline was shown.
     over: bool,
 }
@@ -169,8 +176,8 @@ impl Player {
         let (skip, skipped) = watch::channel(0);
         let commands = session.commands.clone();
         let status = session.status.clone();
-        tokio::spawn(async move {
-            let gates = scenario.gates.clone();
+        let task = tokio::spawn(async move {
+            let gates = crate::scenario::gates(&scenario, &[]);
             let controls = Controls {
                 commands: &commands,
                 status,
@@ -178,12 +185,13 @@ impl Player {
                 stop: CancellationToken::new(),
                 timeline: &timeline,
             };
-            play(&scenario, &gates, controls).await;
+            play(&scenario, &gates, controls).await
         });
         Self {
             timeline: view,
             skip,
             over: false,
+            task,
         }
     }
 
@@ -218,7 +226,7 @@ pub async fn event_loop<B: Backend>(
     preselected: Option<LoadLevel>,
     mut scenario: Option<Scenario>,
     signals: StopSignals,
-) -> io::Result<Option<SessionStatus>>
+) -> io::Result<Ended>
 where
     B::Error: Send + Sync + 'static,
 {
@@ -298,11 +306,19 @@ where
         }
     }
     let Some(attached) = session else {
-        return Ok(None);
+        return Ok((None, None));
     };
     let _ = attached.handle.commands.try_send(Command::Shutdown);
     let last = attached.handle.status.clone();
     attached.handle.finished().await;
     let last = last.borrow().clone();
-    Ok(Some(last))
+    // The scenario ends with the session.
+    let played = match player {
+        Some(player) => tokio::time::timeout(Duration::from_secs(10), player.task)
+            .await
+            .ok()
+            .and_then(Result::ok),
+        None => None,
+    };
+    Ok((Some(last), played))
 }
