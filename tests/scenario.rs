@@ -274,3 +274,123 @@ async fn an_elasticsearch_outage_holds_back_the_mirror_not_the_orders() {
     assert_exit(&refused, 2);
     assert!(text(&refused.stderr).contains("needs --es with an http:// URL"));
 }
+
+/// The runner against a live session (embedded broker, real clients): the
+/// load level, the consumer count and a broker outage change when the
+/// scenario says, as the session's own status shows them.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_scenario_steers_a_live_session_at_the_right_times() {
+    use orderdeck::{
+        clock::{SimClock, TimeScale},
+        kafka::BrokerTarget,
+        load::LoadLevel,
+        scenario::{
+            file::parse,
+            runner::{play, Controls},
+            Timeline,
+        },
+        session::{self, Command, Phase, SessionSettings},
+    };
+    use std::time::{Duration, Instant};
+    use tokio::sync::watch;
+
+    let scenario = parse(
+        "live.toml",
+        r#"
+[[phase]]
+name = "low"
+duration = "1500ms"
+load = "low"
+[[phase]]
+name = "high"
+duration = "2s"
+load = "high"
+consumers = 1
+events = [{ at = "500ms", do = "brokers-down" }, { at = "1s", do = "brokers-up" }]
+"#,
+    )
+    .unwrap();
+    let mut pipeline = common::config(BrokerTarget::Embedded, 0.0);
+    pipeline.embedded_brokers = 3;
+    let handle = session::spawn(SessionSettings {
+        pipeline,
+        load: LoadLevel::Low,
+        preset: LoadLevel::Low.preset(),
+        orders: common::seed_orders(),
+        clock: SimClock::new(TimeScale::new(0.0).unwrap()),
+        kibana: None,
+        drain_limit: Duration::from_secs(60),
+        audit_at_stop: false,
+    });
+    let (timeline, view) = watch::channel(Timeline::new(&scenario));
+    let (_skip, skip) = watch::channel(0);
+    let status = handle.status.clone();
+    // What an onlooker sees, every 10 ms: the phase, the load, the fault.
+    let watcher = tokio::spawn(async move {
+        let started = Instant::now();
+        let mut seen = Vec::new();
+        while !view.borrow().done() {
+            let now = status.borrow().clone();
+            seen.push((
+                started.elapsed(),
+                view.borrow().current,
+                now.load,
+                now.consumers,
+                now.chaos.brokers_down,
+            ));
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        seen
+    });
+    let outcomes = play(
+        &scenario,
+        &[],
+        Controls {
+            commands: &handle.commands,
+            status: handle.status.clone(),
+            skip,
+            stop: Default::default(),
+            timeline: &timeline,
+        },
+    )
+    .await;
+    let seen = watcher.await.unwrap();
+    handle.commands.send(Command::Shutdown).await.unwrap();
+    let mut status = handle.status.clone();
+    let last = status
+        .wait_for(|s| s.phase == Phase::Stopped)
+        .await
+        .unwrap()
+        .clone();
+    handle.finished().await;
+
+    assert_eq!(outcomes.len(), 2);
+    let first = |what: &str, pass: &dyn Fn(&(Duration, usize, LoadLevel, usize, bool)) -> bool| {
+        seen.iter()
+            .find(|s| pass(s))
+            .map(|s| s.0)
+            .unwrap_or_else(|| panic!("{what} never seen: {seen:?}"))
+    };
+    let high = first("phase two", &|s| s.1 == 1);
+    let after = |at: Duration| (at - high).as_secs_f64();
+    assert!(
+        first("load low", &|s| s.2 == LoadLevel::Low) < high,
+        "low first"
+    );
+    let loaded = after(first("load high", &|s| s.1 == 1 && s.2 == LoadLevel::High));
+    assert!(loaded < 0.3, "high load {loaded} s into its phase");
+    let shrunk = after(first("one consumer", &|s| s.1 == 1 && s.3 == 1));
+    assert!(shrunk < 0.3, "one consumer {shrunk} s into the phase");
+    let down = after(first("brokers down", &|s| s.4));
+    assert!((0.45..0.8).contains(&down), "brokers down at {down} s");
+    let up = after(first("brokers up again", &|s| {
+        s.1 == 1 && !s.4 && after(s.0) > down
+    }));
+    assert!((0.95..1.3).contains(&up), "brokers up at {up} s");
+    // Nothing lost on the way.
+    assert_eq!(last.unfinished.lost, 0);
+    assert_eq!(
+        last.reconciliation.acknowledged,
+        last.reconciliation.finished
+    );
+}
