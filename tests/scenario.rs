@@ -325,19 +325,28 @@ events = [{ at = "500ms", do = "brokers-down" }, { at = "1s", do = "brokers-up" 
     let (timeline, view) = watch::channel(Timeline::new(&scenario));
     let (_skip, skip) = watch::channel(0);
     let status = handle.status.clone();
-    // What an onlooker sees, every 10 ms: the phase, the load, the fault.
+    /// What an onlooker sees at one moment.
+    #[derive(Debug)]
+    struct Seen {
+        at: Duration,
+        phase: usize,
+        load: LoadLevel,
+        consumers: usize,
+        brokers_down: bool,
+    }
+    // Every 10 ms: the phase, the load, the group, the fault.
     let watcher = tokio::spawn(async move {
         let started = Instant::now();
         let mut seen = Vec::new();
         while !view.borrow().done() {
             let now = status.borrow().clone();
-            seen.push((
-                started.elapsed(),
-                view.borrow().current,
-                now.load,
-                now.consumers,
-                now.chaos.brokers_down,
-            ));
+            seen.push(Seen {
+                at: started.elapsed(),
+                phase: view.borrow().current,
+                load: now.load,
+                consumers: now.consumers,
+                brokers_down: now.chaos.brokers_down,
+            });
             tokio::time::sleep(Duration::from_millis(10)).await;
         }
         seen
@@ -365,26 +374,28 @@ events = [{ at = "500ms", do = "brokers-down" }, { at = "1s", do = "brokers-up" 
     handle.finished().await;
 
     assert_eq!(outcomes.len(), 2);
-    let first = |what: &str, pass: &dyn Fn(&(Duration, usize, LoadLevel, usize, bool)) -> bool| {
+    let first = |what: &str, pass: &dyn Fn(&Seen) -> bool| {
         seen.iter()
             .find(|s| pass(s))
-            .map(|s| s.0)
+            .map(|s| s.at)
             .unwrap_or_else(|| panic!("{what} never seen: {seen:?}"))
     };
-    let high = first("phase two", &|s| s.1 == 1);
+    let high = first("phase two", &|s| s.phase == 1);
     let after = |at: Duration| (at - high).as_secs_f64();
     assert!(
-        first("load low", &|s| s.2 == LoadLevel::Low) < high,
+        first("load low", &|s| s.load == LoadLevel::Low) < high,
         "low first"
     );
-    let loaded = after(first("load high", &|s| s.1 == 1 && s.2 == LoadLevel::High));
+    let loaded = after(first("load high", &|s| {
+        s.phase == 1 && s.load == LoadLevel::High
+    }));
     assert!(loaded < 0.3, "high load {loaded} s into its phase");
-    let shrunk = after(first("one consumer", &|s| s.1 == 1 && s.3 == 1));
+    let shrunk = after(first("one consumer", &|s| s.phase == 1 && s.consumers == 1));
     assert!(shrunk < 0.3, "one consumer {shrunk} s into the phase");
-    let down = after(first("brokers down", &|s| s.4));
+    let down = after(first("brokers down", &|s| s.brokers_down));
     assert!((0.45..0.8).contains(&down), "brokers down at {down} s");
     let up = after(first("brokers up again", &|s| {
-        s.1 == 1 && !s.4 && after(s.0) > down
+        s.phase == 1 && !s.brokers_down && after(s.at) > down
     }));
     assert!((0.95..1.3).contains(&up), "brokers up at {up} s");
     // Nothing lost on the way.
