@@ -26,14 +26,13 @@ use ratatui::{
     Terminal,
 };
 use tokio::sync::{broadcast, watch};
+use tokio_util::sync::CancellationToken;
 
 use self::{
     action::Action,
     app::{App, Effect, StartInfo},
     keymap::action_for,
 };
-use tokio_util::sync::CancellationToken;
-
 use crate::{
     load::LoadLevel,
     order::Transition,
@@ -63,14 +62,15 @@ impl Drop for TerminalGuard {
     }
 }
 
-/// Takes the screen and runs the control center until the user quits:
-/// the start screen (unless `preselected`), then the session that
-/// `start_session` starts. The terminal is restored however it ends.
-/// Returns the session's last status.
 /// What the control center leaves behind: the session's last status, and
 /// what each phase of a scenario played measured.
 pub type Ended = (Option<SessionStatus>, Option<Vec<PhaseOutcome>>);
 
+/// Takes the screen and runs the control center until the user quits:
+/// the start screen (unless `preselected`), then the session that
+/// `start_session` starts (or `start_scenario`, for a scenario picked on
+/// the start screen; `scenario` plays at once). The terminal is restored
+/// however it ends.
 pub async fn show(
     start: StartInfo,
     preselected: Option<LoadLevel>,
