@@ -157,6 +157,30 @@ fn gates_judge_a_plain_run_too() {
         out.contains("FAIL  overall      throughput >= 1000000/s"),
         "{out}"
     );
+
+    // JUnit asked for, no gate named: the default gates judge the run.
+    let output = dir.run(&[
+        "run",
+        "--orders",
+        "50",
+        "--time-scale",
+        "0",
+        "--junit",
+        "plain.xml",
+    ]);
+    assert_exit(&output, 0);
+    let junit = std::fs::read_to_string(dir.path("plain.xml")).unwrap();
+    for gate in [
+        "lost == 0",
+        "finished_twice == 0",
+        "overdue == 0",
+        "sink.left == 0",
+    ] {
+        assert!(
+            junit.contains(&format!("name=\"{gate}\"><system-out>")),
+            "{junit}"
+        );
+    }
 }
 
 #[test]

@@ -141,7 +141,7 @@ pub async fn finish(
         }
     }
     let tally = ledger.tally(Duration::MAX);
-    let report = Report::new(
+    let mut report = Report::new(
         &metrics.snapshot(),
         RunContext {
             elapsed: closing.elapsed,
@@ -157,7 +157,6 @@ pub async fn finish(
             audit: stopped.audit,
         },
     );
-    let mut report = report;
     if let Some(judging) = closing.judging {
         report.slo = Some(judging.judge(&report, &metrics.snapshot(), args.mirror.es.is_some()));
     }

@@ -47,7 +47,8 @@ pub async fn run(args: &CommonArgs, gates: &GateOpts, json: bool) -> Result<(), 
         .listen
         .unwrap_or(SocketAddr::from((Ipv4Addr::LOCALHOST, 0)));
     let mut pipeline = Pipeline::start(pipeline_config(args, Some(listen))).await?;
-    let judged = !gates.slo.is_empty();
+    // Asking for JUnit verdicts asks for the default gates at least.
+    let judged = !gates.slo.is_empty() || gates.junit.is_some();
     if judged {
         pipeline.audit_at_stop();
     }
@@ -128,7 +129,11 @@ pub async fn run(args: &CommonArgs, gates: &GateOpts, json: bool) -> Result<(), 
         left_in_kafka_is_a_problem: true,
         judging: judged.then(|| Judging {
             scenario: None,
-            gates: gates.slo.clone(),
+            gates: if gates.slo.is_empty() {
+                crate::slo::default_gates()
+            } else {
+                gates.slo.clone()
+            },
             phases: Vec::new(),
             overdue,
         }),
