@@ -104,7 +104,10 @@ impl OrderHandler {
             }
             match claim {
                 Claim::Run { guard, .. } => return self.flow.run(guard, record, cancel).await,
-                Claim::Finished => return RunOutcome::Finished,
+                Claim::Finished => {
+                    self.flow.completions.finished_again(record.order_id);
+                    return RunOutcome::Finished;
+                }
                 Claim::InFlight(mut running) => {
                     tokio::select! {
                         _ = cancel.cancelled() => return RunOutcome::Cancelled,

@@ -181,6 +181,15 @@ impl Completions {
         self.ledger.finished(order);
     }
 
+    /// A record of an order that already finished here: a client's retry
+    /// (same order id) after a failure that Kafka had persisted anyway. Its
+    /// ack may come after the first record finished and the early finish
+    /// was forgotten; this settles that ack. Not a second finish: the
+    /// Finished counter is not touched.
+    pub fn finished_again(&self, order: OrderId) {
+        self.ledger.finished_by(order, FinishedBy::Here);
+    }
+
     /// A Finished event read back from the events topic. A run here counts
     /// itself before it lets go of its order, so an echo of this process's
     /// own event counts only a run cut short after writing it (a consumer
@@ -219,6 +228,29 @@ mod tests {
             (2, 2, 0)
         );
         assert_eq!(tally.oldest_waiting, None);
+    }
+
+    #[test]
+    fn a_late_ack_of_a_retried_order_is_settled_by_its_second_record() {
+        // A client retry persisted twice: the first record finishes before
+        // the (only) ack, which comes after the early horizon.
+        let ledger = AckLedger::new(Duration::from_millis(10));
+        let completions = Completions {
+            metrics: Arc::new(Metrics::new()),
+            ledger: Arc::new(ledger),
+        };
+        let id = OrderId::new_random();
+        completions.ran_here(id);
+        std::thread::sleep(Duration::from_millis(30));
+        completions.ledger.finished(OrderId::new_random()); // expires the early finish
+        completions.ledger.acknowledged(id);
+        assert_eq!(completions.ledger.unfinished(), 1, "the ack waits");
+        // The second record is skipped as already finished, and says so.
+        completions.finished_again(id);
+        assert_eq!(completions.ledger.unfinished(), 0);
+        assert_eq!(completions.metrics.get(Counter::Finished), 1, "one finish");
+        let tally = completions.ledger.tally(Duration::MAX);
+        assert_eq!((tally.acknowledged, tally.finished), (1, 1));
     }
 
     #[test]
