@@ -68,6 +68,8 @@ impl Drop for OutageRelay {
 async fn relay(listener: TcpListener, upstream: String, cut: watch::Receiver<bool>) {
     loop {
         let Ok((mut client, _)) = listener.accept().await else {
+            // Out of descriptors, say: do not spin on it.
+            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
             continue;
         };
         if *cut.borrow() {
