@@ -320,6 +320,43 @@ mod tests {
         seen
     }
 
+    /// Plays `scenario` (judged by its own gates) on a running stand-in
+    /// session; returns the outcomes, every command with the time it came
+    /// (ms from the start), and the last timeline.
+    async fn play_on_a_stand_in(
+        scenario: &Scenario,
+        skip: watch::Receiver<u64>,
+    ) -> (Vec<PhaseOutcome>, Vec<(u64, Command)>, Timeline) {
+        let started = Instant::now();
+        let mut initial = SessionStatus::new(
+            "embedded".into(),
+            LoadLevel::Low,
+            LoadLevel::Low.preset(),
+            3,
+        );
+        initial.phase = Phase::Running;
+        let (status_tx, status) = watch::channel(initial);
+        let (commands, inbox) = mpsc::channel(64);
+        let session = tokio::spawn(fake_session(inbox, status_tx, started));
+        let (timeline, _view) = watch::channel(Timeline::new(scenario));
+        let outcomes = play(
+            scenario,
+            &scenario.gates,
+            Controls {
+                commands: &commands,
+                status,
+                skip,
+                stop: CancellationToken::new(),
+                timeline: &timeline,
+            },
+        )
+        .await;
+        drop(commands);
+        let seen = session.await.unwrap();
+        let last = timeline.borrow().clone();
+        (outcomes, seen, last)
+    }
+
     #[tokio::test(start_paused = true)]
     async fn phases_set_the_load_ramp_and_fire_events_on_time() {
         let scenario = parse(
@@ -342,33 +379,8 @@ events = [{ at = "5s", do = "pause" }]
 "#,
         )
         .unwrap();
-        let started = Instant::now();
-        let mut initial = SessionStatus::new(
-            "embedded".into(),
-            LoadLevel::Low,
-            LoadLevel::Low.preset(),
-            3,
-        );
-        initial.phase = Phase::Running;
-        let (status_tx, status) = watch::channel(initial);
-        let (commands, inbox) = mpsc::channel(64);
-        let session = tokio::spawn(fake_session(inbox, status_tx, started));
-        let (timeline, _view) = watch::channel(Timeline::new(&scenario));
         let (_skip, skip) = watch::channel(0);
-        let outcomes = play(
-            &scenario,
-            &scenario.gates,
-            Controls {
-                commands: &commands,
-                status,
-                skip,
-                stop: CancellationToken::new(),
-                timeline: &timeline,
-            },
-        )
-        .await;
-        drop(commands);
-        let seen = session.await.unwrap();
+        let (outcomes, seen, timeline) = play_on_a_stand_in(&scenario, skip).await;
         let at = |wanted: Command| {
             seen.iter()
                 .find(|(_, c)| *c == wanted)
@@ -410,12 +422,8 @@ events = [{ at = "5s", do = "pause" }]
         assert_eq!(outcomes[1].name, "two");
         assert_eq!(outcomes[0].measures.finished, 100);
         assert!((outcomes[0].measures.throughput - 10.0).abs() < 0.01);
-        assert!(timeline.borrow().done());
-        assert_eq!(
-            timeline.borrow().judged.len(),
-            2,
-            "one per-phase gate, twice"
-        );
+        assert!(timeline.done());
+        assert_eq!(timeline.judged.len(), 2, "one per-phase gate, twice");
     }
 
     #[tokio::test(start_paused = true)]
@@ -426,37 +434,13 @@ events = [{ at = "5s", do = "pause" }]
         )
         .unwrap();
         let started = Instant::now();
-        let mut initial = SessionStatus::new(
-            "embedded".into(),
-            LoadLevel::Low,
-            LoadLevel::Low.preset(),
-            3,
-        );
-        initial.phase = Phase::Running;
-        let (status_tx, status) = watch::channel(initial);
-        let (commands, inbox) = mpsc::channel(64);
-        let session = tokio::spawn(fake_session(inbox, status_tx, started));
-        let (timeline, _view) = watch::channel(Timeline::new(&scenario));
         let (skip_tx, skip) = watch::channel(0);
         tokio::spawn(async move {
             tokio::time::sleep(Duration::from_secs(3)).await;
             skip_tx.send_modify(|n| *n += 1);
             std::future::pending::<()>().await;
         });
-        let outcomes = play(
-            &scenario,
-            &[],
-            Controls {
-                commands: &commands,
-                status,
-                skip,
-                stop: CancellationToken::new(),
-                timeline: &timeline,
-            },
-        )
-        .await;
-        drop(commands);
-        session.await.unwrap();
+        let (outcomes, _, _) = play_on_a_stand_in(&scenario, skip).await;
         assert!(outcomes[0].skipped);
         assert!(outcomes[0].elapsed < Duration::from_millis(3_200));
         assert!(!outcomes[1].skipped);
