@@ -27,7 +27,7 @@ pub struct Cli {
     pub command: Option<Command>,
     /// The control center's flags, for `orderdeck` with no command.
     #[command(flatten)]
-    pub tui: PipelineArgs,
+    pub tui: CommonArgs,
     /// Log to this file. Default: headless commands log warnings to stderr;
     /// the control center (which owns the screen) logs to `orderdeck.log` in
     /// the state directory.
@@ -71,7 +71,7 @@ impl Cli {
 #[derive(Debug, Subcommand)]
 pub enum Command {
     /// The terminal control center (the default when no command is given).
-    Tui(PipelineArgs),
+    Tui(CommonArgs),
     /// Headless: the full pipeline with simulated clients; exits when every
     /// acknowledged order has finished.
     Run(RunArgs),
@@ -97,19 +97,31 @@ pub enum Command {
 }
 
 /// Every setting a command may take, by group. Each command's flags fill
-/// the groups it takes; the others keep their defaults, unused by it.
-#[derive(Debug, Clone)]
+/// the groups it takes; the others keep their defaults, unused by it. The
+/// whole pipeline (the control center and `run`) takes every group.
+#[derive(Debug, Args, Clone)]
 pub struct CommonArgs {
+    #[command(flatten)]
     pub level: LevelOpts,
+    #[command(flatten)]
     pub scenario: ScenarioOpts,
+    #[command(flatten)]
     pub sending: SendingOpts,
+    #[command(flatten)]
     pub orders_file: OrdersFileOpts,
+    #[command(flatten)]
     pub run: RunOpts,
+    #[command(flatten)]
     pub report: ReportOpts,
+    #[command(flatten)]
     pub kafka: KafkaOpts,
+    #[command(flatten)]
     pub consuming: ConsumingOpts,
+    #[command(flatten)]
     pub server: ServerOpts,
+    #[command(flatten)]
     pub mirror: MirrorOpts,
+    #[command(flatten)]
     pub notify: NotifyOpts,
 }
 
@@ -122,64 +134,7 @@ fn defaults<T: Args + clap::FromArgMatches>() -> T {
 
 impl Default for CommonArgs {
     fn default() -> Self {
-        Self {
-            level: defaults(),
-            scenario: defaults(),
-            sending: defaults(),
-            orders_file: defaults(),
-            run: defaults(),
-            report: defaults(),
-            kafka: defaults(),
-            consuming: defaults(),
-            server: defaults(),
-            mirror: defaults(),
-            notify: defaults(),
-        }
-    }
-}
-
-/// The whole pipeline: the control center and `run`.
-#[derive(Debug, Args, Clone)]
-pub struct PipelineArgs {
-    #[command(flatten)]
-    pub level: LevelOpts,
-    #[command(flatten)]
-    pub scenario: ScenarioOpts,
-    #[command(flatten)]
-    pub sending: SendingOpts,
-    #[command(flatten)]
-    pub orders_file: OrdersFileOpts,
-    #[command(flatten)]
-    pub run: RunOpts,
-    #[command(flatten)]
-    pub report: ReportOpts,
-    #[command(flatten)]
-    pub kafka: KafkaOpts,
-    #[command(flatten)]
-    pub consuming: ConsumingOpts,
-    #[command(flatten)]
-    pub server: ServerOpts,
-    #[command(flatten)]
-    pub mirror: MirrorOpts,
-    #[command(flatten)]
-    pub notify: NotifyOpts,
-}
-
-impl PipelineArgs {
-    pub fn common(&self) -> CommonArgs {
-        CommonArgs {
-            level: self.level.clone(),
-            scenario: self.scenario.clone(),
-            sending: self.sending.clone(),
-            orders_file: self.orders_file.clone(),
-            run: self.run.clone(),
-            report: self.report.clone(),
-            kafka: self.kafka.clone(),
-            consuming: self.consuming.clone(),
-            server: self.server.clone(),
-            mirror: self.mirror.clone(),
-            notify: self.notify.clone(),
-        }
+        defaults()
     }
 }
 
@@ -276,7 +231,7 @@ pub struct CompletionsArgs {
 #[derive(Debug, Args, Clone)]
 pub struct RunArgs {
     #[command(flatten)]
-    pub pipeline: PipelineArgs,
+    pub pipeline: CommonArgs,
     #[command(flatten)]
     pub gates: GateOpts,
     /// Print the report as JSON on stdout instead of the summary.
@@ -828,7 +783,7 @@ mod tests {
     /// The settings of a parsed `run`.
     fn run_args(cli: Cli) -> CommonArgs {
         match cli.into_command() {
-            Command::Run(run) => run.pipeline.common(),
+            Command::Run(run) => run.pipeline,
             other => panic!("not run: {other:?}"),
         }
     }
@@ -856,8 +811,8 @@ mod tests {
         let Command::Tui(tui) = cli.into_command() else {
             panic!("the control center is the default");
         };
-        assert_eq!(tui.common().level.load, Some(LoadLevel::High));
-        assert_eq!(tui.common().kafka.brokers.as_deref(), Some("k:9092"));
+        assert_eq!(tui.level.load, Some(LoadLevel::High));
+        assert_eq!(tui.kafka.brokers.as_deref(), Some("k:9092"));
     }
 
     #[test]

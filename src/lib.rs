@@ -150,8 +150,8 @@ pub fn raise_open_file_limit() -> Option<u64> {
 /// Runs the command the user asked for.
 pub async fn run(cli: Cli) -> Result<(), AppError> {
     match cli.into_command() {
-        Command::Tui(tui) => commands::tui::tui(&tui.common()).await,
-        Command::Run(run) => commands::run::run(&run.pipeline.common(), &run.gates, run.json).await,
+        Command::Tui(tui) => commands::tui::tui(&tui).await,
+        Command::Run(run) => commands::run::run(&run.pipeline, &run.gates, run.json).await,
         Command::Serve(serve) => commands::serve::serve(&serve.common()).await,
         Command::Worker(worker) => commands::serve::worker(&worker.common()).await,
         Command::Broker(broker) => commands::serve::broker(&broker.common()).await,
