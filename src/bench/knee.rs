@@ -13,7 +13,7 @@ use super::{
 };
 use crate::{
     kafka::BrokerTarget,
-    metrics::{per_second, LatencySummary},
+    metrics::{per_second, Counter, LatencySummary, Metrics},
     sinks::MirrorTarget,
     slo::{Gate, Measures, Verdict},
 };
@@ -101,20 +101,14 @@ pub async fn find_knee(
     .map_err(setup)?;
     // The warm-up's orders finish before the first step, which would count
     // them and their latencies otherwise.
-    let settled = Instant::now() + knee.step * 4;
-    while {
-        let counts = metrics.snapshot().counts;
-        counts.finished < counts.acknowledged
-    } && Instant::now() < settled
-    {
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
+    let acknowledged = metrics.get(Counter::Acknowledged);
+    finished_by(&metrics, acknowledged, Instant::now() + knee.step * 4).await;
 
     let mut steps: Vec<KneeStep> = Vec::new();
     let mut rate = knee.start_rate;
     while rate <= knee.max_rate {
         metrics.take_phase();
-        let before = metrics.snapshot().counts.finished;
+        let before = metrics.get(Counter::Finished);
         let orders = (rate * knee.step.as_secs_f64()).ceil().max(1.0) as u64;
         let summary = load_from_another_process(
             &url,
@@ -130,13 +124,8 @@ pub async fn find_knee(
         // time is the load's own (from its first connection, not counting
         // the process starting) and the wait after it.
         let load_ended = Instant::now();
-        let deadline = load_ended + knee.step;
-        while metrics.snapshot().counts.finished < before + summary.answered
-            && Instant::now() < deadline
-        {
-            tokio::time::sleep(Duration::from_millis(10)).await;
-        }
-        let finished = metrics.snapshot().counts.finished - before;
+        finished_by(&metrics, before + summary.answered, load_ended + knee.step).await;
+        let finished = metrics.get(Counter::Finished) - before;
         let latency = metrics.take_phase();
         let measures = Measures {
             send: summary.latency_ms,
@@ -196,6 +185,14 @@ pub async fn find_knee(
             .reduce(f64::max),
         steps,
     })
+}
+
+/// Waits until `finished` orders in all have finished, or `deadline`. Reads
+/// the counter, not a snapshot: this looks every 10 ms.
+async fn finished_by(metrics: &Metrics, finished: u64, deadline: Instant) {
+    while metrics.get(Counter::Finished) < finished && Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
 }
 
 /// The steps as a table, then p99 latencies as bars: where the curve bends.
