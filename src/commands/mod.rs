@@ -122,11 +122,7 @@ pub async fn finish(
     }
     let unfinished = stopped.unfinished;
     if unfinished.lost > 0 {
-        closing.problems.push(format!(
-            "{} acknowledged orders were abandoned and are lost: only the embedded broker held \
-             them, and it stopped with this process",
-            unfinished.lost
-        ));
+        closing.problems.push(lost_problem(unfinished.lost));
     }
     if unfinished.left_in_kafka > 0 {
         let left = format!(
@@ -167,6 +163,14 @@ pub async fn finish(
         eprintln!("problem: {problem}");
     }
     Ok(report)
+}
+
+/// What a report says of acknowledged orders lost at a stop.
+pub fn lost_problem(lost: u64) -> String {
+    format!(
+        "{lost} acknowledged orders were abandoned and are lost: only the embedded broker held \
+         them, and it stopped with this process"
+    )
 }
 
 /// Maps an incomplete report, or a failed gate, to its exit status.

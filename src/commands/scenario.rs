@@ -6,7 +6,7 @@ use std::{sync::Arc, time::Duration};
 use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 
-use super::{conclude, run::present, write_report, Judging};
+use super::{conclude, lost_problem, run::present, write_report, Judging};
 use crate::{
     cli::{CommonArgs, GateOpts},
     clients::orders_from,
@@ -108,14 +108,10 @@ pub fn judged_report(
     last: &SessionStatus,
     interrupted: bool,
 ) -> Report {
-    let mut problems = Vec::new();
-    if last.unfinished.lost > 0 {
-        problems.push(format!(
-            "{} acknowledged orders were abandoned and are lost: only the embedded broker held \
-             them, and it stopped with this process",
-            last.unfinished.lost
-        ));
-    }
+    let problems: Vec<_> = (last.unfinished.lost > 0)
+        .then(|| lost_problem(last.unfinished.lost))
+        .into_iter()
+        .collect();
     let overdue = phases.iter().map(|p| p.measures.overdue).max().unwrap_or(0);
     let mut report = Report::new(
         &last.metrics,
