@@ -24,15 +24,10 @@ use crate::{
 /// control center's log): `$XDG_STATE_HOME/orderdeck`, else
 /// `~/.local/state/orderdeck`, else `./orderdeck-state` when there is no home.
 pub fn state_dir() -> PathBuf {
-    let absolute = |name: &str| {
-        std::env::var_os(name)
-            .map(PathBuf::from)
-            .filter(|path| path.is_absolute())
-    };
-    if let Some(state) = absolute("XDG_STATE_HOME") {
+    if let Some(state) = absolute_env("XDG_STATE_HOME") {
         return state.join("orderdeck");
     }
-    if let Some(home) = absolute("HOME") {
+    if let Some(home) = absolute_env("HOME") {
         return home.join(".local/state/orderdeck");
     }
     PathBuf::from("orderdeck-state")
@@ -41,17 +36,20 @@ pub fn state_dir() -> PathBuf {
 /// Where the start screen looks for scenario files: `./scenarios`, then
 /// `$XDG_CONFIG_HOME/orderdeck/scenarios` (else `~/.config/orderdeck/scenarios`).
 pub fn scenario_dirs() -> Vec<PathBuf> {
-    let absolute = |name: &str| {
-        std::env::var_os(name)
-            .map(PathBuf::from)
-            .filter(|path| path.is_absolute())
-    };
-    let config = absolute("XDG_CONFIG_HOME")
+    let config = absolute_env("XDG_CONFIG_HOME")
         .map(|config| config.join("orderdeck"))
-        .or_else(|| absolute("HOME").map(|home| home.join(".config/orderdeck")));
+        .or_else(|| absolute_env("HOME").map(|home| home.join(".config/orderdeck")));
     std::iter::once(PathBuf::from("scenarios"))
         .chain(config.map(|config| config.join("scenarios")))
         .collect()
+}
+
+/// An environment variable holding an absolute path (XDG says to ignore
+/// relative ones).
+fn absolute_env(name: &str) -> Option<PathBuf> {
+    std::env::var_os(name)
+        .map(PathBuf::from)
+        .filter(|path| path.is_absolute())
 }
 
 /// The spool's directory: `--data-dir`, else `data` in the state directory.
