@@ -115,12 +115,38 @@ fn keep_the_screen_on_task_panics() {
     }));
 }
 
+/// The values a watch channel publishes, each taken once: the last one
+/// too, after the sender is gone (tokio then reports the closed channel,
+/// not the unseen value).
+struct Latest<T> {
+    values: watch::Receiver<T>,
+    closed: bool,
+}
+
+impl<T: Clone> Latest<T> {
+    fn new(values: watch::Receiver<T>) -> Self {
+        Self {
+            values,
+            closed: false,
+        }
+    }
+
+    /// The value, if it is new since the last take.
+    fn take(&mut self) -> Option<T> {
+        if !self.values.has_changed().unwrap_or(!self.closed) {
+            return None;
+        }
+        self.closed = self.values.has_changed().is_err();
+        Some(self.values.borrow_and_update().clone())
+    }
+}
+
 /// The session the UI is attached to, once a load level is chosen.
 struct Attached {
     handle: SessionHandle,
-    status: watch::Receiver<SessionStatus>,
+    /// Stopped comes last, after the session has ended.
+    status: Latest<SessionStatus>,
     feed: broadcast::Receiver<Transition>,
-    closed: bool,
 }
 
 impl Attached {
@@ -128,8 +154,7 @@ impl Attached {
         let mut status = handle.status.clone();
         status.mark_changed(); // show the initial "starting" status too
         Self {
-            closed: false,
-            status,
+            status: Latest::new(status),
             feed: handle.transitions.subscribe(),
             handle,
         }
@@ -138,11 +163,8 @@ impl Attached {
     /// Brings the app up to date; returns whether anything changed.
     fn pull(&mut self, app: &mut App) -> bool {
         let mut changed = false;
-        // A closed channel still holds the session's last word (Stopped).
-        let fresh = self.status.has_changed().unwrap_or(!self.closed);
-        if fresh {
-            self.closed = self.status.has_changed().is_err();
-            app.ingest_status(self.status.borrow_and_update().clone());
+        if let Some(status) = self.status.take() {
+            app.ingest_status(status);
             changed = true;
         }
         for _ in 0..TRANSITIONS_PER_FRAME {
@@ -161,12 +183,11 @@ impl Attached {
 
 /// A scenario played on the session, and the way to skip its phases.
 struct Player {
-    timeline: watch::Receiver<Timeline>,
+    /// Every phase done (the verdicts) comes last, after the scenario ended.
+    timeline: Latest<Timeline>,
     skip: watch::Sender<u64>,
     /// Ends with the session, with what each phase measured.
     task: tokio::task::JoinHandle<Vec<PhaseOutcome>>,
-    /// The scenario is over and its last timeline was shown.
-    over: bool,
 }
 
 impl Player {
@@ -188,22 +209,20 @@ impl Player {
             play(&scenario, &gates, controls).await
         });
         Self {
-            timeline: view,
+            timeline: Latest::new(view),
             skip,
-            over: false,
             task,
         }
     }
 
     fn pull(&mut self, app: &mut App) -> bool {
-        // A finished scenario drops its sender: its last timeline (every
-        // phase done, the verdicts) is still to be shown, once.
-        let fresh = self.timeline.has_changed().unwrap_or(!self.over);
-        if fresh {
-            self.over = self.timeline.has_changed().is_err();
-            app.ingest_timeline(self.timeline.borrow_and_update().clone());
+        match self.timeline.take() {
+            Some(timeline) => {
+                app.ingest_timeline(timeline);
+                true
+            }
+            None => false,
         }
-        fresh
     }
 }
 
