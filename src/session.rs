@@ -119,7 +119,8 @@ pub struct SessionStatus {
     pub notice: Option<String>,
     /// Once stopped: acknowledged orders that did not finish, and where.
     pub unfinished: Unfinished,
-    /// Latencies since the current scenario phase began.
+    /// Latencies since the current scenario phase began (kept up to date
+    /// once a scenario closed its first phase).
     pub phase_latency: PhaseLatency,
     /// Phases closed so far, and the last one's latencies.
     pub closed_phase: (u64, PhaseLatency),
@@ -474,7 +475,10 @@ impl Live {
     fn refresh(&mut self) {
         let status = &mut self.status;
         status.metrics = self.pipeline.snapshot();
-        status.phase_latency = self.pipeline.metrics().phase_latency();
+        // Only a scenario reads it (its first ClosePhase starts the phases).
+        if status.closed_phase.0 > 0 {
+            status.phase_latency = self.pipeline.metrics().phase_latency();
+        }
         let health = self.pipeline.broker_health().borrow().clone();
         if let (BrokerHealth::Down(reason), false) = (&health, status.health == health) {
             status.notice = Some(format!("Kafka is unreachable: {reason}"));
