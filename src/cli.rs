@@ -91,6 +91,10 @@ pub enum Command {
     /// Simulated clients only, against a running server (load from a
     /// process of its own): prints throughput and client-side latency.
     Load(LoadArgs),
+    /// Watch a deployment it did not start (every serve, worker and run
+    /// process of one group, from Kafka): processes, lag, transitions, and
+    /// whether every accepted order finished once. Read-only.
+    Watch(WatchArgs),
     /// Print a shell completion script: orderdeck completions bash >
     /// ~/.local/share/bash-completion/completions/orderdeck
     Completions(CompletionsArgs),
@@ -332,6 +336,34 @@ impl LoadArgs {
         common.run.orders = self.orders;
         common
     }
+}
+
+#[derive(Debug, Args, Clone)]
+pub struct WatchArgs {
+    /// The deployment's Kafka bootstrap servers (host:port,...).
+    #[arg(short = 'b', long, env = "ORDERDECK_BROKERS")]
+    pub brokers: String,
+    /// The deployment's consumer group.
+    #[arg(long, default_value = "orderdeck")]
+    pub group: String,
+    /// The deployment's orders topic (its events and processes topics are
+    /// <topic>.events and <topic>.processes).
+    #[arg(long, default_value = "orders")]
+    pub topic: String,
+    /// The events topic, if not <topic>.events.
+    #[arg(long)]
+    pub events_topic: Option<String>,
+    #[command(flatten)]
+    pub settings: KafkaSettingsOpts,
+    /// Print one snapshot once everything written so far is read, and exit.
+    #[arg(long)]
+    pub once: bool,
+    /// With --once: the snapshot as JSON.
+    #[arg(long, requires = "once")]
+    pub json: bool,
+    /// With --once: how long to read before giving up (e.g. 30s).
+    #[arg(long, default_value = "30s", value_parser = seconds_in(0.1, 3_600.0))]
+    pub read_limit: Seconds,
 }
 
 #[derive(Debug, Args, Clone)]

@@ -24,6 +24,8 @@
 //!   (pure types, the one scaled clock, counters and histograms, load levels,
 //!   gates and their verdicts, locking).
 //! - [`kafka`]: embedded broker, durable producer, consumer group, offsets.
+//! - [`fleet`]: the whole deployment read back from Kafka (every process of
+//!   the group, its announcements, lag, the reconciliation by order id).
 //! - [`sinks`]: documents, the Elasticsearch mirror and its spool, Kibana,
 //!   e-mail notifications.
 //! - [`grpc`]: the original `orders.OrderService` and the typed `orderdeck.v1` API.
@@ -46,6 +48,7 @@ pub mod clients;
 pub mod clock;
 pub mod commands;
 pub mod config;
+pub mod fleet;
 pub mod grpc;
 pub mod kafka;
 pub mod load;
@@ -158,6 +161,7 @@ pub async fn run(cli: Cli) -> Result<(), AppError> {
         Command::Export(export) => commands::export::export(&export.common(), &export).await,
         Command::Bench(bench) => commands::bench::bench(&bench).await,
         Command::Load(load) => commands::load::load(&load.common(), &load).await,
+        Command::Watch(watch) => commands::watch::watch(&watch).await,
         Command::Completions(shell) => {
             commands::completions::completions(&shell);
             Ok(())

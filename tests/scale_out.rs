@@ -8,88 +8,20 @@
 
 mod common;
 
-use std::{
-    process::{Child, Stdio},
-    time::{Duration, Instant},
-};
+use std::time::Duration;
 
 use common::{
-    cluster_with_topics, finishes_on_record, topic_records,
-    workdir::{send_signal, text, Workdir},
+    cluster_with_topics, finishes_on_record,
+    processes::{report_of, stderr_of, wait_until_consuming, Process},
+    topic_records,
+    workdir::Workdir,
 };
-use serde_json::Value;
 
 const ORDERS: u64 = 1500;
 const PARTITIONS: i32 = 6;
 /// Medium load's 0.5–1.5 s per state, scaled to 100–300 ms: at 150 orders/s
 /// about a hundred orders are mid-state at any moment.
 const TIME_SCALE: &str = "0.2";
-
-struct Process {
-    name: &'static str,
-    child: Child,
-}
-
-impl Process {
-    fn start(dir: &Workdir, name: &'static str, args: &[&str]) -> Self {
-        let report = format!("{name}.json");
-        let log = format!("{name}.log");
-        let mut all = args.to_vec();
-        all.extend(["--report", &report, "--log-file", &log]);
-        let child = dir
-            .command(&all)
-            .stdout(Stdio::null())
-            .stderr(std::fs::File::create(dir.path(&format!("{name}.err"))).unwrap())
-            .spawn()
-            .unwrap();
-        Self { name, child }
-    }
-
-    fn signal(&self, signal: &str) {
-        send_signal(&self.child, signal);
-    }
-
-    /// Waits for the exit; returns its code.
-    fn wait(&mut self, dir: &Workdir, limit: Duration) -> Option<i32> {
-        let deadline = Instant::now() + limit;
-        loop {
-            if let Some(status) = self.child.try_wait().unwrap() {
-                return status.code();
-            }
-            if Instant::now() > deadline {
-                let _ = self.child.kill();
-                panic!(
-                    "{} did not exit within {limit:?}: {}",
-                    self.name,
-                    stderr_of(dir, self.name)
-                );
-            }
-            std::thread::sleep(Duration::from_millis(100));
-        }
-    }
-}
-
-fn stderr_of(dir: &Workdir, name: &str) -> String {
-    text(&std::fs::read(dir.path(&format!("{name}.err"))).unwrap_or_default())
-}
-
-fn report_of(dir: &Workdir, name: &str) -> Value {
-    let json = std::fs::read_to_string(dir.path(&format!("{name}.json")))
-        .unwrap_or_else(|_| panic!("{name} wrote no report: {}", stderr_of(dir, name)));
-    serde_json::from_str(&json).unwrap()
-}
-
-/// Waits until `name`'s log says the consumer group gave it partitions.
-fn wait_until_consuming(dir: &Workdir, name: &str) {
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while !std::fs::read_to_string(dir.path(&format!("{name}.log")))
-        .unwrap_or_default()
-        .contains("partitions assigned")
-    {
-        assert!(Instant::now() < deadline, "{name} never got partitions");
-        std::thread::sleep(Duration::from_millis(50));
-    }
-}
 
 fn scale_out_and_in(seed: u64) {
     let cluster = cluster_with_topics(PARTITIONS);

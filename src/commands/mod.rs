@@ -9,6 +9,7 @@ pub mod run;
 pub mod scenario;
 pub mod serve;
 pub mod tui;
+pub mod watch;
 
 use std::time::Duration;
 

@@ -59,10 +59,11 @@ pub async fn broker(args: &CommonArgs) -> Result<(), AppError> {
     println!("{}", broker.bootstrap_servers());
     let _ = std::io::Write::flush(&mut std::io::stdout());
     eprintln!(
-        "orderdeck broker: topics {}, {} and {} ({} partitions); use --brokers {}; Ctrl-C or SIGTERM stops",
+        "orderdeck broker: topics {}, {}, {} and {} ({} partitions); use --brokers {}; Ctrl-C or SIGTERM stops",
         kafka.topic,
         kafka.events_topic,
         kafka.metrics_topic,
+        kafka.processes_topic,
         kafka.partitions,
         broker.bootstrap_servers()
     );

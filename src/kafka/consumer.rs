@@ -14,7 +14,7 @@
 //! were not committed yet. An order is never run to Finished by both.
 
 use std::{
-    collections::{BTreeMap, HashMap},
+    collections::{BTreeMap, BTreeSet, HashMap},
     future::Future,
     sync::{
         atomic::{AtomicBool, AtomicU8, Ordering},
@@ -100,8 +100,8 @@ pub struct GroupShared {
 /// Identifies a member for the screen: c1, c2, ... in start order.
 pub type MemberId = u32;
 
-/// How many partitions each member of this process holds.
-pub type Assignment = BTreeMap<MemberId, usize>;
+/// The partitions each member of this process holds.
+pub type Assignment = BTreeMap<MemberId, BTreeSet<i32>>;
 
 /// Who owns each partition and how far its committed offset trails the end.
 #[derive(Default)]
@@ -437,15 +437,22 @@ impl ConsumerContext for MemberContext {
         }
         self.assigned.send_modify(|owned| {
             let mine = owned.entry(self.id).or_default();
-            *mine = mine.saturating_sub(revoked.count());
+            for partition in &partitions {
+                mine.remove(partition);
+            }
         });
         tracing::info!(member = self.id, ?partitions, lost, "partitions revoked");
     }
 
     fn post_rebalance(&self, consumer: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
         if let Rebalance::Assign(partitions) = rebalance {
-            self.assigned
-                .send_modify(|owned| *owned.entry(self.id).or_default() += partitions.count());
+            let added = partitions.elements_for_topic(&self.topic);
+            self.assigned.send_modify(|owned| {
+                owned
+                    .entry(self.id)
+                    .or_default()
+                    .extend(added.iter().map(|p| p.partition()))
+            });
             if self.fetching_paused.load(Ordering::Relaxed) {
                 if let Err(error) = consumer.pause(partitions) {
                     tracing::warn!(%error, "could not keep new partitions paused");
@@ -609,7 +616,15 @@ impl ConsumerGroup {
     /// its own while the group carries on.
     pub fn remove_member(&mut self, mode: StopMode) -> Option<impl Future<Output = ()> + Send> {
         let member = self.members.pop()?;
-        Some(async move { close(member.stop(mode).await).await })
+        let assigned = Arc::clone(&self.shared.assigned);
+        Some(async move {
+            let id = member.id;
+            close(member.stop(mode).await).await;
+            // Gone from the group: no longer listed (as holding nothing).
+            assigned.send_modify(|owned| {
+                owned.remove(&id);
+            });
+        })
     }
 
     /// Stops every member, all at once; they leave the group together.

@@ -101,6 +101,9 @@ pub struct KafkaOptions {
     pub events_topic: String,
     /// Metric documents for the Elasticsearch mirror (send times, throughput).
     pub metrics_topic: String,
+    /// Where each process announces itself once a second (who it is, its
+    /// consumers and their partitions, its own counts), for `watch`.
+    pub processes_topic: String,
     pub partitions: i32,
     pub replication: i32,
     pub group: String,
@@ -111,8 +114,8 @@ pub struct KafkaOptions {
 }
 
 impl KafkaOptions {
-    /// The defaults for `topic`: `<topic>.events` and `<topic>.metrics`
-    /// beside it, 6 partitions, replication 1, group `orderdeck`, a 10 s
+    /// The defaults for `topic`: `<topic>.events`, `<topic>.metrics` and
+    /// `<topic>.processes` beside it, 6 partitions, replication 1, group `orderdeck`, a 10 s
     /// delivery timeout.
     pub fn new(target: BrokerTarget, topic: &str) -> Self {
         Self {
@@ -120,6 +123,7 @@ impl KafkaOptions {
             topic: topic.to_owned(),
             events_topic: format!("{topic}.events"),
             metrics_topic: format!("{topic}.metrics"),
+            processes_topic: format!("{topic}.processes"),
             partitions: 6,
             replication: 1,
             group: "orderdeck".to_owned(),
@@ -128,9 +132,14 @@ impl KafkaOptions {
         }
     }
 
-    /// Every topic orderdeck uses: orders, events, metrics.
-    pub fn topics(&self) -> [&String; 3] {
-        [&self.topic, &self.events_topic, &self.metrics_topic]
+    /// Every topic orderdeck uses: orders, events, metrics, processes.
+    pub fn topics(&self) -> [&String; 4] {
+        [
+            &self.topic,
+            &self.events_topic,
+            &self.metrics_topic,
+            &self.processes_topic,
+        ]
     }
 }
 
@@ -255,8 +264,8 @@ impl KafkaConnection {
         config
     }
 
-    /// Checks the cluster answers, then creates the orders, events and
-    /// metrics topics unless they exist. Fails with a clear reason when Kafka is unreachable.
+    /// Checks the cluster answers, then creates the orders, events, metrics
+    /// and processes topics unless they exist. Fails with a clear reason when Kafka is unreachable.
     /// Returns the orders topic's partition count.
     pub async fn ensure_topics(&self) -> Result<usize, KafkaSetupError> {
         let existing = self.existing_topics().await?;

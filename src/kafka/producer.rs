@@ -42,6 +42,7 @@ pub struct OrderProducer {
     topic: String,
     events_topic: String,
     metrics_topic: String,
+    processes_topic: String,
     /// Counts orders written (or attempted): wakes consumers idling on the
     /// embedded broker, where this producer writes every order there is.
     written: tokio::sync::watch::Sender<u64>,
@@ -90,6 +91,7 @@ impl OrderProducer {
             topic: connection.options.topic.clone(),
             events_topic: connection.options.events_topic.clone(),
             metrics_topic: connection.options.metrics_topic.clone(),
+            processes_topic: connection.options.processes_topic.clone(),
             written: tokio::sync::watch::channel(0).0,
         })
     }
@@ -163,6 +165,20 @@ impl OrderProducer {
             .send(Outgoing {
                 topic: &self.metrics_topic,
                 key,
+                payload: value,
+                headers: None,
+            })
+            .is_ok()
+    }
+
+    /// Queues this process's announcement (see `fleet::presence`), keyed by
+    /// the process so each one's stays in one partition, in order. Never
+    /// waits; false if the queue refused it (the next one follows in a second).
+    pub fn publish_presence(&self, process: &str, value: &[u8]) -> bool {
+        self.producer
+            .send(Outgoing {
+                topic: &self.processes_topic,
+                key: process,
                 payload: value,
                 headers: None,
             })

@@ -2,8 +2,9 @@
 //! started together and stopped in the order that loses nothing.
 
 pub mod chaos;
+mod presence;
 
-use std::{net::SocketAddr, sync::Arc, time::Duration};
+use std::{collections::BTreeSet, net::SocketAddr, sync::Arc, time::Duration};
 
 use tokio::{
     sync::{broadcast, watch},
@@ -35,7 +36,10 @@ use crate::{
 };
 use tokio_util::sync::CancellationToken;
 
-use self::chaos::{Chaos, ChaosError, ChaosLog};
+use self::{
+    chaos::{Chaos, ChaosError, ChaosLog},
+    presence::Announcer,
+};
 use crate::processing::{
     flow::OrderFlow,
     handler::OrderHandler,
@@ -212,7 +216,9 @@ pub struct Pipeline {
     sink: MirrorHandle,
     sink_task: Option<MirrorTask>,
     notify_task: Option<NotifyTask>,
-    stop_throughput: CancellationToken,
+    /// Ends the once-a-second tasks (throughput, announcements).
+    stop_periodic: CancellationToken,
+    announcer: Arc<Announcer>,
     chaos: ChaosLog,
     /// Learns from the events topic which acknowledged orders finished in
     /// other processes (only while this process acknowledges orders).
@@ -274,11 +280,11 @@ impl Pipeline {
             }
             None => (None, None),
         };
-        let stop_throughput = CancellationToken::new();
+        let stop_periodic = CancellationToken::new();
         tokio::spawn(report_throughput(
             Arc::clone(&metrics),
             sink.clone(),
-            stop_throughput.clone(),
+            stop_periodic.clone(),
         ));
         // An ack cannot trail its order's finish by more than a delivery timeout.
         let ledger = Arc::new(AckLedger::new(config.kafka.delivery_timeout * 2));
@@ -336,6 +342,16 @@ impl Pipeline {
             }
             None => None,
         };
+        let announcer = Arc::new(Announcer {
+            producer: Arc::clone(&producer),
+            metrics: Arc::clone(&metrics),
+            registry: Arc::clone(&registry),
+            assigned: Arc::clone(&group_shared.assigned),
+            group: connection.options.group.clone(),
+            server: server.as_ref().map(|s| s.local_addr().to_string()),
+            started_at_ms: crate::clock::unix_millis_now(),
+        });
+        tokio::spawn(Arc::clone(&announcer).run(stop_periodic.clone()));
         Ok(Self {
             connection,
             producer,
@@ -354,7 +370,8 @@ impl Pipeline {
             sink,
             sink_task: Some(sink_task),
             notify_task,
-            stop_throughput,
+            stop_periodic,
+            announcer,
             chaos: ChaosLog::default(),
             finished_watch,
             audit_at_stop: false,
@@ -375,7 +392,7 @@ impl Pipeline {
         let waited = tokio::time::timeout(timeout, async {
             loop {
                 let now = assigned.borrow_and_update().clone();
-                if now.values().sum::<usize>() < self.partitions {
+                if now.values().map(BTreeSet::len).sum::<usize>() < self.partitions {
                     owned_since = None;
                 } else if self.group_complete(&now)
                     || owned_since
@@ -401,7 +418,7 @@ impl Pipeline {
     /// has formed and no member joining late will rebalance it under load.
     fn group_complete(&self, assigned: &Assignment) -> bool {
         let members = self.consumer_count();
-        let owning = assigned.values().filter(|n| **n > 0).count();
+        let owning = assigned.values().filter(|p| !p.is_empty()).count();
         !self.broker_is_embedded() || owning >= members.min(self.partitions)
     }
 
@@ -649,7 +666,9 @@ impl Pipeline {
             StopMode::Abort => self.draining.abort_all(),
         }
         self.finished_watch.take();
-        self.stop_throughput.cancel();
+        self.stop_periodic.cancel();
+        // Rides on the flush below: watchers see this process stopped.
+        self.announcer.announce(true);
         let notifications = match self.notify_task.take() {
             Some(task) => task.close().await,
             None => NotifyCounts::default(),

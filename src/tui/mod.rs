@@ -9,6 +9,7 @@
 
 pub mod action;
 pub mod app;
+pub mod deployment;
 pub mod format;
 pub mod keymap;
 pub mod ui;

@@ -13,6 +13,7 @@ use orderdeck::{
 use tokio::sync::broadcast;
 
 pub mod elastic;
+pub mod processes;
 pub mod workdir;
 
 pub const PARTITIONS: i32 = 4;
@@ -33,12 +34,18 @@ pub fn config(target: BrokerTarget, time_scale: f64) -> PipelineConfig {
 }
 
 /// A broker the test owns (it outlives every process under test), reached
-/// over TCP on loopback, with the orders, events and metrics topics made.
+/// over TCP on loopback, with the orders, events, metrics and processes
+/// topics made.
 pub fn cluster_with_topics(
     partitions: i32,
 ) -> rdkafka::mocking::MockCluster<'static, rdkafka::producer::DefaultProducerContext> {
     let cluster = rdkafka::mocking::MockCluster::new(1).unwrap();
-    for topic in ["orders", "orders.events", "orders.metrics"] {
+    for topic in [
+        "orders",
+        "orders.events",
+        "orders.metrics",
+        "orders.processes",
+    ] {
         cluster.create_topic(topic, partitions, 1).unwrap();
     }
     cluster

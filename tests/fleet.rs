@@ -1,0 +1,209 @@
+//! A deployment seen from outside: `serve` and two `worker` processes in one
+//! group on a broker the test owns (it outlives them), orders driven by
+//! `orderdeck load` from a process of its own, and `orderdeck watch --once
+//! --json` reading it all back from Kafka. What watch says must match what
+//! each process reports about itself.
+#![allow(clippy::unwrap_used)] // a test stops at the first broken expectation
+
+mod common;
+
+use std::{
+    collections::BTreeSet,
+    time::{Duration, Instant},
+};
+
+use common::{
+    cluster_with_topics,
+    processes::{report_of, stderr_of, wait_until_consuming, Process},
+    workdir::{assert_exit, Workdir},
+};
+use serde_json::Value;
+
+const ORDERS: u64 = 400;
+const PARTITIONS: i32 = 6;
+
+/// `watch --once --json` against `brokers`.
+fn watch_once(dir: &Workdir, brokers: &str) -> Value {
+    let output = dir.run(&["watch", "--brokers", brokers, "--once", "--json"]);
+    assert_exit(&output, 0);
+    serde_json::from_slice(&output.stdout).unwrap()
+}
+
+/// Watches until `done` holds for a snapshot (or panics after `limit`).
+fn watch_until(
+    dir: &Workdir,
+    brokers: &str,
+    limit: Duration,
+    done: impl Fn(&Value) -> bool,
+) -> Value {
+    let deadline = Instant::now() + limit;
+    loop {
+        let snapshot = watch_once(dir, brokers);
+        if done(&snapshot) {
+            return snapshot;
+        }
+        assert!(Instant::now() < deadline, "never got there: {snapshot:#}");
+        std::thread::sleep(Duration::from_millis(500));
+    }
+}
+
+fn process_of<'a>(snapshot: &'a Value, pid: u32) -> &'a Value {
+    snapshot["processes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|p| p["by"].as_str().unwrap().ends_with(&format!(":{pid}")))
+        .unwrap_or_else(|| panic!("process {pid} not listed: {snapshot:#}"))
+}
+
+#[test]
+fn watch_lists_every_process_of_the_group_and_reconciles_with_what_they_report() {
+    let cluster = cluster_with_topics(PARTITIONS);
+    let brokers = cluster.bootstrap_servers();
+    let dir = Workdir::new();
+    let common = [
+        "--brokers",
+        &brokers,
+        "--time-scale",
+        "0.1",
+        "--consumers",
+        "1",
+    ];
+    let address = free_address();
+    let with = |head: &[&'static str]| -> Vec<&str> {
+        let mut args = head.to_vec();
+        args.extend(common.iter().copied());
+        args
+    };
+    let mut serve_args = vec!["serve", "--listen", address.as_str()];
+    serve_args.extend(common.iter().copied());
+    let mut serve = Process::start(&dir, "serve", &serve_args);
+    wait_until_consuming(&dir, "serve");
+    let mut first = Process::start(&dir, "first", &with(&["worker"]));
+    let mut second = Process::start(&dir, "second", &with(&["worker"]));
+    wait_until_consuming(&dir, "first");
+    wait_until_consuming(&dir, "second");
+
+    // Orders from another process; at time-scale 0.1 each takes 0.2–0.6 s,
+    // so some are mid-state when the first look is taken.
+    let load = dir.run(&[
+        "load", "--target", &address, "--orders", "400", "--rate", "200", "--json",
+    ]);
+    assert_exit(&load, 0);
+    let sent: Value = serde_json::from_slice(&load.stdout).unwrap();
+    assert_eq!(sent["answered"], ORDERS, "{sent}");
+
+    // Running: all three listed and up, the partitions shared among their
+    // consumers, every order finished once, nothing left to commit.
+    let running = watch_until(&dir, &brokers, Duration::from_secs(60), |s| {
+        s["orders"]["finished"] == ORDERS && s["lag"] == 0 && members_of(s).len() == 3
+    });
+    let pids = [serve.child.id(), first.child.id(), second.child.id()];
+    for pid in pids {
+        let process = process_of(&running, pid);
+        assert_eq!(process["status"], "up", "{process}");
+        assert_eq!(process["members"].as_array().unwrap().len(), 1, "{process}");
+    }
+    assert_eq!(process_of(&running, pids[0])["role"], "server + consumers");
+    assert_eq!(process_of(&running, pids[1])["role"], "worker");
+    let owned: Vec<i64> = members_of(&running)
+        .iter()
+        .flat_map(|m| m["partitions"].as_array().unwrap().clone())
+        .map(|p| p.as_i64().unwrap())
+        .collect();
+    let distinct: BTreeSet<i64> = owned.iter().copied().collect();
+    assert_eq!(
+        owned.len(),
+        PARTITIONS as usize,
+        "each partition once: {owned:?}"
+    );
+    assert_eq!(distinct, (0..PARTITIONS as i64).collect(), "{owned:?}");
+    let orders = &running["orders"];
+    assert_eq!(
+        (
+            &orders["accepted"],
+            &orders["waiting"],
+            &orders["finished_twice"]
+        ),
+        (&Value::from(ORDERS), &Value::from(0), &Value::from(0)),
+        "{orders}"
+    );
+    assert!(
+        running["latency_ms"]["completion"]["count"]
+            .as_u64()
+            .unwrap()
+            >= ORDERS
+    );
+
+    // Stopped: each one's own report says what watch read from its events.
+    for process in [&mut serve, &mut first, &mut second] {
+        process.signal("-TERM");
+    }
+    for process in [&mut serve, &mut first, &mut second] {
+        let name = process.name;
+        assert_eq!(
+            process.wait(&dir, Duration::from_secs(60)),
+            Some(0),
+            "{}",
+            stderr_of(&dir, name)
+        );
+    }
+    let stopped = watch_until(&dir, &brokers, Duration::from_secs(20), |s| {
+        s["processes"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|p| p["status"] == "stopped")
+            .count()
+            == 3
+    });
+    let mut finished_by_events = 0;
+    for (name, pid) in ["serve", "first", "second"].into_iter().zip(pids) {
+        let report = report_of(&dir, name);
+        let process = process_of(&stopped, pid);
+        let reported = &report["orders"]["finished"];
+        assert_eq!(
+            &process["finished"], reported,
+            "{name}: {process} vs {report}"
+        );
+        assert_eq!(
+            &process["reported"]["finished"], reported,
+            "{name}: {process}"
+        );
+        assert_eq!(process["in_flight"], 0, "{name}: {process}");
+        finished_by_events += process["finished"].as_u64().unwrap();
+    }
+    assert_eq!(finished_by_events, ORDERS);
+    let served = report_of(&dir, "serve");
+    assert_eq!(served["orders"]["acknowledged"], ORDERS);
+    assert_eq!(
+        &process_of(&stopped, pids[0])["reported"]["acknowledged"],
+        &served["orders"]["acknowledged"]
+    );
+    assert_eq!(stopped["orders"]["accepted"], ORDERS);
+    assert_eq!(stopped["orders"]["finished"], ORDERS);
+    assert_eq!(stopped["orders"]["finished_twice"], 0);
+    eprintln!(
+        "watch: {ORDERS} orders, finished by serve/first/second: {}",
+        pids.iter()
+            .map(|pid| process_of(&stopped, *pid)["finished"].to_string())
+            .collect::<Vec<_>>()
+            .join("/")
+    );
+}
+
+fn members_of(snapshot: &Value) -> Vec<Value> {
+    snapshot["processes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|p| p["status"] == "up")
+        .flat_map(|p| p["members"].as_array().unwrap().clone())
+        .collect()
+}
+
+/// A loopback address nothing listens on yet.
+fn free_address() -> String {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    listener.local_addr().unwrap().to_string()
+}
