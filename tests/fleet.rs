@@ -47,7 +47,7 @@ fn watch_until(
     }
 }
 
-fn process_of<'a>(snapshot: &'a Value, pid: u32) -> &'a Value {
+fn process_of(snapshot: &Value, pid: u32) -> &Value {
     snapshot["processes"]
         .as_array()
         .unwrap()
