@@ -314,21 +314,31 @@ pub struct LoadArgs {
     /// Orders to send (default: one pass over the orders).
     #[arg(long, value_parser = clap::value_parser!(u64).range(1..=1_000_000_000))]
     pub orders: Option<u64>,
-    /// Print the summary as JSON on stdout.
+    /// Print the summary as JSON on stdout (no screen).
     #[arg(long)]
     pub json: bool,
+    /// No screen even on a terminal: a progress line, then the summary.
+    #[arg(long)]
+    pub no_tui: bool,
     #[command(flatten)]
     pub level: LevelOpts,
+    #[command(flatten)]
+    pub scenario: ScenarioOpts,
+    #[command(flatten)]
+    pub gates: GateOpts,
     #[command(flatten)]
     pub sending: SendingOpts,
     #[command(flatten)]
     pub orders_file: OrdersFileOpts,
+    #[command(flatten)]
+    pub follow: FollowOpts,
 }
 
 impl LoadArgs {
     pub fn common(&self) -> CommonArgs {
         let mut common = CommonArgs {
             level: self.level.clone(),
+            scenario: self.scenario.clone(),
             sending: self.sending.clone(),
             orders_file: self.orders_file.clone(),
             ..CommonArgs::default()
@@ -336,6 +346,28 @@ impl LoadArgs {
         common.run.orders = self.orders;
         common
     }
+}
+
+/// Where `load` follows its orders to Finished (a server of orderdeck's).
+#[derive(Debug, Args, Clone)]
+#[command(next_help_heading = "Following orders to Finished")]
+pub struct FollowOpts {
+    /// The deployment's Kafka: each acknowledged order is followed to its
+    /// Finished event on the events topic (completion latency, orders left).
+    #[arg(short = 'b', long, env = "ORDERDECK_BROKERS")]
+    pub brokers: Option<String>,
+    /// The deployment's orders topic (events on <topic>.events).
+    #[arg(long, default_value = "orders")]
+    pub topic: String,
+    /// The events topic, if not <topic>.events.
+    #[arg(long)]
+    pub events_topic: Option<String>,
+    #[command(flatten)]
+    pub settings: KafkaSettingsOpts,
+    /// Once every order is sent, how long to wait for the followed ones to
+    /// finish (e.g. 60s).
+    #[arg(long, default_value = "60s", value_parser = seconds_in(0.0, 86_400.0))]
+    pub finish_timeout: Seconds,
 }
 
 #[derive(Debug, Args, Clone)]

@@ -94,7 +94,15 @@ pub struct MetricsSnapshot {
     pub completion: LatencySummary,
     /// Time spent in each timed state, indexed like `State::TIMED`.
     pub per_state: [LatencySummary; 4],
+    /// Calls a server refused, by gRPC status code (its number), retried
+    /// ones included: what a load process saw.
+    pub refused: [u64; GRPC_CODES],
+    /// From the start to the last answer a client got.
+    pub last_answer: Duration,
 }
+
+/// gRPC status codes run from 0 (OK) to 16 (UNAUTHENTICATED).
+pub const GRPC_CODES: usize = 17;
 
 pub fn per_second(count: u64, elapsed: Duration) -> f64 {
     let seconds = elapsed.as_secs_f64();
@@ -240,6 +248,9 @@ pub struct Metrics {
     started: Instant,
     counters: [AtomicU64; Counter::COUNT],
     in_state: [AtomicI64; 5],
+    refused: [AtomicU64; GRPC_CODES],
+    /// When the last call was answered (µs after `started`).
+    last_answer_micros: AtomicU64,
     histograms: Mutex<Histograms>,
 }
 
@@ -255,8 +266,26 @@ impl Metrics {
             started: Instant::now(),
             counters: std::array::from_fn(|_| AtomicU64::new(0)),
             in_state: std::array::from_fn(|_| AtomicI64::new(0)),
+            refused: std::array::from_fn(|_| AtomicU64::new(0)),
+            last_answer_micros: AtomicU64::new(0),
             histograms: Mutex::new(Histograms::new()),
         }
+    }
+
+    /// A client got its answer (or gave up) now.
+    pub fn answered(&self) {
+        let micros = self.started.elapsed().as_micros() as u64;
+        self.last_answer_micros.fetch_max(micros, Ordering::Relaxed);
+    }
+
+    /// A call refused with gRPC status `code` (out-of-range codes count as
+    /// UNKNOWN, 2).
+    pub fn refused(&self, code: i32) {
+        let index = usize::try_from(code)
+            .ok()
+            .filter(|c| *c < GRPC_CODES)
+            .unwrap_or(2);
+        self.refused[index].fetch_add(1, Ordering::Relaxed);
     }
 
     pub fn incr(&self, counter: Counter) {
@@ -343,6 +372,8 @@ impl Metrics {
             end_to_end: summarize(&histograms.end_to_end),
             completion: summarize(&histograms.completion),
             per_state: std::array::from_fn(|i| summarize(&histograms.per_state[i])),
+            refused: std::array::from_fn(|i| self.refused[i].load(Ordering::Relaxed)),
+            last_answer: Duration::from_micros(self.last_answer_micros.load(Ordering::Relaxed)),
         }
     }
 }

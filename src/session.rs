@@ -1,6 +1,9 @@
 //! A live pipeline that can be steered while it runs: what the terminal UI
 //! drives. It takes commands over a channel and publishes its status as a
-//! watch value; it knows nothing about terminals.
+//! watch value; it knows nothing about terminals. [`remote`] is the same
+//! for clients alone, against a server elsewhere.
+
+pub mod remote;
 
 use std::{sync::Arc, time::Duration};
 

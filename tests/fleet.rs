@@ -207,3 +207,84 @@ fn free_address() -> String {
     let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     listener.local_addr().unwrap().to_string()
 }
+
+/// `load` drives a `serve` in another process and follows each order it
+/// sent to its Finished event; with nobody consuming, it says how many
+/// never finished and exits 3.
+#[test]
+fn load_follows_its_orders_to_finished_through_a_serve_elsewhere() {
+    let cluster = cluster_with_topics(PARTITIONS);
+    let brokers = cluster.bootstrap_servers();
+    let dir = Workdir::new();
+    let address = free_address();
+    let mut serve = Process::start(
+        &dir,
+        "serve",
+        &[
+            "serve",
+            "--listen",
+            &address,
+            "--brokers",
+            &brokers,
+            "--time-scale",
+            "0.05",
+        ],
+    );
+    wait_until_consuming(&dir, "serve");
+    let load = |extra: &[&str]| {
+        let mut args = vec![
+            "load",
+            "--target",
+            &address,
+            "--brokers",
+            &brokers,
+            "--rate",
+            "100",
+            "--json",
+        ];
+        args.extend(extra);
+        let output = dir.run(&args);
+        let summary: Value = serde_json::from_slice(&output.stdout)
+            .unwrap_or_else(|_| panic!("no summary: {}", common::workdir::text(&output.stderr)));
+        (output, summary)
+    };
+    let (output, summary) = load(&["--orders", "200"]);
+    assert_exit(&output, 0);
+    assert_eq!(summary["acknowledged"], 200, "{summary}");
+    assert_eq!(summary["followed"]["finished"], 200, "{summary}");
+    assert_eq!(summary["followed"]["waiting"], 0, "{summary}");
+    let completion = &summary["followed"]["completion_ms"];
+    // Four states of 25–75 ms each at this time scale, plus Kafka's trips.
+    assert!(completion["p50"].as_f64().unwrap() >= 100.0, "{completion}");
+    assert_eq!(completion["count"], 200, "{completion}");
+    serve.signal("-TERM");
+    assert_eq!(serve.wait(&dir, Duration::from_secs(60)), Some(0));
+    assert_eq!(report_of(&dir, "serve")["orders"]["acknowledged"], 200);
+
+    // The same server with no consumer anywhere: acknowledged, never finished.
+    let mut idle = Process::start(
+        &dir,
+        "idle",
+        &[
+            "serve",
+            "--listen",
+            &address,
+            "--brokers",
+            &brokers,
+            "--consumers",
+            "0",
+        ],
+    );
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while std::net::TcpStream::connect(&address).is_err() {
+        assert!(Instant::now() < deadline, "the second serve listens");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let (output, summary) = load(&["--orders", "50", "--finish-timeout", "2s"]);
+    assert_exit(&output, 3);
+    assert_eq!(summary["acknowledged"], 50, "{summary}");
+    assert_eq!(summary["followed"]["finished"], 0, "{summary}");
+    assert_eq!(summary["followed"]["waiting"], 50, "{summary}");
+    idle.signal("-TERM");
+    idle.wait(&dir, Duration::from_secs(30));
+}

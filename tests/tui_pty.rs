@@ -11,7 +11,10 @@ use std::{
     time::{Duration, Instant},
 };
 
-use common::workdir::Workdir;
+use common::{
+    processes::{wait_until_consuming, Process},
+    workdir::Workdir,
+};
 use portable_pty::{native_pty_system, CommandBuilder, PtySize};
 
 const ROWS: u16 = 30;
@@ -292,4 +295,104 @@ fn pick_a_scenario_on_the_start_screen_and_skip_its_phases() {
     let failed = after.contains("FAIL ");
     assert_eq!(code, if failed { 7 } else { 0 }, "{after}");
     session.assert_terminal_restored();
+}
+
+/// `watch` attached to a deployment it did not start: another process's
+/// orders move on its screen, that process is listed, q gives the terminal
+/// back.
+#[test]
+fn watch_shows_another_process_at_work() {
+    let cluster = common::cluster_with_topics(6);
+    let brokers = cluster.bootstrap_servers();
+    let elsewhere = Workdir::new();
+    // Low load at time-scale 0.2: each order spends about 2 s in its states.
+    let mut run = Process::start(
+        &elsewhere,
+        "run",
+        &[
+            "run",
+            "--brokers",
+            &brokers,
+            "--orders",
+            "400",
+            "--rate",
+            "20",
+            "--time-scale",
+            "0.2",
+            "--load",
+            "low",
+        ],
+    );
+    let by = format!(":{}", run.child.id());
+    let mut watch = Session::launch(&["watch", "--brokers", &brokers]);
+    let screen = watch
+        .screen
+        .wait_for("the run's orders moving", Duration::from_secs(60), |s| {
+            s.lines()
+                .filter(|l| l.contains(&by) && (l.contains("Preparing") || l.contains("Shipped")))
+                .count()
+                >= 2
+                && s.contains("server + consumers")
+        });
+    assert!(screen.contains("Processes of the group"), "{screen}");
+    assert!(screen.contains("finished twice 0"), "{screen}");
+    watch.press(b"q");
+    assert_eq!(watch.exit_code(Duration::from_secs(10)), 0);
+    watch.assert_terminal_restored();
+    run.signal("-KILL");
+    run.wait(&elsewhere, Duration::from_secs(10));
+}
+
+/// `load` on a terminal is its own monitor: orders followed to Finished on
+/// screen, the summary printed once the terminal is back.
+#[test]
+fn load_on_a_terminal_monitors_its_orders_to_finished() {
+    let cluster = common::cluster_with_topics(6);
+    let brokers = cluster.bootstrap_servers();
+    let elsewhere = Workdir::new();
+    let address = {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        listener.local_addr().unwrap().to_string()
+    };
+    let mut serve = Process::start(
+        &elsewhere,
+        "serve",
+        &[
+            "serve",
+            "--listen",
+            &address,
+            "--brokers",
+            &brokers,
+            "--time-scale",
+            "0.05",
+        ],
+    );
+    wait_until_consuming(&elsewhere, "serve");
+    let mut load = Session::launch(&[
+        "load",
+        "--target",
+        &address,
+        "--brokers",
+        &brokers,
+        "--orders",
+        "120",
+        "--rate",
+        "40",
+    ]);
+    let screen = load
+        .screen
+        .wait_for("every order followed", Duration::from_secs(60), |s| {
+            s.contains("followed to Finished: 120 finished · 0 waiting")
+                && s.contains("every order sent")
+        });
+    assert!(screen.contains("Errors by gRPC code"), "{screen}");
+    assert!(screen.contains("answered 120"), "{screen}");
+    load.press(b"q");
+    assert_eq!(load.exit_code(Duration::from_secs(10)), 0);
+    load.assert_terminal_restored();
+    let after = load.screen.text();
+    assert!(after.contains("load: 120 orders"), "{after}");
+    assert!(after.contains("finished 120 (waiting 0)"), "{after}");
+    serve.signal("-TERM");
+    serve.wait(&elsewhere, Duration::from_secs(30));
 }

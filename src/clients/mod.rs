@@ -32,7 +32,7 @@ use crate::{
             orders::{order_service_client::OrderServiceClient, MessageRequest},
             v1::{self, orders_client::OrdersClient, PlaceOrderRequest},
         },
-        Dial,
+        Acknowledgements, Dial,
     },
     metrics::{Counter, Latency, LatencySummary, Metrics},
     order::{Order, OrderId},
@@ -52,8 +52,67 @@ pub struct LoadSummary {
     pub answered_per_s: f64,
     /// Each call, from the request to its answer.
     pub latency_ms: LatencySummary,
-    /// The first few errors of clients that gave up.
+    /// Refusals by gRPC code, one line each (`Unavailable: 3 calls refused`).
     pub errors: Vec<String>,
+    /// Orders the server acknowledged.
+    #[serde(default)]
+    pub acknowledged: u64,
+    /// Every refused call by gRPC code, retried ones included.
+    #[serde(default)]
+    pub refused: std::collections::BTreeMap<String, u64>,
+    /// With --brokers: the acknowledged orders followed to Finished.
+    #[serde(default)]
+    pub followed: Option<FollowedSummary>,
+}
+
+/// Acknowledged orders followed to their Finished event on the events topic.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct FollowedSummary {
+    pub finished: u64,
+    /// Acknowledged, no Finished event seen by the end.
+    pub waiting: u64,
+    /// Acknowledgement to the Finished event, as this process saw them.
+    pub completion_ms: LatencySummary,
+}
+
+impl LoadSummary {
+    /// The summary in one line, for people.
+    pub fn line(&self) -> String {
+        let latency = &self.latency_ms;
+        let mut line = format!(
+            "load: {} orders to {} by {} clients in {:.2} s: {:.0} orders/s answered · acknowledged {} \
+             · failed {} · latency ms p50 {:.2} p90 {:.2} p99 {:.2} max {:.2}",
+            self.sent,
+            self.target,
+            self.clients,
+            self.seconds,
+            self.answered_per_s,
+            self.acknowledged,
+            self.failed,
+            latency.p50,
+            latency.p90,
+            latency.p99,
+            latency.max,
+        );
+        if let Some(followed) = &self.followed {
+            line.push_str(&format!(
+                " · finished {} (waiting {}) · completion ms p50 {:.1} p99 {:.1}",
+                followed.finished,
+                followed.waiting,
+                followed.completion_ms.p50,
+                followed.completion_ms.p99
+            ));
+        }
+        if !self.refused.is_empty() {
+            let refused: Vec<String> = self
+                .refused
+                .iter()
+                .map(|(code, calls)| format!("{code} {calls}"))
+                .collect();
+            line.push_str(&format!(" · refused: {}", refused.join(", ")));
+        }
+        line
+    }
 }
 
 /// What the clients saw, beyond the shared counters.
@@ -111,21 +170,32 @@ enum Connection {
 }
 
 impl Connection {
-    async fn place(&mut self, order: &Order, order_id: &str) -> Result<(), tonic::Status> {
+    /// Places the order; returns its id when the server tells it (the typed
+    /// API always does, orderdeck's `SendMessage` in its JSON reply, the
+    /// original server not at all).
+    async fn place(
+        &mut self,
+        order: &Order,
+        order_id: OrderId,
+    ) -> Result<Option<OrderId>, tonic::Status> {
         match self {
             Connection::Typed(client) => client
                 .place_order(PlaceOrderRequest {
                     order: Some(v1::Order::from(order)),
-                    order_id: order_id.to_owned(),
+                    order_id: order_id.to_string(),
                 })
                 .await
-                .map(drop),
+                .map(|_| Some(order_id)),
             Connection::Legacy(client) => client
                 .send_message(MessageRequest {
                     message: order.to_json(),
                 })
                 .await
-                .map(drop),
+                .map(|reply| {
+                    serde_json::from_str::<serde_json::Value>(&reply.into_inner().response)
+                        .ok()
+                        .and_then(|json| json["order_id"].as_str()?.parse().ok())
+                }),
         }
     }
 }
@@ -136,6 +206,8 @@ pub struct ClientPool {
     orders: Arc<[Order]>,
     pacer: Arc<Pacer>,
     metrics: Arc<Metrics>,
+    /// Told of each acknowledged order, when something follows them.
+    acknowledgements: Option<Arc<dyn Acknowledgements>>,
     /// Cancelling it stops every client, present and future.
     stop: CancellationToken,
     running: Vec<RunningClient>,
@@ -155,9 +227,21 @@ impl ClientPool {
             orders,
             pacer,
             metrics,
+            acknowledgements: None,
             stop,
             running: Vec::new(),
         })
+    }
+
+    /// Clients started from now on report each acknowledged order's id.
+    pub fn acknowledging(mut self, acknowledgements: Arc<dyn Acknowledgements>) -> Self {
+        self.acknowledgements = Some(acknowledgements);
+        self
+    }
+
+    /// The total has been sent: every order handed out, every client ended.
+    pub fn sent_all(&self) -> bool {
+        self.pacer.exhausted() && self.running.iter().all(|client| client.task.is_finished())
     }
 
     /// Clients started from now on speak `api`.
@@ -191,6 +275,7 @@ impl ClientPool {
                 orders: Arc::clone(&self.orders),
                 pacer: Arc::clone(&self.pacer),
                 metrics: Arc::clone(&self.metrics),
+                acknowledgements: self.acknowledgements.clone(),
             };
             let stop = self.stop.child_token();
             let task = tokio::spawn(client.run(stop.clone()));
@@ -247,6 +332,7 @@ struct SimulatedClient {
     orders: Arc<[Order]>,
     pacer: Arc<Pacer>,
     metrics: Arc<Metrics>,
+    acknowledgements: Option<Arc<dyn Acknowledgements>>,
 }
 
 impl SimulatedClient {
@@ -278,14 +364,21 @@ impl SimulatedClient {
     /// have persisted anyway is the same order, not a second one.
     async fn send(&mut self, order: &Order) -> Result<(), String> {
         self.metrics.incr(Counter::Sent);
-        let order_id = OrderId::new_random().to_string();
+        let order_id = OrderId::new_random();
         let mut backoff = RETRY.first;
         for attempt in 1..=ATTEMPTS {
             let started = Instant::now();
-            let reply = self.grpc.place(order, &order_id).await;
+            let reply = self.grpc.place(order, order_id).await;
+            self.metrics.answered();
+            if let Err(status) = &reply {
+                self.metrics.refused(status.code() as i32);
+            }
             match reply {
-                Ok(_) => {
+                Ok(placed) => {
                     self.metrics.record(Latency::Send, started.elapsed());
+                    if let (Some(id), Some(acknowledgements)) = (placed, &self.acknowledgements) {
+                        acknowledgements.acknowledged(id);
+                    }
                     return Ok(());
                 }
                 Err(status) if is_transient(&status) && attempt < ATTEMPTS => {

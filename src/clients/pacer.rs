@@ -49,6 +49,12 @@ impl Pacer {
         self.state.locked().next_due = None;
     }
 
+    /// Every order of the total has been handed out.
+    pub fn exhausted(&self) -> bool {
+        self.total
+            .is_some_and(|total| self.state.locked().issued >= total)
+    }
+
     /// The next order number and when it is due (None = now), or None when
     /// the total has been handed out.
     pub(super) fn take(&self) -> Option<(u64, Option<Instant>)> {

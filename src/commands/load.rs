@@ -1,92 +1,312 @@
 //! `orderdeck load --target ADDR`: the simulated clients alone, in a process
-//! of their own, against a server that runs elsewhere. Socket effects (Nagle,
-//! delayed ACKs) show here as they do for real clients, which a driver in
-//! the server's own process can hide.
+//! of their own, against any server speaking `orders.OrderService` (or the
+//! typed API). Socket effects (Nagle, delayed ACKs) show here as they do for
+//! real clients, which a driver in the server's own process can hide. With
+//! `--brokers` (a server of orderdeck's) each acknowledged order is followed
+//! to its Finished event. On a terminal the screen is its monitor.
 
-use std::{sync::Arc, time::Instant};
+use std::{io::IsTerminal, sync::Arc};
 
 use crate::{
     cli::{CommonArgs, LoadArgs},
-    clients::{orders_from, run_clients, ClientPlan, LoadSummary},
-    clock::{SimClock, TimeScale},
-    config::{effective_load, orders_file},
+    clients::{orders_from, FollowedSummary, LoadSummary},
+    commands::scenario::play_headless,
+    config::{effective_load, load_level, orders_file},
     grpc::Dial,
-    metrics::{per_second, Metrics},
+    kafka::{BrokerTarget, KafkaConnection, KafkaOptions},
+    metrics::{per_second, GRPC_CODES},
     order::Order,
+    scenario::{self, Scenario},
+    session::{
+        remote::{self, RemoteSettings},
+        Command, Phase, SessionHandle, SessionStatus,
+    },
     signals::stop_signals,
+    slo::{
+        gate::{LatencyKind, Metric},
+        Gate, Measures, PhaseOutcome, SloReport,
+    },
     AppError,
 };
 
 pub async fn load(args: &CommonArgs, load: &LoadArgs) -> Result<(), AppError> {
     let csv = orders_from(orders_file(args), args.orders_file.on_bad_row)?;
     let orders: Arc<[Order]> = csv.orders.into();
-    let preset = effective_load(args);
-    let total = args.run.orders.unwrap_or(orders.len() as u64);
-    let plan = ClientPlan {
-        clients: preset.clients,
-        rate: preset.rate,
-        // The rate is real orders per second: --time-scale is the server's.
-        clock: SimClock::new(TimeScale::ORIGINAL),
-        orders: Some(total),
-        api: load.api,
+    let following = load.follow.brokers.is_some();
+    let scenario = args
+        .scenario
+        .scenario
+        .as_deref()
+        .map(scenario::load)
+        .transpose()?;
+    if let Some(scenario) = &scenario {
+        refuse_pipeline_parts(scenario)?;
+    }
+    let gates = match &scenario {
+        Some(scenario) if scenario.gates.is_empty() && load.gates.slo.is_empty() => default_gates(),
+        Some(scenario) => scenario
+            .gates
+            .iter()
+            .chain(&load.gates.slo)
+            .cloned()
+            .collect(),
+        None => load.gates.slo.clone(),
     };
+    for gate in &gates {
+        measurable(gate, following)?;
+    }
     let url = if load.target.contains("://") {
         load.target.clone()
     } else {
         format!("http://{}", load.target)
     };
-    let metrics = Arc::new(Metrics::new());
-    let signals = stop_signals();
-    let started = Instant::now();
-    let outcome = run_clients(
-        Dial::from(url.clone()),
-        orders,
-        plan,
-        Arc::clone(&metrics),
-        signals.stop.clone(),
-    )
-    .await
-    .map_err(|e| AppError::Usage(format!("--target {url}: {e}")))?;
-    let elapsed = started.elapsed();
-    let snapshot = metrics.snapshot();
-    let summary = LoadSummary {
-        target: url,
-        clients: preset.clients,
-        sent: snapshot.counts.sent,
-        answered: snapshot.send.count,
-        failed: snapshot.counts.failed,
-        seconds: elapsed.as_secs_f64(),
-        answered_per_s: per_second(snapshot.send.count, elapsed),
-        latency_ms: snapshot.send,
-        errors: outcome.errors,
+    let level = scenario
+        .as_ref()
+        .and_then(|s| s.phases[0].load)
+        .unwrap_or(load_level(args));
+    let preset = match scenario.as_ref().and_then(|s| s.phases[0].load) {
+        Some(level) => level.preset(),
+        None => effective_load(args),
     };
+    let total = args.run.orders.unwrap_or(orders.len() as u64);
+    let session = remote::spawn(RemoteSettings {
+        target: Dial::from(url.clone()),
+        api: load.api,
+        orders,
+        load: level,
+        preset,
+        total: scenario.is_none().then_some(total),
+        follow: follow_connection(load),
+        finish_limit: load.follow.finish_timeout.0,
+        end_when_sent: scenario.is_none(),
+    });
+    let on_screen = !load.json && !load.no_tui && std::io::stdout().is_terminal();
+    let (last, phases, interrupted) = if on_screen {
+        let title = format!("→ {url} · {:?} API", load.api).to_lowercase();
+        let (last, phases) =
+            crate::tui::monitor::show(session, title, scenario.clone(), gates.clone()).await?;
+        (last, phases, false)
+    } else {
+        headless(session, scenario.as_ref(), &gates).await?
+    };
+    if let Phase::Failed(reason) = &last.phase {
+        return Err(AppError::Usage(format!("--target {url}: {reason}")));
+    }
+    let summary = summarize(&url, &last, following);
+    let slo = (!gates.is_empty()).then(|| judge(scenario.as_ref(), &gates, &phases, &last));
     if load.json {
         println!(
             "{}",
             serde_json::to_string(&summary).expect("the summary serializes")
         );
     } else {
-        let latency = &summary.latency_ms;
-        println!(
-            "load: {} orders to {} by {} clients in {:.2} s: {:.0} orders/s answered · failed {} \
-             · latency ms p50 {:.2} p90 {:.2} p99 {:.2} max {:.2}",
-            summary.sent,
-            summary.target,
-            summary.clients,
-            summary.seconds,
-            summary.answered_per_s,
-            summary.failed,
-            latency.p50,
-            latency.p90,
-            latency.p99,
-            latency.max,
-        );
+        println!("{}", summary.line());
+        for line in slo.iter().flat_map(SloReport::lines) {
+            println!("{line}");
+        }
     }
-    if !summary.errors.is_empty() {
-        return Err(AppError::Incomplete(format!(
-            "clients gave up: {}",
-            summary.errors.join("; ")
+    if let (Some(path), Some(slo)) = (&load.gates.junit, &slo) {
+        super::write_report(path, &crate::slo::junit::render(slo))?;
+    }
+    conclude(&summary, slo.as_ref(), interrupted)
+}
+
+/// Clients only, the progress on stderr; the first signal stops sending
+/// (and, with a scenario, ends it), the second stops waiting.
+async fn headless(
+    session: SessionHandle,
+    scenario: Option<&Scenario>,
+    gates: &[Gate],
+) -> Result<(SessionStatus, Vec<PhaseOutcome>, bool), AppError> {
+    let signals = stop_signals();
+    let (phases, interrupted) = match scenario {
+        Some(scenario) => {
+            let played = play_headless(scenario, gates, &session, &signals).await;
+            let _ = session.commands.send(Command::Shutdown).await;
+            played
+        }
+        None => {
+            let commands = session.commands.clone();
+            let stop = signals.stop.clone();
+            let interrupted = tokio::spawn(async move {
+                stop.cancelled().await;
+                let _ = commands.send(Command::Shutdown).await;
+            });
+            let ended = ended(&session).await;
+            let was_interrupted = interrupted.is_finished();
+            interrupted.abort();
+            ended?;
+            (Vec::new(), was_interrupted)
+        }
+    };
+    let last = ended(&session).await?;
+    session.finished().await;
+    Ok((last, phases, interrupted))
+}
+
+/// Waits for the session's last status.
+pub async fn ended(session: &SessionHandle) -> Result<SessionStatus, AppError> {
+    let mut status = session.status.clone();
+    status
+        .wait_for(|s| matches!(s.phase, Phase::Stopped | Phase::Failed(_)))
+        .await
+        .map(|s| s.clone())
+        .map_err(|_| AppError::Incomplete("the clients ended without a summary".to_owned()))
+}
+
+fn follow_connection(load: &LoadArgs) -> Option<KafkaConnection> {
+    let brokers = load.follow.brokers.clone()?;
+    let mut options =
+        KafkaOptions::new(BrokerTarget::External(brokers.clone()), &load.follow.topic);
+    if let Some(events) = &load.follow.events_topic {
+        options.events_topic = events.clone();
+    }
+    options.extra = load.follow.settings.all();
+    Some(KafkaConnection::new(brokers, options))
+}
+
+/// A load drives only clients: a scenario's faults and consumer settings
+/// belong to the deployment it drives.
+fn refuse_pipeline_parts(scenario: &Scenario) -> Result<(), AppError> {
+    if let Some(event) = scenario.event_where(|_| true) {
+        return Err(AppError::Usage(format!(
+            "scenario {:?}: `{}` needs orderdeck's own pipeline; load drives a server \
+             elsewhere (play it with `orderdeck run --scenario`)",
+            scenario.name, event.action
+        )));
+    }
+    if let Some(phase) = scenario
+        .phases
+        .iter()
+        .find(|p| p.consumers.is_some() || p.paused.is_some())
+    {
+        return Err(AppError::Usage(format!(
+            "scenario {:?}: phase {:?} sets the consumers, which belong to the server's \
+             deployment, not to load",
+            scenario.name, phase.name
         )));
     }
     Ok(())
+}
+
+/// Without gates, a scenario played by load is judged on its clients.
+fn default_gates() -> Vec<Gate> {
+    vec!["failed == 0".parse().expect("the default load gate parses")]
+}
+
+/// Refuses a gate load cannot measure from the client side.
+fn measurable(gate: &Gate, following: bool) -> Result<(), AppError> {
+    let needs_following = matches!(
+        gate.metric,
+        Metric::Latency(LatencyKind::Completion, _)
+            | Metric::Finished
+            | Metric::Throughput
+            | Metric::Lost
+    );
+    let never = matches!(
+        gate.metric,
+        Metric::Latency(LatencyKind::EndToEnd, _)
+            | Metric::Overdue
+            | Metric::FinishedTwice
+            | Metric::SinkLeft
+    );
+    if never {
+        return Err(AppError::Usage(format!(
+            "gate `{}`: load measures the clients' side (send.*, acknowledged, failed, \
+             rejected; with --brokers also completion.*, finished, throughput, lost); \
+             `orderdeck watch` and `run` see the rest",
+            gate.text
+        )));
+    }
+    if needs_following && !following {
+        return Err(AppError::Usage(format!(
+            "gate `{}` needs --brokers: load follows its orders to Finished on the events topic",
+            gate.text
+        )));
+    }
+    Ok(())
+}
+
+fn summarize(url: &str, last: &SessionStatus, following: bool) -> LoadSummary {
+    let metrics = &last.metrics;
+    let seconds = metrics.last_answer.as_secs_f64();
+    let tally = &last.reconciliation;
+    let refused: std::collections::BTreeMap<String, u64> = (0..GRPC_CODES)
+        .filter(|code| metrics.refused[*code] > 0)
+        .map(|code| {
+            (
+                format!("{:?}", tonic::Code::from(code as i32)),
+                metrics.refused[code],
+            )
+        })
+        .collect();
+    LoadSummary {
+        target: url.to_owned(),
+        clients: last.clients,
+        sent: metrics.counts.sent,
+        answered: metrics.send.count,
+        failed: metrics.counts.failed,
+        seconds,
+        answered_per_s: per_second(metrics.send.count, metrics.last_answer),
+        latency_ms: metrics.send,
+        errors: refused
+            .iter()
+            .map(|(code, calls)| format!("{code}: {calls} calls refused"))
+            .collect(),
+        acknowledged: metrics.counts.acknowledged,
+        refused,
+        followed: following.then_some(FollowedSummary {
+            finished: tally.finished,
+            waiting: tally.waiting,
+            completion_ms: metrics.completion,
+        }),
+    }
+}
+
+fn judge(
+    scenario: Option<&Scenario>,
+    gates: &[Gate],
+    phases: &[PhaseOutcome],
+    last: &SessionStatus,
+) -> SloReport {
+    let metrics = &last.metrics;
+    let elapsed = metrics.elapsed;
+    let following = last.reconciliation.acknowledged > 0;
+    let overall = Measures {
+        send: metrics.send,
+        completion: metrics.completion,
+        throughput: per_second(metrics.counts.finished, elapsed),
+        acknowledged: metrics.counts.acknowledged,
+        finished: metrics.counts.finished,
+        failed: metrics.counts.failed,
+        rejected: metrics.counts.rejected,
+        lost: following.then_some(last.reconciliation.waiting),
+        ..Measures::default()
+    };
+    SloReport::judge(scenario.map(|s| s.name.as_str()), gates, phases, &overall)
+}
+
+fn conclude(
+    summary: &LoadSummary,
+    slo: Option<&SloReport>,
+    interrupted: bool,
+) -> Result<(), AppError> {
+    if let Some(followed) = &summary.followed {
+        if followed.waiting > 0 && !interrupted {
+            return Err(AppError::Incomplete(format!(
+                "{} acknowledged orders did not reach Finished on the events topic in time",
+                followed.waiting
+            )));
+        }
+    }
+    if summary.failed > 0 && slo.is_none() {
+        return Err(AppError::Incomplete(format!(
+            "clients gave up on {} orders",
+            summary.failed
+        )));
+    }
+    match slo {
+        Some(slo) if !slo.passed => Err(AppError::Gates(slo.failures().join("; "))),
+        _ => Ok(()),
+    }
 }

@@ -19,8 +19,8 @@ use crate::{
         runner::{play, Controls},
         Scenario, Timeline,
     },
-    session::{self, Command, Phase, SessionSettings, SessionStatus},
-    signals::stop_signals,
+    session::{self, Command, Phase, SessionHandle, SessionSettings, SessionStatus},
+    signals::{stop_signals, StopSignals},
     slo::{Gate, PhaseOutcome},
     AppError,
 };
@@ -38,34 +38,7 @@ pub async fn run(
     let session = session::spawn(settings);
     let signals = stop_signals();
 
-    let (phases, interrupted) = {
-        let (timeline, progress) = watch::channel(Timeline::new(&scenario));
-        // Headless, nothing skips a phase; a stop ends the scenario early.
-        let (_skip, skip) = watch::channel(0);
-        let stop = CancellationToken::new();
-        let controls = Controls {
-            commands: &session.commands,
-            status: session.status.clone(),
-            skip,
-            stop: stop.clone(),
-            timeline: &timeline,
-        };
-        let playing = play(&scenario, &gates, controls);
-        tokio::pin!(playing);
-        let mut tick = tokio::time::interval(Duration::from_secs(1));
-        let mut interrupted = false;
-        loop {
-            tokio::select! {
-                phases = &mut playing => break (phases, interrupted),
-                _ = signals.stop.cancelled(), if !interrupted => {
-                    interrupted = true;
-                    stop.cancel();
-                    eprintln!("stopping: the scenario ends here; finishing the acknowledged orders (Ctrl-C again abandons them)");
-                }
-                _ = tick.tick() => eprintln!("{}", progress_line(&progress.borrow())),
-            }
-        }
-    };
+    let (phases, interrupted) = play_headless(&scenario, &gates, &session, &signals).await;
 
     let _ = session.commands.send(Command::Shutdown).await;
     let commands = session.commands.clone();
@@ -96,6 +69,43 @@ pub async fn run(
     }
     present(&report, opts, json)?;
     conclude(&report, args)
+}
+
+/// Plays `scenario` on `session` with a progress line on stderr each
+/// second; the first stop signal ends it early (what ran is measured).
+/// Returns what each phase measured, and whether a signal cut it short.
+pub async fn play_headless(
+    scenario: &Scenario,
+    gates: &[Gate],
+    session: &SessionHandle,
+    signals: &StopSignals,
+) -> (Vec<PhaseOutcome>, bool) {
+    let (timeline, progress) = watch::channel(Timeline::new(scenario));
+    // Headless, nothing skips a phase; a stop ends the scenario early.
+    let (_skip, skip) = watch::channel(0);
+    let stop = CancellationToken::new();
+    let controls = Controls {
+        commands: &session.commands,
+        status: session.status.clone(),
+        skip,
+        stop: stop.clone(),
+        timeline: &timeline,
+    };
+    let playing = play(scenario, gates, controls);
+    tokio::pin!(playing);
+    let mut tick = tokio::time::interval(Duration::from_secs(1));
+    let mut interrupted = false;
+    loop {
+        tokio::select! {
+            phases = &mut playing => return (phases, interrupted),
+            _ = signals.stop.cancelled(), if !interrupted => {
+                interrupted = true;
+                stop.cancel();
+                eprintln!("stopping: the scenario ends here; finishing what is in flight (a second signal abandons it)");
+            }
+            _ = tick.tick() => eprintln!("{}", progress_line(&progress.borrow())),
+        }
+    }
 }
 
 /// The report of a scenario played on a session that has stopped (`last`

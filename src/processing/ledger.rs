@@ -80,17 +80,22 @@ impl AckLedger {
         }
     }
 
-    pub fn acknowledged(&self, id: OrderId) {
+    /// Records the ack; true when the order's finish was already seen
+    /// (it finished before its ack was processed).
+    pub fn acknowledged(&self, id: OrderId) -> bool {
         let mut inner = self.inner.locked();
         inner.acknowledged += 1;
         if let Some(by) = inner.finished_early.remove(&id) {
             inner.count(by);
-        } else if !inner.awaiting_finish.contains_key(&id) {
+            return true;
+        }
+        if !inner.awaiting_finish.contains_key(&id) {
             let seq = inner.next_seq;
             inner.next_seq += 1;
             inner.awaiting_finish.insert(id, seq);
             inner.by_age.insert(seq, (Instant::now(), id));
         }
+        false
     }
 
     /// This process ran `id` to Finished.

@@ -12,6 +12,7 @@ pub mod app;
 pub mod deployment;
 pub mod format;
 pub mod keymap;
+pub mod monitor;
 pub mod ui;
 pub mod widgets;
 
@@ -43,7 +44,7 @@ use crate::{
     },
     session::{Command, Phase, SessionHandle, SessionStatus},
     signals::StopSignals,
-    slo::PhaseOutcome,
+    slo::{Gate, PhaseOutcome},
     AppError,
 };
 
@@ -192,14 +193,19 @@ struct Player {
 }
 
 impl Player {
-    /// Plays `scenario` on the session in a task of its own.
+    /// Plays `scenario` on the session in a task of its own, judged by its
+    /// gates (the default ones if it has none).
     fn start(scenario: Scenario, session: &SessionHandle) -> Self {
+        let gates = crate::scenario::gates(&scenario, &[]);
+        Self::judged_by(scenario, gates, session)
+    }
+
+    fn judged_by(scenario: Scenario, gates: Vec<Gate>, session: &SessionHandle) -> Self {
         let (timeline, view) = watch::channel(Timeline::new(&scenario));
         let (skip, skipped) = watch::channel(0);
         let commands = session.commands.clone();
         let status = session.status.clone();
         let task = tokio::spawn(async move {
-            let gates = crate::scenario::gates(&scenario, &[]);
             let controls = Controls {
                 commands: &commands,
                 status,

@@ -94,6 +94,7 @@ fn status() -> SessionStatus {
             latency(1_002.0, 1_470.0),
             latency(1_020.0, 1_495.0),
         ],
+        ..MetricsSnapshot::default()
     };
     status.in_flight = 40;
     status.reconciliation = LedgerTally {

@@ -5,6 +5,9 @@
 pub mod app;
 pub mod ui;
 
+#[cfg(test)]
+mod tests;
+
 use std::{io, time::Duration};
 
 use futures::{Stream, StreamExt};
@@ -59,14 +62,14 @@ where
                 Some(Err(error)) => return Err(error),
                 None => return Ok(()),
             },
-            _ = refresh.tick() => {
-                let error = observer.reader_error();
-                observer.with_view(|view| app.refresh(view, unix_millis_now(), error));
-            }
+            _ = refresh.tick() => {}
         }
         if app.quit {
             return Ok(());
         }
+        // After a key too, so a picked order's timeline shows at once.
+        let error = observer.reader_error();
+        observer.with_view(|view| app.refresh(view, unix_millis_now(), error));
         terminal
             .draw(|frame| ui::draw(frame, &app))
             .map_err(|e| io::Error::other(e.to_string()))?;

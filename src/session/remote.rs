@@ -1,0 +1,334 @@
+//! A session without a pipeline: simulated clients against a server that
+//! runs elsewhere (`orderdeck load`), steered by the same commands and
+//! publishing the same status as a session, so a scenario's runner plays
+//! on it and a screen watches it. With the deployment's Kafka it follows
+//! each acknowledged order to its Finished event on the events topic.
+
+use std::{
+    collections::HashMap,
+    sync::{Arc, Mutex},
+    time::{Duration, Instant},
+};
+
+use tokio::sync::{broadcast, mpsc, watch};
+use tokio_util::sync::CancellationToken;
+
+use super::{Command, Phase, Sample, SessionHandle, SessionStatus, SAMPLE_PERIOD, STATUS_PERIOD};
+use crate::{
+    clients::{ClientApi, ClientPool, Pacer},
+    clock::{unix_millis_now, SimClock, TimeScale},
+    grpc::{Acknowledgements, Dial},
+    kafka::{finished_watch::FinishedWatch, KafkaConnection},
+    load::{LoadLevel, LoadPreset},
+    metrics::{per_second, Counter, Latency, Metrics, MetricsSnapshot},
+    order::{Order, OrderId},
+    processing::ledger::{AckLedger, FinishedBy},
+    sync::Locked,
+};
+
+pub struct RemoteSettings {
+    pub target: Dial,
+    pub api: ClientApi,
+    pub orders: Arc<[Order]>,
+    pub load: LoadLevel,
+    pub preset: LoadPreset,
+    /// Orders to send in all; None = until stopped.
+    pub total: Option<u64>,
+    /// The deployment's Kafka, to follow orders to Finished.
+    pub follow: Option<KafkaConnection>,
+    /// Once every order is sent, how long to wait for the followed ones to
+    /// finish before ending (the session then ends by itself).
+    pub finish_limit: Duration,
+    /// End once the total is sent and followed (a scenario ends it instead).
+    pub end_when_sent: bool,
+}
+
+/// Acknowledged orders followed to their Finished event.
+struct Followed {
+    ledger: AckLedger,
+    acknowledged_at: Mutex<HashMap<OrderId, Instant>>,
+    metrics: Arc<Metrics>,
+}
+
+impl Acknowledgements for Followed {
+    fn acknowledged(&self, id: OrderId) {
+        self.metrics.incr(Counter::Acknowledged);
+        if self.ledger.acknowledged(id) {
+            // Its Finished event was read before the reply came back.
+            self.metrics.incr(Counter::Finished);
+            self.metrics.record(Latency::Completion, Duration::ZERO);
+        } else {
+            self.acknowledged_at.locked().insert(id, Instant::now());
+        }
+    }
+}
+
+impl Followed {
+    fn finished(&self, id: OrderId) {
+        if self.ledger.finished_by(id, FinishedBy::Elsewhere) {
+            self.metrics.incr(Counter::Finished);
+            if let Some(at) = self.acknowledged_at.locked().remove(&id) {
+                self.metrics.record(Latency::Completion, at.elapsed());
+            }
+        }
+    }
+}
+
+/// Counts acknowledgements when nothing follows the orders.
+struct Counted(Arc<Metrics>);
+
+impl Acknowledgements for Counted {
+    fn acknowledged(&self, _: OrderId) {
+        self.0.incr(Counter::Acknowledged);
+    }
+}
+
+/// A Finished event can be read before the client has the reply; it is
+/// kept this long for the reply to claim it.
+const EARLY_FINISH_HORIZON: Duration = Duration::from_secs(60);
+
+pub fn spawn(settings: RemoteSettings) -> SessionHandle {
+    let describe = match &settings.follow {
+        Some(connection) => format!("following {}", connection.bootstrap),
+        None => "not followed (no --brokers)".to_owned(),
+    };
+    let initial = SessionStatus::new(describe, settings.load, settings.preset, 0);
+    let (publish, status) = watch::channel(initial.clone());
+    let (commands, inbox) = mpsc::channel(64);
+    let (transitions, _) = broadcast::channel(16);
+    let task = tokio::spawn(run(settings, initial, publish, inbox));
+    SessionHandle {
+        commands,
+        status,
+        transitions,
+        task,
+    }
+}
+
+async fn run(
+    settings: RemoteSettings,
+    mut status: SessionStatus,
+    publish: watch::Sender<SessionStatus>,
+    mut inbox: mpsc::Receiver<Command>,
+) {
+    let metrics = Arc::new(Metrics::new());
+    let followed = settings.follow.as_ref().map(|_| {
+        Arc::new(Followed {
+            ledger: AckLedger::new(EARLY_FINISH_HORIZON),
+            acknowledged_at: Mutex::default(),
+            metrics: Arc::clone(&metrics),
+        })
+    });
+    // Following starts at the events topic's end, before the first order.
+    let _watch = match (&settings.follow, &followed) {
+        (Some(connection), Some(followed)) => {
+            let (connection, followed) = (connection.clone(), Arc::clone(followed));
+            let started = tokio::task::spawn_blocking(move || {
+                FinishedWatch::start(&connection, move |event| followed.finished(event.order_id))
+            })
+            .await;
+            match started {
+                Ok(Ok(watch)) => Some(watch),
+                Ok(Err(error)) => {
+                    return fail(status, &publish, &mut inbox, error.to_string()).await
+                }
+                Err(error) => return fail(status, &publish, &mut inbox, error.to_string()).await,
+            }
+        }
+        _ => None,
+    };
+    // The rate is real orders per second: the time scale is the server's.
+    let pacer = Arc::new(Pacer::new(
+        status.rate,
+        SimClock::new(TimeScale::ORIGINAL),
+        settings.total,
+    ));
+    let stop_clients = CancellationToken::new();
+    let acknowledgements: Arc<dyn Acknowledgements> = match &followed {
+        Some(followed) => Arc::clone(followed) as Arc<dyn Acknowledgements>,
+        None => Arc::new(Counted(Arc::clone(&metrics))),
+    };
+    let pool = match ClientPool::new(
+        &settings.target,
+        settings.orders,
+        pacer,
+        Arc::clone(&metrics),
+        stop_clients.clone(),
+    ) {
+        Ok(pool) => pool.speaking(settings.api).acknowledging(acknowledgements),
+        Err(error) => return fail(status, &publish, &mut inbox, error.to_string()).await,
+    };
+    status.phase = Phase::Running;
+    let mut live = Remote {
+        pool,
+        metrics,
+        followed,
+        status,
+        previous: None,
+        seq: 0,
+        sent_all_at: None,
+    };
+    live.apply(Command::ToggleClients);
+    live.refresh();
+    publish.send_replace(live.status.clone());
+    let mut status_tick = tokio::time::interval(STATUS_PERIOD);
+    let mut sample_tick = tokio::time::interval(SAMPLE_PERIOD);
+    loop {
+        tokio::select! {
+            command = inbox.recv() => match command {
+                Some(Command::Shutdown) | None => break,
+                Some(command) => live.apply(command),
+            },
+            _ = sample_tick.tick() => live.sample(),
+            _ = status_tick.tick() => {}
+        }
+        live.refresh();
+        publish.send_replace(live.status.clone());
+        if settings.end_when_sent && live.settled(settings.finish_limit) {
+            break;
+        }
+    }
+    live.pool.stop_all();
+    stop_clients.cancel();
+    live.refresh();
+    live.status.phase = Phase::Stopped;
+    live.status.clients_running = false;
+    publish.send_replace(live.status);
+}
+
+/// Publishes why the session could not start and waits to be shut down.
+async fn fail(
+    mut status: SessionStatus,
+    publish: &watch::Sender<SessionStatus>,
+    inbox: &mut mpsc::Receiver<Command>,
+    reason: String,
+) {
+    status.phase = Phase::Failed(reason);
+    publish.send_replace(status);
+    while let Some(command) = inbox.recv().await {
+        if command == Command::Shutdown {
+            return;
+        }
+    }
+}
+
+struct Remote {
+    pool: ClientPool,
+    metrics: Arc<Metrics>,
+    followed: Option<Arc<Followed>>,
+    status: SessionStatus,
+    previous: Option<MetricsSnapshot>,
+    seq: u64,
+    /// When the clients had sent every order.
+    sent_all_at: Option<Instant>,
+}
+
+impl Remote {
+    fn apply(&mut self, command: Command) {
+        let status = &mut self.status;
+        match command {
+            Command::ToggleClients => {
+                status.clients_running = !status.clients_running;
+                let clients = if status.clients_running {
+                    status.clients
+                } else {
+                    0
+                };
+                self.pool.resize(clients);
+            }
+            Command::SetLoad(level) => {
+                let preset = level.preset();
+                status.load = level;
+                status.clients = preset.clients;
+                status.rate = preset.rate;
+                self.pool.pacer().set_rate(preset.rate);
+                if status.clients_running {
+                    self.pool.resize(preset.clients);
+                }
+                status.notice = Some(format!(
+                    "load set to {level} (clients and rate; the server keeps its own delays)"
+                ));
+            }
+            Command::AddClient | Command::RemoveClient | Command::SetClients(_) => {
+                status.clients = match command {
+                    Command::AddClient => status.clients + 1,
+                    Command::SetClients(clients) => clients.max(1),
+                    _ => status.clients.saturating_sub(1).max(1),
+                };
+                if status.clients_running {
+                    self.pool.resize(status.clients);
+                }
+            }
+            Command::SetRate(rate) => {
+                status.rate = rate;
+                self.pool.pacer().set_rate(rate);
+            }
+            Command::ClosePhase => {
+                let closed = self.metrics.take_phase();
+                status.closed_phase = (status.closed_phase.0 + 1, closed);
+            }
+            Command::AddConsumer
+            | Command::RemoveConsumer
+            | Command::SetConsumers(_)
+            | Command::TogglePause
+            | Command::SetPaused(_)
+            | Command::ImportDashboard
+            | Command::Inject(_) => {
+                status.notice = Some(
+                    "not from here: load drives a server elsewhere (its consumers, broker \
+                     and sink are that deployment's)"
+                        .to_owned(),
+                );
+            }
+            Command::Shutdown | Command::Abandon => {}
+        }
+    }
+
+    fn sample(&mut self) {
+        let now = self.metrics.snapshot();
+        let window = self.metrics.take_window();
+        let (acknowledged_per_s, finished_per_s) = match &self.previous {
+            Some(before) => {
+                let span = now.elapsed.saturating_sub(before.elapsed);
+                (
+                    per_second(now.send.count - before.send.count, span),
+                    per_second(now.counts.finished - before.counts.finished, span),
+                )
+            }
+            None => (0.0, 0.0),
+        };
+        self.seq += 1;
+        self.status.last_sample = Some(Sample {
+            seq: self.seq,
+            at_unix_ms: unix_millis_now(),
+            acknowledged_per_s,
+            finished_per_s,
+            window,
+        });
+        self.previous = Some(now);
+    }
+
+    fn refresh(&mut self) {
+        let status = &mut self.status;
+        status.metrics = self.metrics.snapshot();
+        if status.closed_phase.0 > 0 {
+            status.phase_latency = self.metrics.phase_latency();
+        }
+        if let Some(followed) = &self.followed {
+            status.reconciliation = followed.ledger.tally(Duration::MAX);
+            status.in_flight = status.reconciliation.waiting as usize;
+        }
+        if self.sent_all_at.is_none() && self.pool.sent_all() {
+            self.sent_all_at = Some(Instant::now());
+            status.clients_running = false;
+        }
+    }
+
+    /// Every order sent, and every followed one finished (or `limit` passed).
+    fn settled(&self, limit: Duration) -> bool {
+        let Some(at) = self.sent_all_at else {
+            return false;
+        };
+        self.status.reconciliation.waiting == 0 || at.elapsed() >= limit
+    }
+}
