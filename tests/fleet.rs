@@ -135,6 +135,21 @@ fn watch_lists_every_process_of_the_group_and_reconciles_with_what_they_report()
             >= ORDERS
     );
 
+    // Read-only: watching again and again moves no partition in the group.
+    let moves = || {
+        ["serve", "first", "second"].map(|name| {
+            let log = std::fs::read_to_string(dir.path(&format!("{name}.log"))).unwrap();
+            log.matches("partitions assigned").count() + log.matches("partitions revoked").count()
+        })
+    };
+    let before = moves();
+    for _ in 0..3 {
+        watch_once(&dir, &brokers);
+        std::thread::sleep(Duration::from_millis(500));
+    }
+    std::thread::sleep(Duration::from_secs(2));
+    assert_eq!(moves(), before, "watching rebalanced the group");
+
     // Stopped: each one's own report says what watch read from its events.
     for process in [&mut serve, &mut first, &mut second] {
         process.signal("-TERM");
@@ -287,4 +302,99 @@ fn load_follows_its_orders_to_finished_through_a_serve_elsewhere() {
     assert_eq!(summary["followed"]["waiting"], 50, "{summary}");
     idle.signal("-TERM");
     idle.wait(&dir, Duration::from_secs(30));
+}
+
+/// `load --scenario` plays a scenario's load phases against a server
+/// elsewhere and judges the gates it can measure from the client side;
+/// faults it cannot inject are refused before anything is sent.
+#[test]
+fn load_plays_a_scenario_against_a_server_elsewhere_and_judges_its_gates() {
+    let cluster = cluster_with_topics(PARTITIONS);
+    let brokers = cluster.bootstrap_servers();
+    let dir = Workdir::new();
+    let address = free_address();
+    let mut serve = Process::start(
+        &dir,
+        "serve",
+        &[
+            "serve",
+            "--listen",
+            &address,
+            "--brokers",
+            &brokers,
+            "--time-scale",
+            "0",
+        ],
+    );
+    wait_until_consuming(&dir, "serve");
+    std::fs::write(
+        dir.path("two-steps.toml"),
+        r#"name = "two-steps"
+description = "a quiet second, then more clients at a higher rate"
+[slo]
+gates = ["send.p99 < 2s", "failed == 0", "completion.p99 < 30s", "lost == 0", "sink.left == 0"]
+[[phase]]
+name = "quiet"
+duration = "1s"
+clients = 2
+rate = 40
+[[phase]]
+name = "busier"
+duration = "2s"
+clients = "2..6"
+rate = "40..120"
+"#,
+    )
+    .unwrap();
+    let play = |extra: &[&str]| {
+        let mut args = vec![
+            "load",
+            "--target",
+            &address,
+            "--brokers",
+            &brokers,
+            "--scenario",
+            "two-steps.toml",
+        ];
+        args.extend(extra);
+        dir.run(&args)
+    };
+    let passed = play(&[]);
+    assert_exit(&passed, 0);
+    let out = common::workdir::text(&passed.stdout);
+    let err = common::workdir::text(&passed.stderr);
+    for line in [
+        "pass  quiet        send.p99 < 2s",
+        "pass  busier       send.p99 < 2s",
+        "pass  overall      lost == 0",
+        "pass  overall      completion.p99 < 30s",
+    ] {
+        assert!(out.contains(line), "{line:?} missing:\n{out}");
+    }
+    assert!(
+        err.contains("sink.left == 0 are the deployment's to judge"),
+        "{err}"
+    );
+    assert!(out.contains("(waiting 0)"), "{out}");
+
+    let failed = play(&["--slo", "send.p50 < 0.001ms", "--junit", "verdicts.xml"]);
+    assert_exit(&failed, 7);
+    let junit = std::fs::read_to_string(dir.path("verdicts.xml")).unwrap();
+    assert!(junit.contains("send.p50 &lt; 0.001ms"), "{junit}");
+
+    std::fs::write(
+        dir.path("outage.toml"),
+        "name = \"outage\"\ndescription = \"d\"\n[[phase]]\nname = \"p\"\nduration = \"2s\"\n\
+         events = [{ at = \"1s\", do = \"brokers-down\" }]\n",
+    )
+    .unwrap();
+    let refused = dir.run(&["load", "--target", &address, "--scenario", "outage.toml"]);
+    assert_exit(&refused, 2);
+    let why = common::workdir::text(&refused.stderr);
+    assert!(why.contains("needs orderdeck's own pipeline"), "{why}");
+    let unmeasurable = dir.run(&["load", "--target", &address, "--slo", "e2e.p99 < 1s"]);
+    assert_exit(&unmeasurable, 2);
+
+    serve.signal("-TERM");
+    serve.wait(&dir, Duration::from_secs(30));
 }

@@ -42,19 +42,36 @@ pub async fn load(args: &CommonArgs, load: &LoadArgs) -> Result<(), AppError> {
     if let Some(scenario) = &scenario {
         refuse_pipeline_parts(scenario)?;
     }
+    for gate in &load.gates.slo {
+        if let Some(why) = unmeasurable(gate, following) {
+            return Err(AppError::Usage(format!("gate `{}`: {why}", gate.text)));
+        }
+    }
     let gates = match &scenario {
-        Some(scenario) if scenario.gates.is_empty() && load.gates.slo.is_empty() => default_gates(),
-        Some(scenario) => scenario
-            .gates
-            .iter()
-            .chain(&load.gates.slo)
-            .cloned()
-            .collect(),
+        Some(scenario) => {
+            // A scenario's gates on what only the deployment sees are left
+            // to `watch` and `run`; the rest judge the clients.
+            let (kept, left): (Vec<Gate>, Vec<Gate>) = scenario
+                .gates
+                .iter()
+                .cloned()
+                .partition(|gate| unmeasurable(gate, following).is_none());
+            if !left.is_empty() {
+                let names: Vec<&str> = left.iter().map(|g| g.text.as_str()).collect();
+                eprintln!(
+                    "load: the scenario's gates {} are the deployment's to judge (watch, run); \
+                     not judged here",
+                    names.join(", ")
+                );
+            }
+            let mut gates: Vec<Gate> = kept.into_iter().chain(load.gates.slo.clone()).collect();
+            if gates.is_empty() {
+                gates = default_gates();
+            }
+            gates
+        }
         None => load.gates.slo.clone(),
     };
-    for gate in &gates {
-        measurable(gate, following)?;
-    }
     let url = if load.target.contains("://") {
         load.target.clone()
     } else {
@@ -93,7 +110,8 @@ pub async fn load(args: &CommonArgs, load: &LoadArgs) -> Result<(), AppError> {
         return Err(AppError::Usage(format!("--target {url}: {reason}")));
     }
     let summary = summarize(&url, &last, following);
-    let slo = (!gates.is_empty()).then(|| judge(scenario.as_ref(), &gates, &phases, &last));
+    let slo =
+        (!gates.is_empty()).then(|| judge(scenario.as_ref(), &gates, &phases, &last, following));
     if load.json {
         println!(
             "{}",
@@ -194,37 +212,27 @@ fn default_gates() -> Vec<Gate> {
     vec!["failed == 0".parse().expect("the default load gate parses")]
 }
 
-/// Refuses a gate load cannot measure from the client side.
-fn measurable(gate: &Gate, following: bool) -> Result<(), AppError> {
-    let needs_following = matches!(
-        gate.metric,
-        Metric::Latency(LatencyKind::Completion, _)
-            | Metric::Finished
-            | Metric::Throughput
-            | Metric::Lost
-    );
-    let never = matches!(
-        gate.metric,
+/// Why load cannot judge `gate` from the client side, if it cannot.
+fn unmeasurable(gate: &Gate, following: bool) -> Option<&'static str> {
+    match gate.metric {
         Metric::Latency(LatencyKind::EndToEnd, _)
-            | Metric::Overdue
-            | Metric::FinishedTwice
-            | Metric::SinkLeft
-    );
-    if never {
-        return Err(AppError::Usage(format!(
-            "gate `{}`: load measures the clients' side (send.*, acknowledged, failed, \
-             rejected; with --brokers also completion.*, finished, throughput, lost); \
-             `orderdeck watch` and `run` see the rest",
-            gate.text
-        )));
+        | Metric::Overdue
+        | Metric::FinishedTwice
+        | Metric::SinkLeft => Some(
+            "load measures the clients' side (send.*, acknowledged, failed, rejected; with \
+             --brokers also completion.*, finished, throughput, lost); `orderdeck watch` and \
+             `run` see the rest",
+        ),
+        Metric::Latency(LatencyKind::Completion, _)
+        | Metric::Finished
+        | Metric::Throughput
+        | Metric::Lost
+            if !following =>
+        {
+            Some("needs --brokers: load follows its orders to Finished on the events topic")
+        }
+        _ => None,
     }
-    if needs_following && !following {
-        return Err(AppError::Usage(format!(
-            "gate `{}` needs --brokers: load follows its orders to Finished on the events topic",
-            gate.text
-        )));
-    }
-    Ok(())
 }
 
 fn summarize(url: &str, last: &SessionStatus, following: bool) -> LoadSummary {
@@ -268,10 +276,10 @@ fn judge(
     gates: &[Gate],
     phases: &[PhaseOutcome],
     last: &SessionStatus,
+    following: bool,
 ) -> SloReport {
     let metrics = &last.metrics;
     let elapsed = metrics.elapsed;
-    let following = last.reconciliation.acknowledged > 0;
     let overall = Measures {
         send: metrics.send,
         completion: metrics.completion,

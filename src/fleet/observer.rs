@@ -27,10 +27,14 @@ use super::{
     view::{FleetView, PartitionOffsets},
 };
 use crate::{
-    kafka::{this_process, KafkaConnection},
+    kafka::{this_process, HealthContext, KafkaConnection},
     order::Transition,
     sync::Locked,
 };
+
+/// Every client of the observer reports through the connection's health
+/// (warnings in the log, not librdkafka's own error lines on stderr).
+type Client = BaseConsumer<HealthContext>;
 
 const SETUP_LIMIT: Duration = Duration::from_secs(10);
 /// How often the group's committed offsets and the partitions' ends are read.
@@ -45,7 +49,7 @@ pub struct Observer {
     reader_error: Arc<Mutex<Option<String>>>,
     /// When the group's offsets were last read.
     offsets_at: Arc<Mutex<Option<Instant>>>,
-    watermarks: BaseConsumer,
+    watermarks: Client,
     topics: [String; 3],
     stop: Arc<AtomicBool>,
     thread: Option<JoinHandle<()>>,
@@ -61,7 +65,7 @@ impl Observer {
             options.events_topic.clone(),
             options.processes_topic.clone(),
         ];
-        let reader: BaseConsumer = connection
+        let reader: Client = connection
             .client_config()
             .set(
                 "group.id",
@@ -69,7 +73,7 @@ impl Observer {
             )
             .set("enable.auto.commit", "false")
             .set("enable.auto.offset.store", "false")
-            .create()?;
+            .create_with_context(connection.context())?;
         let mut assignment = TopicPartitionList::new();
         for topic in &topics {
             for partition in partitions_of(&reader, topic)? {
@@ -78,12 +82,14 @@ impl Observer {
         }
         reader.assign(&assignment)?;
         // The group's own name, only to read its committed offsets.
-        let committed: BaseConsumer = connection
+        let committed: Client = connection
             .client_config()
             .set("group.id", &options.group)
             .set("enable.auto.commit", "false")
-            .create()?;
-        let watermarks: BaseConsumer = connection.client_config().create()?;
+            .create_with_context(connection.context())?;
+        let watermarks: Client = connection
+            .client_config()
+            .create_with_context(connection.context())?;
         let orders_partitions = partitions_of(&watermarks, &options.topic)?;
 
         let view = Arc::new(Mutex::new(FleetView::default()));
@@ -175,7 +181,7 @@ impl Drop for Observer {
     }
 }
 
-fn partitions_of(consumer: &BaseConsumer, topic: &str) -> KafkaResult<Vec<i32>> {
+fn partitions_of(consumer: &Client, topic: &str) -> KafkaResult<Vec<i32>> {
     let metadata = consumer.fetch_metadata(Some(topic), SETUP_LIMIT)?;
     let partitions: Vec<i32> = metadata
         .topics()
@@ -190,8 +196,8 @@ fn partitions_of(consumer: &BaseConsumer, topic: &str) -> KafkaResult<Vec<i32>> 
 }
 
 struct Reader {
-    reader: BaseConsumer,
-    committed: BaseConsumer,
+    reader: Client,
+    committed: Client,
     orders_topic: String,
     orders_partitions: Vec<i32>,
     topics: [String; 3],

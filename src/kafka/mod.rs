@@ -183,6 +183,10 @@ impl HealthContext {
     }
 }
 
+/// A consumer that only reads (assigned partitions, no group of its own to
+/// serve) needs no rebalance handling.
+impl rdkafka::consumer::ConsumerContext for HealthContext {}
+
 impl ClientContext for HealthContext {
     fn log(&self, level: RDKafkaLogLevel, facility: &str, message: &str) {
         match level {

@@ -190,9 +190,14 @@ async fn run(
     }
     live.pool.stop_all();
     stop_clients.cancel();
+    live.status.clients_running = false;
+    // What is left of the wait once every order was sent.
+    let limit = live.sent_all_at.map_or(settings.finish_limit, |at| {
+        settings.finish_limit.saturating_sub(at.elapsed())
+    });
+    live.wait_for_followed(limit, &publish, &mut inbox).await;
     live.refresh();
     live.status.phase = Phase::Stopped;
-    live.status.clients_running = false;
     publish.send_replace(live.status);
 }
 
@@ -321,6 +326,39 @@ impl Remote {
         if self.sent_all_at.is_none() && self.pool.sent_all() {
             self.sent_all_at = Some(Instant::now());
             status.clients_running = false;
+        }
+    }
+
+    /// Once the clients have stopped: waits for the followed orders still
+    /// on their way to Finished, up to `limit` (a second Shutdown or an
+    /// Abandon stops waiting), publishing the count as it goes.
+    async fn wait_for_followed(
+        &mut self,
+        limit: Duration,
+        publish: &watch::Sender<SessionStatus>,
+        inbox: &mut mpsc::Receiver<Command>,
+    ) {
+        if self.followed.is_none() {
+            return;
+        }
+        let deadline = tokio::time::Instant::now() + limit;
+        let mut tick = tokio::time::interval(Duration::from_millis(100));
+        loop {
+            self.refresh();
+            let waiting = self.status.reconciliation.waiting;
+            if waiting == 0 {
+                return;
+            }
+            self.status.phase = Phase::Draining { waiting };
+            publish.send_replace(self.status.clone());
+            tokio::select! {
+                _ = tokio::time::sleep_until(deadline) => return,
+                command = inbox.recv() => match command {
+                    Some(Command::Shutdown | Command::Abandon) | None => return,
+                    Some(_) => {}
+                },
+                _ = tick.tick() => {}
+            }
         }
     }
 

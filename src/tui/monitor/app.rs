@@ -21,7 +21,8 @@ pub struct MonitorApp {
     pub status: SessionStatus,
     pub history: VecDeque<Sample>,
     pub timeline: Option<Timeline>,
-    pub quitting: bool,
+    /// Quit keys pressed so far.
+    pub quits: u32,
 }
 
 /// What a key asks of the outside.
@@ -39,7 +40,7 @@ impl MonitorApp {
             status,
             history: VecDeque::with_capacity(CHART_SECONDS),
             timeline: None,
-            quitting: false,
+            quits: 0,
         }
     }
 
@@ -78,10 +79,10 @@ impl MonitorApp {
         let quit = matches!(key.code, KeyCode::Char('q') | KeyCode::Esc)
             || (key.code == KeyCode::Char('c') && key.modifiers.contains(KeyModifiers::CONTROL));
         if quit {
-            self.quitting = true;
+            self.quits += 1;
             return Some(MonitorEffect::Quit);
         }
-        if self.ended() {
+        if self.ended() || self.quits > 0 {
             return None;
         }
         let command = match key.code {

@@ -51,7 +51,9 @@ pub async fn show(
     };
     drop(guard);
     looped.map_err(|e| AppError::Terminal(e.to_string()))?;
+    // Already stopped unless a signal ended the screen: then stop waiting too.
     let _ = session.commands.send(Command::Shutdown).await;
+    let _ = session.commands.send(Command::Abandon).await;
     let last = crate::commands::load::ended(&session).await?;
     session.finished().await;
     // The scenario ends with the clients, measuring what ran.
@@ -85,7 +87,13 @@ where
         tokio::select! {
             event = events.next() => match event {
                 Some(Ok(event)) => match app.on_key(&event) {
-                    Some(MonitorEffect::Quit) => return Ok(()),
+                    // The first quit stops the clients and waits for the
+                    // followed orders on screen; the next stops waiting.
+                    Some(MonitorEffect::Quit) if app.ended() => return Ok(()),
+                    Some(MonitorEffect::Quit) => {
+                        let command = if app.quits > 1 { Command::Abandon } else { Command::Shutdown };
+                        let _ = session.commands.try_send(command);
+                    }
                     Some(MonitorEffect::Send(command)) => {
                         let _ = session.commands.try_send(command);
                     }
@@ -103,6 +111,9 @@ where
         }
         if let Some(latest) = status.take() {
             app.ingest_status(latest);
+        }
+        if app.quits > 0 && app.ended() {
+            return Ok(());
         }
         if let Some(latest) = timeline.as_mut().and_then(Latest::take) {
             app.ingest_timeline(latest);

@@ -37,8 +37,16 @@ pub fn draw(frame: &mut Frame, app: &MonitorApp) {
     if let Some(line) = timeline_line(app) {
         frame.render_widget(Paragraph::new(line), timeline);
     }
-    let keys = if app.ended() {
+    let keys = if app.ended() && app.timeline.is_some() {
+        " every phase played · q quit".to_owned()
+    } else if app.ended() {
         " every order sent · q quit".to_owned()
+    } else if let Phase::Draining { waiting } = app.status.phase {
+        format!(
+            " clients stopped · waiting for {waiting} orders to reach Finished · q stops waiting"
+        )
+    } else if app.quits > 0 {
+        " stopping…".to_owned()
     } else {
         " space start/stop · +/- clients · 1 2 3 low/medium/high · n skip phase · q quit".to_owned()
     };
@@ -56,6 +64,9 @@ fn draw_header(frame: &mut Frame, area: Rect, app: &MonitorApp) {
             Span::styled(format!("failed: {reason}"), Style::new().fg(Color::Red))
         }
         Phase::Stopped => Span::styled("done", Style::new().fg(Color::Green)),
+        Phase::Draining { .. } => {
+            Span::styled("following the last orders", Style::new().fg(Color::Yellow))
+        }
         _ if status.clients_running => Span::styled("sending", Style::new().fg(Color::Green)),
         _ => Span::styled("paused", Style::new().fg(Color::Yellow)),
     };
