@@ -893,7 +893,9 @@ mod tests {
             ("worker", "--clients=4"),
             ("serve", "--clients=4"),
             ("worker", "--csv=o.csv"),
-            ("load", "--brokers=k:9092"),
+            ("load", "--consumers=2"),
+            ("watch", "--clients=4"),
+            ("watch", "--consumers=2"),
             ("bench", "--notify-smtp=smtp://x"),
         ] {
             let err = Cli::try_parse_from(["orderdeck", command, foreign]).unwrap_err();

@@ -251,6 +251,10 @@ pub struct Transition {
     /// topic knows where each order ran.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub by: Option<String>,
+    /// Which of that process's consumers ran it (`c2`): with `by`, the
+    /// member of the group.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub member: Option<String>,
 }
 
 impl Transition {
@@ -272,6 +276,7 @@ impl Transition {
             order: Some(record.order.clone()),
             accepted_at: Some(record.accepted_at),
             by: None,
+            member: None,
         }
     }
 

@@ -189,6 +189,18 @@ fn watch_lists_every_process_of_the_group_and_reconciles_with_what_they_report()
         finished_by_events += process["finished"].as_u64().unwrap();
     }
     assert_eq!(finished_by_events, ORDERS);
+    // Each event names its writer: the process (host:pid) and its consumer.
+    let events = common::topic_records(&brokers, "orders.events");
+    assert!(events.len() as u64 >= ORDERS * 5, "{} events", events.len());
+    for (_, payload) in &events {
+        let event: Value = serde_json::from_slice(payload).unwrap();
+        let by = event["by"].as_str().unwrap();
+        assert!(
+            pids.iter().any(|pid| by.ends_with(&format!(":{pid}"))),
+            "{event}"
+        );
+        assert_eq!(event["member"], "c1", "{event}");
+    }
     let served = report_of(&dir, "serve");
     assert_eq!(served["orders"]["acknowledged"], ORDERS);
     assert_eq!(

@@ -423,6 +423,7 @@ mod tests {
             order: None,
             accepted_at: Some(1.0),
             by: Some(by.into()),
+            member: None,
         }
     }
 

@@ -65,10 +65,11 @@ pub enum RunOutcome {
 /// partitions and hand-overs; the handler knows what running an order means.
 pub trait RecordHandler: Send + Sync + 'static {
     /// Runs the order to its end, or until `cancel` (its partition leaves
-    /// this member). A redelivered record comes here too.
+    /// `member`). A redelivered record comes here too.
     fn run(
         self: Arc<Self>,
         record: OrderRecord,
+        member: MemberId,
         cancel: CancellationToken,
     ) -> BoxFuture<'static, RunOutcome>;
 
@@ -922,6 +923,7 @@ impl MemberPoller {
         }
         let task = OrderTask {
             shared: self.shared.clone(),
+            member: self.id,
             work: Arc::clone(&self.work),
             partition,
             offset,
@@ -965,6 +967,7 @@ impl MemberPoller {
 /// One order's task: runs it (again after a panic), then tells the member.
 struct OrderTask {
     shared: GroupShared,
+    member: MemberId,
     work: Arc<MemberWork>,
     partition: i32,
     offset: i64,
@@ -1000,7 +1003,7 @@ impl OrderTask {
             finished: false,
         };
         let handler = Arc::clone(&self.shared.handler);
-        let outcome = handler.run(self.record, self.cancel).await;
+        let outcome = handler.run(self.record, self.member, self.cancel).await;
         if outcome == RunOutcome::Cancelled {
             self.shared.metrics.incr(Counter::HandedOver);
         }

@@ -16,7 +16,10 @@ use super::{ledger::Completions, registry::RunGuard};
 use crate::{
     clock::{elapsed_since_unix_seconds, Backoff, DelayRange, SimClock},
     kafka::{
-        consumer::RunOutcome, delivery::DeliveryFuture, producer::OrderProducer, this_process,
+        consumer::{MemberId, RunOutcome},
+        delivery::DeliveryFuture,
+        producer::OrderProducer,
+        this_process,
     },
     metrics::{Counter, Latency, Metrics},
     order::{OrderRecord, State, Transition},
@@ -41,6 +44,8 @@ pub struct OrderFlow {
 struct StateGauge<'a> {
     metrics: &'a Metrics,
     current: Option<State>,
+    /// The consumer running the order, named in its events.
+    member: MemberId,
 }
 
 impl Drop for StateGauge<'_> {
@@ -66,6 +71,7 @@ impl OrderFlow {
         self: &Arc<Self>,
         guard: RunGuard,
         record: &OrderRecord,
+        member: MemberId,
         cancel: &CancellationToken,
     ) -> RunOutcome {
         if cancel.is_cancelled() {
@@ -76,6 +82,7 @@ impl OrderFlow {
         let mut gauge = StateGauge {
             metrics: &self.metrics,
             current: None,
+            member,
         };
         self.announce(&mut gauge, record, State::Processing, Duration::ZERO)
             .await;
@@ -189,6 +196,7 @@ impl OrderFlow {
     ) -> Announced {
         let mut transition = Transition::new(record, gauge.current, to, spent);
         transition.by = Some(this_process().to_owned());
+        transition.member = Some(format!("c{}", gauge.member));
         self.metrics.move_state(gauge.current, to);
         gauge.current = Some(to);
         self.metrics.incr(Counter::Transitions);

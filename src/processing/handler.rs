@@ -14,7 +14,7 @@ use super::{
 };
 use crate::{
     clock::Backoff,
-    kafka::consumer::{RecordHandler, RunOutcome},
+    kafka::consumer::{MemberId, RecordHandler, RunOutcome},
     metrics::{Counter, Metrics},
     order::{OrderId, OrderRecord},
 };
@@ -37,9 +37,10 @@ impl RecordHandler for OrderHandler {
     fn run(
         self: Arc<Self>,
         record: OrderRecord,
+        member: MemberId,
         cancel: CancellationToken,
     ) -> BoxFuture<'static, RunOutcome> {
-        async move { self.run_order(&record, &cancel).await }.boxed()
+        async move { self.run_order(&record, member, &cancel).await }.boxed()
     }
 
     fn finished_elsewhere(&self, orders: Vec<OrderId>) {
@@ -50,11 +51,16 @@ impl RecordHandler for OrderHandler {
 impl OrderHandler {
     /// Runs an order; a panic is logged with the order id, counted, and the
     /// order run again, so its partition never stalls in silence.
-    async fn run_order(&self, record: &OrderRecord, cancel: &CancellationToken) -> RunOutcome {
+    async fn run_order(
+        &self,
+        record: &OrderRecord,
+        member: MemberId,
+        cancel: &CancellationToken,
+    ) -> RunOutcome {
         let mut counted = false;
         let mut wait = PANIC_RETRY.first;
         loop {
-            let attempt = AssertUnwindSafe(self.settle(record, cancel, &mut counted));
+            let attempt = AssertUnwindSafe(self.settle(record, member, cancel, &mut counted));
             match attempt.catch_unwind().await {
                 Ok(outcome) => return outcome,
                 Err(panic) => {
@@ -82,6 +88,7 @@ impl OrderHandler {
     async fn settle(
         &self,
         record: &OrderRecord,
+        member: MemberId,
         cancel: &CancellationToken,
         counted: &mut bool,
     ) -> RunOutcome {
@@ -103,7 +110,9 @@ impl OrderHandler {
                 });
             }
             match claim {
-                Claim::Run { guard, .. } => return self.flow.run(guard, record, cancel).await,
+                Claim::Run { guard, .. } => {
+                    return self.flow.run(guard, record, member, cancel).await
+                }
                 Claim::Finished => {
                     self.flow.completions.finished_again(record.order_id);
                     return RunOutcome::Finished;

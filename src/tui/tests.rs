@@ -171,6 +171,7 @@ fn transitions() -> Vec<Transition> {
                 order: from.is_none().then(|| o.clone()),
                 accepted_at: None,
                 by: None,
+                member: None,
             });
             from = Some(to);
         }

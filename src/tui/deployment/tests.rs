@@ -57,6 +57,7 @@ fn steps(id: OrderId, by: &str, start: i64, upto: usize) -> Vec<Transition> {
                 order: None,
                 accepted_at: Some((start - 20) as f64 / 1e3),
                 by: Some(by.into()),
+                member: Some("c1".into()),
             };
             previous = Some(*state);
             step

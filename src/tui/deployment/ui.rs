@@ -172,6 +172,16 @@ fn process_row(process: &ProcessRow) -> Row<'static> {
     ])
 }
 
+/// Who wrote an event: `host:pid/c1` (the process, and its consumer when
+/// the event says).
+fn writer(t: &Transition) -> String {
+    match (&t.by, &t.member) {
+        (Some(by), Some(member)) => format!("{by}/{member}"),
+        (Some(by), None) => by.clone(),
+        _ => "?".to_owned(),
+    }
+}
+
 /// `c1` of `host:pid/c1`.
 fn member_suffix(name: &str) -> &str {
     name.rsplit('/').next().unwrap_or(name)
@@ -238,7 +248,7 @@ fn feed_row(t: &Transition, width: usize, selected: bool) -> Line<'static> {
         clock_utc(t.at_unix_ms),
         short_id(t.order_id),
         t.to.name(),
-        t.by.as_deref().unwrap_or("?"),
+        writer(t),
     );
     let mut style = Style::new().fg(state_color(t.to));
     if selected {
@@ -270,11 +280,7 @@ fn draw_timeline(frame: &mut Frame, area: Rect, app: &WatchApp) {
                 Style::new().fg(state_color(step.to)),
             ),
             Span::raw(fit(
-                &format!(
-                    " {} {}",
-                    clock_utc(step.at_unix_ms),
-                    step.by.as_deref().unwrap_or("?")
-                ),
+                &format!(" {} {}", clock_utc(step.at_unix_ms), writer(step)),
                 width.saturating_sub(10),
             )),
         ]));
