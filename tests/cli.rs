@@ -650,3 +650,18 @@ fn a_second_signal_abandons_and_says_what_was_lost() {
         "{report}"
     );
 }
+
+/// Nobody listens: every attempt is refused, counted by gRPC code, and the
+/// clients give up on each order (exit 3), saying why.
+#[test]
+fn load_counts_every_refusal_by_grpc_code() {
+    let dir = Workdir::new();
+    let addr = format!("127.0.0.1:{}", free_port());
+    let output = dir.run(&["load", "--target", &addr, "--orders", "3", "--json"]);
+    assert_exit(&output, 3);
+    let summary: serde_json::Value = serde_json::from_slice(&output.stdout).unwrap();
+    assert_eq!(summary["failed"], 3, "{summary}");
+    assert_eq!(summary["answered"], 0, "{summary}");
+    // Eight attempts per order, each refused.
+    assert_eq!(summary["refused"]["Unavailable"], 24, "{summary}");
+}

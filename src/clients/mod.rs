@@ -71,6 +71,9 @@ pub struct FollowedSummary {
     pub finished: u64,
     /// Acknowledged, no Finished event seen by the end.
     pub waiting: u64,
+    /// Acknowledged without an order id to follow (a server that does not
+    /// say it, as the original's free-text reply).
+    pub unnamed: u64,
     /// Acknowledgement to the Finished event, as this process saw them.
     pub completion_ms: LatencySummary,
 }
@@ -102,6 +105,12 @@ impl LoadSummary {
                 followed.completion_ms.p50,
                 followed.completion_ms.p99
             ));
+            if followed.unnamed > 0 {
+                line.push_str(&format!(
+                    " · {} not followed (the reply named no order id)",
+                    followed.unnamed
+                ));
+            }
         }
         if !self.refused.is_empty() {
             let refused: Vec<String> = self

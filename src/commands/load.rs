@@ -107,7 +107,15 @@ pub async fn load(args: &CommonArgs, load: &LoadArgs) -> Result<(), AppError> {
         headless(session, scenario.as_ref(), &gates).await?
     };
     if let Phase::Failed(reason) = &last.phase {
-        return Err(AppError::Usage(format!("--target {url}: {reason}")));
+        return Err(match &load.follow.brokers {
+            Some(brokers) if reason.starts_with(remote::CANNOT_FOLLOW) => AppError::Pipeline(
+                crate::pipeline::PipelineError::Kafka(crate::kafka::KafkaSetupError::Unreachable {
+                    bootstrap: brokers.clone(),
+                    reason: reason.clone(),
+                }),
+            ),
+            _ => AppError::Usage(format!("--target {url}: {reason}")),
+        });
     }
     let summary = summarize(&url, &last, following);
     let slo =
@@ -137,27 +145,29 @@ async fn headless(
     gates: &[Gate],
 ) -> Result<(SessionStatus, Vec<PhaseOutcome>, bool), AppError> {
     let signals = stop_signals();
-    let (phases, interrupted) = match scenario {
+    // The first signal stops the clients (and ends a scenario), the second
+    // stops waiting for the orders followed to Finished.
+    let commands = session.commands.clone();
+    let (stop, abandon) = (signals.stop.clone(), signals.abandon.clone());
+    let on_signals = tokio::spawn(async move {
+        stop.cancelled().await;
+        let _ = commands.send(Command::Shutdown).await;
+        abandon.cancelled().await;
+        let _ = commands.send(Command::Abandon).await;
+    });
+    let phases = match scenario {
         Some(scenario) => {
-            let played = play_headless(scenario, gates, &session, &signals).await;
+            let (phases, _) = play_headless(scenario, gates, &session, &signals).await;
             let _ = session.commands.send(Command::Shutdown).await;
-            played
+            phases
         }
-        None => {
-            let commands = session.commands.clone();
-            let stop = signals.stop.clone();
-            let interrupted = tokio::spawn(async move {
-                stop.cancelled().await;
-                let _ = commands.send(Command::Shutdown).await;
-            });
-            let ended = ended(&session).await;
-            let was_interrupted = interrupted.is_finished();
-            interrupted.abort();
-            ended?;
-            (Vec::new(), was_interrupted)
-        }
+        None => Vec::new(),
     };
-    let last = ended(&session).await?;
+    let last = ended(&session).await;
+    on_signals.abort();
+    let (last, interrupted) = (last?, signals.stop.is_cancelled());
+    // A session that failed to start waits to be told before it ends.
+    let _ = session.commands.send(Command::Shutdown).await;
     session.finished().await;
     Ok((last, phases, interrupted))
 }
@@ -266,6 +276,10 @@ fn summarize(url: &str, last: &SessionStatus, following: bool) -> LoadSummary {
         followed: following.then_some(FollowedSummary {
             finished: tally.finished,
             waiting: tally.waiting,
+            unnamed: metrics
+                .counts
+                .acknowledged
+                .saturating_sub(tally.acknowledged),
             completion_ms: metrics.completion,
         }),
     }

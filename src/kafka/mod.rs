@@ -227,6 +227,15 @@ impl EmbeddedBroker {
     }
 }
 
+/// What `ensure_topics` found or made.
+#[derive(Clone, Copy, Debug)]
+pub struct Topics {
+    /// Partitions of the orders topic.
+    pub partitions: usize,
+    /// The processes topic exists: this process can announce itself.
+    pub announce: bool,
+}
+
 /// A resolved connection: the bootstrap list plus the options every client uses.
 #[derive(Clone)]
 pub struct KafkaConnection {
@@ -270,8 +279,9 @@ impl KafkaConnection {
 
     /// Checks the cluster answers, then creates the orders, events, metrics
     /// and processes topics unless they exist. Fails with a clear reason when Kafka is unreachable.
-    /// Returns the orders topic's partition count.
-    pub async fn ensure_topics(&self) -> Result<usize, KafkaSetupError> {
+    /// Returns the orders topic's partition count, and whether the
+    /// processes topic is there to announce this process on.
+    pub async fn ensure_topics(&self) -> Result<Topics, KafkaSetupError> {
         let existing = self.existing_topics().await?;
         let partitions_of = |name: &str| {
             existing
@@ -280,6 +290,7 @@ impl KafkaConnection {
                 .map(|(_, partitions)| *partitions)
         };
         let timeout = self.options.delivery_timeout.max(Duration::from_secs(1));
+        let mut announce = true;
         let missing: Vec<NewTopic<'_>> = self
             .options
             .topics()
@@ -306,6 +317,15 @@ impl KafkaConnection {
             for result in results {
                 match result {
                     Ok(_) | Err((_, RDKafkaErrorCode::TopicAlreadyExists)) => {}
+                    // Only `watch` reads it: a cluster that refuses it (ACLs)
+                    // still runs the pipeline, unlisted.
+                    Err((topic, code)) if topic == self.options.processes_topic => {
+                        announce = false;
+                        tracing::warn!(
+                            %topic, %code,
+                            "cannot create the processes topic: `orderdeck watch` will not list this process"
+                        );
+                    }
                     Err((topic, code)) => {
                         return Err(KafkaSetupError::Topic {
                             topic,
@@ -316,7 +336,11 @@ impl KafkaConnection {
             }
         }
         self.context().mark_up();
-        Ok(partitions_of(&self.options.topic).unwrap_or(self.options.partitions as usize))
+        Ok(Topics {
+            partitions: partitions_of(&self.options.topic)
+                .unwrap_or(self.options.partitions as usize),
+            announce,
+        })
     }
 
     /// The cluster's topics and their partition counts; doubles as the

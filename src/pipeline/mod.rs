@@ -218,7 +218,8 @@ pub struct Pipeline {
     notify_task: Option<NotifyTask>,
     /// Ends the once-a-second tasks (throughput, announcements).
     stop_periodic: CancellationToken,
-    announcer: Arc<Announcer>,
+    /// None when the processes topic could not be made.
+    announcer: Option<Arc<Announcer>>,
     chaos: ChaosLog,
     /// Learns from the events topic which acknowledged orders finished in
     /// other processes (only while this process acknowledges orders).
@@ -257,7 +258,8 @@ impl Pipeline {
             BrokerTarget::External(list) => (None, list.clone()),
         };
         let connection = KafkaConnection::new(bootstrap, config.kafka.clone());
-        let partitions = connection.ensure_topics().await?;
+        let topics = connection.ensure_topics().await?;
+        let partitions = topics.partitions;
 
         let metrics = Arc::new(Metrics::new());
         let producer = Arc::new(OrderProducer::new(&connection)?);
@@ -351,7 +353,10 @@ impl Pipeline {
             server: server.as_ref().map(|s| s.local_addr().to_string()),
             started_at_ms: crate::clock::unix_millis_now(),
         });
-        tokio::spawn(Arc::clone(&announcer).run(stop_periodic.clone()));
+        let announcer = topics.announce.then(|| {
+            tokio::spawn(Arc::clone(&announcer).run(stop_periodic.clone()));
+            announcer
+        });
         Ok(Self {
             connection,
             producer,
@@ -668,7 +673,9 @@ impl Pipeline {
         self.finished_watch.take();
         self.stop_periodic.cancel();
         // Rides on the flush below: watchers see this process stopped.
-        self.announcer.announce(true);
+        if let Some(announcer) = &self.announcer {
+            announcer.announce(true);
+        }
         let notifications = match self.notify_task.take() {
             Some(task) => task.close().await,
             None => NotifyCounts::default(),

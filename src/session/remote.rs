@@ -52,7 +52,6 @@ struct Followed {
 
 impl Acknowledgements for Followed {
     fn acknowledged(&self, id: OrderId) {
-        self.metrics.incr(Counter::Acknowledged);
         if self.ledger.acknowledged(id) {
             // Its Finished event was read before the reply came back.
             self.metrics.incr(Counter::Finished);
@@ -74,14 +73,9 @@ impl Followed {
     }
 }
 
-/// Counts acknowledgements when nothing follows the orders.
-struct Counted(Arc<Metrics>);
-
-impl Acknowledgements for Counted {
-    fn acknowledged(&self, _: OrderId) {
-        self.0.incr(Counter::Acknowledged);
-    }
-}
+/// How a failure to reach the deployment's Kafka begins (as opposed to the
+/// target server's), so the caller can tell them apart.
+pub const CANNOT_FOLLOW: &str = "cannot follow the orders on the events topic";
 
 /// A Finished event can be read before the client has the reply; it is
 /// kept this long for the reply to claim it.
@@ -127,12 +121,17 @@ async fn run(
                 FinishedWatch::start(&connection, move |event| followed.finished(event.order_id))
             })
             .await;
-            match started {
-                Ok(Ok(watch)) => Some(watch),
-                Ok(Err(error)) => {
-                    return fail(status, &publish, &mut inbox, error.to_string()).await
+            let reason = match started {
+                Ok(Ok(watch)) => Ok(watch),
+                Ok(Err(error)) => Err(error.to_string()),
+                Err(error) => Err(error.to_string()),
+            };
+            match reason {
+                Ok(watch) => Some(watch),
+                Err(reason) => {
+                    let reason = format!("{CANNOT_FOLLOW}: {reason}");
+                    return fail(status, &publish, &mut inbox, reason).await;
                 }
-                Err(error) => return fail(status, &publish, &mut inbox, error.to_string()).await,
             }
         }
         _ => None,
@@ -144,10 +143,6 @@ async fn run(
         settings.total,
     ));
     let stop_clients = CancellationToken::new();
-    let acknowledgements: Arc<dyn Acknowledgements> = match &followed {
-        Some(followed) => Arc::clone(followed) as Arc<dyn Acknowledgements>,
-        None => Arc::new(Counted(Arc::clone(&metrics))),
-    };
     let pool = match ClientPool::new(
         &settings.target,
         settings.orders,
@@ -155,7 +150,12 @@ async fn run(
         Arc::clone(&metrics),
         stop_clients.clone(),
     ) {
-        Ok(pool) => pool.speaking(settings.api).acknowledging(acknowledgements),
+        Ok(pool) => match &followed {
+            Some(followed) => pool
+                .speaking(settings.api)
+                .acknowledging(Arc::clone(followed) as Arc<dyn Acknowledgements>),
+            None => pool.speaking(settings.api),
+        },
         Err(error) => return fail(status, &publish, &mut inbox, error.to_string()).await,
     };
     status.phase = Phase::Running;
@@ -316,6 +316,9 @@ impl Remote {
     fn refresh(&mut self) {
         let status = &mut self.status;
         status.metrics = self.metrics.snapshot();
+        // Here every answered call is an acknowledgement (the server's own
+        // count is the server's).
+        status.metrics.counts.acknowledged = status.metrics.send.count;
         if status.closed_phase.0 > 0 {
             status.phase_latency = self.metrics.phase_latency();
         }
