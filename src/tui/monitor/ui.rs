@@ -37,7 +37,9 @@ pub fn draw(frame: &mut Frame, app: &MonitorApp) {
     if let Some(line) = timeline_line(app) {
         frame.render_widget(Paragraph::new(line), timeline);
     }
-    let keys = if app.ended() && app.timeline.is_some() {
+    let keys = if matches!(app.status.phase, Phase::Failed(_)) {
+        " could not start (see above) · q quit".to_owned()
+    } else if app.ended() && app.timeline.is_some() {
         " every phase played · q quit".to_owned()
     } else if app.ended() {
         " every order sent · q quit".to_owned()
