@@ -31,7 +31,8 @@ pub struct FleetView {
     transitions_seen: u64,
     timelines: HashMap<OrderId, Vec<Transition>>,
     timeline_order: VecDeque<OrderId>,
-    finished_events: u64,
+    /// Kept as records arrive: summarising never walks every order.
+    reconciliation: Reconciliation,
     latency: Latencies,
     partitions: BTreeMap<i32, PartitionOffsets>,
 }
@@ -169,7 +170,19 @@ pub struct FleetLatency {
 impl FleetView {
     /// An order record on the orders topic.
     pub fn accepted(&mut self, id: OrderId) {
-        self.orders.entry(id).or_default().accepted = true;
+        let track = self.orders.entry(id).or_default();
+        if track.accepted {
+            return; // a client's retry wrote it twice: one order
+        }
+        track.accepted = true;
+        let counts = &mut self.reconciliation;
+        counts.accepted += 1;
+        if track.finished_events > 0 {
+            counts.finished_unaccepted -= 1;
+            counts.finished += 1;
+        } else {
+            counts.waiting += 1;
+        }
     }
 
     /// One record of the events topic.
@@ -182,7 +195,17 @@ impl FleetView {
         let finished = transition.to == State::Finished;
         if finished {
             track.finished_events += 1;
-            self.finished_events += 1;
+            let counts = &mut self.reconciliation;
+            counts.finished_events += 1;
+            match (track.finished_events, track.accepted) {
+                (1, true) => {
+                    counts.waiting -= 1;
+                    counts.finished += 1;
+                }
+                (1, false) => counts.finished_unaccepted += 1,
+                (2, _) => counts.finished_twice += 1,
+                _ => {}
+            }
         }
         if let Some((state, writer)) = previous {
             if state != State::Finished {
@@ -239,7 +262,7 @@ impl FleetView {
     }
 
     pub fn snapshot(&self, now_ms: i64) -> FleetSnapshot {
-        let orders = self.reconciliation();
+        let orders = self.reconciliation;
         let owners = self.owners(now_ms);
         let partitions: Vec<PartitionRow> = self
             .partitions
@@ -305,32 +328,6 @@ impl FleetView {
                 completion: summarize(&self.latency.completion),
             },
         }
-    }
-
-    fn reconciliation(&self) -> Reconciliation {
-        let mut counts = Reconciliation {
-            finished_events: self.finished_events,
-            ..Reconciliation::default()
-        };
-        for track in self.orders.values() {
-            let finished = track.finished_events > 0;
-            if track.finished_events > 1 {
-                counts.finished_twice += 1;
-            }
-            match (track.accepted, finished) {
-                (true, true) => {
-                    counts.accepted += 1;
-                    counts.finished += 1;
-                }
-                (true, false) => {
-                    counts.accepted += 1;
-                    counts.waiting += 1;
-                }
-                (false, true) => counts.finished_unaccepted += 1,
-                (false, false) => {}
-            }
-        }
-        counts
     }
 
     /// Partition → member, from the announcements of processes still up.
@@ -503,6 +500,19 @@ mod tests {
         assert_eq!((w1.by.as_str(), w1.finished, w1.in_flight), ("w1", 2, 0));
         assert_eq!((w2.by.as_str(), w2.finished, w2.in_flight), ("w2", 2, 1));
         assert_eq!(w1.status, "events-only");
+        // d's order record read after its Finished event; a's written twice.
+        view.accepted(d);
+        view.accepted(a);
+        let later = view.snapshot(3_000).orders;
+        assert_eq!(
+            (
+                later.accepted,
+                later.finished,
+                later.waiting,
+                later.finished_unaccepted
+            ),
+            (4, 3, 1, 0)
+        );
         assert_eq!(view.timeline(b).len(), 4);
         // Taken up 100–300 ms after the ack at 1,000 ms; done at 500–1,100 ms.
         assert_eq!(snapshot.latency_ms.taken_up.count, 4);
