@@ -42,48 +42,16 @@ pub async fn load(args: &CommonArgs, load: &LoadArgs) -> Result<(), AppError> {
     if let Some(scenario) = &scenario {
         refuse_pipeline_parts(scenario)?;
     }
-    for gate in &load.gates.slo {
-        if let Some(why) = unmeasurable(gate, following) {
-            return Err(AppError::Usage(format!("gate `{}`: {why}", gate.text)));
-        }
-    }
-    let gates = match &scenario {
-        Some(scenario) => {
-            // A scenario's gates on what only the deployment sees are left
-            // to `watch` and `run`; the rest judge the clients.
-            let (kept, left): (Vec<Gate>, Vec<Gate>) = scenario
-                .gates
-                .iter()
-                .cloned()
-                .partition(|gate| unmeasurable(gate, following).is_none());
-            if !left.is_empty() {
-                let names: Vec<&str> = left.iter().map(|g| g.text.as_str()).collect();
-                eprintln!(
-                    "load: the scenario's gates {} are the deployment's to judge (watch, run); \
-                     not judged here",
-                    names.join(", ")
-                );
-            }
-            let mut gates: Vec<Gate> = kept.into_iter().chain(load.gates.slo.clone()).collect();
-            if gates.is_empty() {
-                gates = default_gates();
-            }
-            gates
-        }
-        None => load.gates.slo.clone(),
-    };
+    let gates = gates_for(scenario.as_ref(), &load.gates.slo, following)?;
     let url = if load.target.contains("://") {
         load.target.clone()
     } else {
         format!("http://{}", load.target)
     };
-    let level = scenario
-        .as_ref()
-        .and_then(|s| s.phases[0].load)
-        .unwrap_or(load_level(args));
-    let preset = match scenario.as_ref().and_then(|s| s.phases[0].load) {
-        Some(level) => level.preset(),
-        None => effective_load(args),
+    // A scenario starts at its first phase's level.
+    let (level, preset) = match scenario.as_ref().and_then(|s| s.phases[0].load) {
+        Some(level) => (level, level.preset()),
+        None => (load_level(args), effective_load(args)),
     };
     let total = args.run.orders.unwrap_or(orders.len() as u64);
     let session = remote::spawn(RemoteSettings {
@@ -215,6 +183,43 @@ fn refuse_pipeline_parts(scenario: &Scenario) -> Result<(), AppError> {
         )));
     }
     Ok(())
+}
+
+/// The gates a load is judged by: `--slo` (refused if the client side
+/// cannot measure it), and a scenario's own, less those only the deployment
+/// sees (named on stderr); `failed == 0` for a scenario left with none.
+fn gates_for(
+    scenario: Option<&Scenario>,
+    slo: &[Gate],
+    following: bool,
+) -> Result<Vec<Gate>, AppError> {
+    for gate in slo {
+        if let Some(why) = unmeasurable(gate, following) {
+            return Err(AppError::Usage(format!("gate `{}`: {why}", gate.text)));
+        }
+    }
+    let Some(scenario) = scenario else {
+        return Ok(slo.to_vec());
+    };
+    let (kept, left): (Vec<Gate>, Vec<Gate>) = scenario
+        .gates
+        .iter()
+        .cloned()
+        .partition(|gate| unmeasurable(gate, following).is_none());
+    if !left.is_empty() {
+        let names: Vec<&str> = left.iter().map(|g| g.text.as_str()).collect();
+        eprintln!(
+            "load: the scenario's gates {} are the deployment's to judge (watch, run); \
+             not judged here",
+            names.join(", ")
+        );
+    }
+    let gates: Vec<Gate> = kept.into_iter().chain(slo.iter().cloned()).collect();
+    Ok(if gates.is_empty() {
+        default_gates()
+    } else {
+        gates
+    })
 }
 
 /// Without gates, a scenario played by load is judged on its clients.
