@@ -120,13 +120,10 @@ async fn run(
             let started = tokio::task::spawn_blocking(move || {
                 FinishedWatch::start(&connection, move |event| followed.finished(event.order_id))
             })
-            .await;
-            let reason = match started {
-                Ok(Ok(watch)) => Ok(watch),
-                Ok(Err(error)) => Err(error.to_string()),
-                Err(error) => Err(error.to_string()),
-            };
-            match reason {
+            .await
+            .map_err(|e| e.to_string())
+            .and_then(|started| started.map_err(|e| e.to_string()));
+            match started {
                 Ok(watch) => Some(watch),
                 Err(reason) => {
                     let reason = format!("{CANNOT_FOLLOW}: {reason}");
