@@ -101,6 +101,7 @@ impl Observer {
             reader,
             committed,
             orders_topic: options.topic.clone(),
+            group: options.group.clone(),
             orders_partitions,
             topics: topics.clone(),
             view: Arc::clone(&view),
@@ -199,6 +200,9 @@ struct Reader {
     reader: Client,
     committed: Client,
     orders_topic: String,
+    /// Announcements of other groups sharing the topics are not this
+    /// deployment's.
+    group: String,
     orders_partitions: Vec<i32>,
     topics: [String; 3],
     view: Arc<Mutex<FleetView>>,
@@ -250,7 +254,9 @@ impl Reader {
             } else if let Some(Ok(presence)) =
                 message.payload().map(serde_json::from_slice::<Presence>)
             {
-                view.presence(presence);
+                if presence.group == self.group {
+                    view.presence(presence);
+                }
             }
         }
         self.read.locked().insert(
