@@ -22,7 +22,7 @@ use crate::{
         BrokerHealth,
     },
     load::{LoadLevel, LoadPreset},
-    metrics::{per_second, MetricsSnapshot, PhaseLatency, WindowStats},
+    metrics::{per_second, Metrics, MetricsSnapshot, PhaseLatency, WindowStats},
     order::{Order, Transition},
     pipeline::{
         chaos::{Chaos, ChaosLog},
@@ -266,8 +266,7 @@ async fn run(
         pipeline,
         pool,
         status,
-        previous: None,
-        seq: 0,
+        sampler: Sampler::default(),
         kibana: settings.kibana,
         export: None,
     };
@@ -338,12 +337,96 @@ async fn run(
     publish.send_replace(status);
 }
 
+/// Turns snapshots a second apart into chart samples.
+#[derive(Default)]
+struct Sampler {
+    previous: Option<MetricsSnapshot>,
+    seq: u64,
+}
+
+impl Sampler {
+    /// One sample: rates since the previous snapshot (`now` counts
+    /// acknowledgements as its session does) and the latencies of `window`.
+    fn sample(&mut self, now: MetricsSnapshot, window: WindowStats) -> Sample {
+        let (acknowledged_per_s, finished_per_s) = match &self.previous {
+            Some(before) => {
+                let span = now.elapsed.saturating_sub(before.elapsed);
+                (
+                    per_second(now.counts.acknowledged - before.counts.acknowledged, span),
+                    per_second(now.counts.finished - before.counts.finished, span),
+                )
+            }
+            None => (0.0, 0.0),
+        };
+        self.seq += 1;
+        self.previous = Some(now);
+        Sample {
+            seq: self.seq,
+            at_unix_ms: unix_millis_now(),
+            acknowledged_per_s,
+            finished_per_s,
+            window,
+        }
+    }
+}
+
+/// The commands that steer the clients, the same wherever they run (a
+/// session, a load); returns false for any other command. A new load level
+/// sets the clients and the rate here; the caller adds what else it means.
+fn steer_clients(
+    status: &mut SessionStatus,
+    pool: &mut ClientPool,
+    metrics: &Metrics,
+    command: Command,
+) -> bool {
+    match command {
+        Command::ToggleClients => {
+            status.clients_running = !status.clients_running;
+            let clients = if status.clients_running {
+                status.clients
+            } else {
+                0
+            };
+            pool.resize(clients);
+        }
+        Command::SetLoad(level) => {
+            let preset = level.preset();
+            status.load = level;
+            status.clients = preset.clients;
+            status.rate = preset.rate;
+            pool.pacer().set_rate(preset.rate);
+            if status.clients_running {
+                pool.resize(preset.clients);
+            }
+        }
+        Command::AddClient | Command::RemoveClient | Command::SetClients(_) => {
+            status.clients = match command {
+                Command::AddClient => status.clients + 1,
+                Command::SetClients(clients) => clients.max(1),
+                _ => status.clients.saturating_sub(1).max(1),
+            };
+            if status.clients_running {
+                pool.resize(status.clients);
+            }
+        }
+        Command::SetRate(rate) => {
+            status.rate = rate;
+            pool.pacer().set_rate(rate);
+        }
+        Command::ClosePhase => {
+            let closed = metrics.take_phase();
+            status.closed_phase = (status.closed_phase.0 + 1, closed);
+        }
+        _ => return false,
+    }
+    true
+}
+
 struct Live {
     pipeline: Pipeline,
     pool: ClientPool,
     status: SessionStatus,
-    previous: Option<MetricsSnapshot>,
-    seq: u64,
+    sampler: Sampler,
     kibana: Option<(String, ElasticConfig)>,
     /// A dashboard import in progress; its result becomes a notice.
     export: Option<JoinHandle<String>>,
@@ -352,43 +435,15 @@ struct Live {
 impl Live {
     fn apply(&mut self, command: Command) {
         let status = &mut self.status;
-        match command {
-            Command::ToggleClients => {
-                status.clients_running = !status.clients_running;
-                let clients = if status.clients_running {
-                    status.clients
-                } else {
-                    0
-                };
-                self.pool.resize(clients);
-            }
-            Command::SetLoad(level) => {
-                let preset = level.preset();
-                status.load = level;
-                status.clients = preset.clients;
-                status.rate = preset.rate;
-                status.stage_delay = preset.stage_delay;
-                self.pool.pacer().set_rate(preset.rate);
-                self.pipeline.set_stage_delay(preset.stage_delay);
-                if status.clients_running {
-                    self.pool.resize(preset.clients);
-                }
+        if steer_clients(status, &mut self.pool, self.pipeline.metrics(), command) {
+            if let Command::SetLoad(level) = command {
+                status.stage_delay = level.preset().stage_delay;
+                self.pipeline.set_stage_delay(status.stage_delay);
                 status.notice = Some(format!("load set to {level}"));
             }
-            Command::AddClient | Command::RemoveClient | Command::SetClients(_) => {
-                status.clients = match command {
-                    Command::AddClient => status.clients + 1,
-                    Command::SetClients(clients) => clients.max(1),
-                    _ => status.clients.saturating_sub(1).max(1),
-                };
-                if status.clients_running {
-                    self.pool.resize(status.clients);
-                }
-            }
-            Command::SetRate(rate) => {
-                status.rate = rate;
-                self.pool.pacer().set_rate(rate);
-            }
+            return;
+        }
+        match command {
             Command::SetConsumers(wanted) => {
                 while self.pipeline.consumer_count() > wanted {
                     self.pipeline.remove_consumer();
@@ -401,10 +456,6 @@ impl Live {
                 }
             }
             Command::SetPaused(paused) => self.pipeline.pause_consumers(paused),
-            Command::ClosePhase => {
-                let closed = self.pipeline.metrics().take_phase();
-                status.closed_phase = (status.closed_phase.0 + 1, closed);
-            }
             Command::AddConsumer => {
                 if let Err(error) = self.pipeline.add_consumer() {
                     status.notice = Some(format!("could not add a consumer: {error}"));
@@ -445,34 +496,24 @@ impl Live {
                     Err(error) => format!("chaos refused: {error}"),
                 });
             }
-            Command::Shutdown | Command::Abandon => {}
+            Command::ToggleClients
+            | Command::SetLoad(_)
+            | Command::AddClient
+            | Command::RemoveClient
+            | Command::SetClients(_)
+            | Command::SetRate(_)
+            | Command::ClosePhase
+            | Command::Shutdown
+            | Command::Abandon => {}
         }
     }
 
-    /// Computes one chart sample: rates over the last period and the
-    /// latencies recorded in it.
+    /// One chart sample: rates over the last period and the latencies
+    /// recorded in it.
     fn sample(&mut self) {
         let now = self.pipeline.snapshot();
         let window = self.pipeline.metrics().take_window();
-        let (acknowledged_per_s, finished_per_s) = match &self.previous {
-            Some(before) => {
-                let span = now.elapsed.saturating_sub(before.elapsed);
-                (
-                    per_second(now.counts.acknowledged - before.counts.acknowledged, span),
-                    per_second(now.counts.finished - before.counts.finished, span),
-                )
-            }
-            None => (0.0, 0.0),
-        };
-        self.seq += 1;
-        self.status.last_sample = Some(Sample {
-            seq: self.seq,
-            at_unix_ms: unix_millis_now(),
-            acknowledged_per_s,
-            finished_per_s,
-            window,
-        });
-        self.previous = Some(now);
+        self.status.last_sample = Some(self.sampler.sample(now, window));
     }
 
     fn refresh(&mut self) {

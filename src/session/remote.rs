@@ -13,14 +13,17 @@ use std::{
 use tokio::sync::{broadcast, mpsc, watch};
 use tokio_util::sync::CancellationToken;
 
-use super::{Command, Phase, Sample, SessionHandle, SessionStatus, SAMPLE_PERIOD, STATUS_PERIOD};
+use super::{
+    steer_clients, Command, Phase, Sampler, SessionHandle, SessionStatus, SAMPLE_PERIOD,
+    STATUS_PERIOD,
+};
 use crate::{
     clients::{ClientApi, ClientPool, Pacer},
-    clock::{unix_millis_now, SimClock, TimeScale},
+    clock::{SimClock, TimeScale},
     grpc::{Acknowledgements, Dial},
     kafka::{finished_watch::FinishedWatch, KafkaConnection},
     load::{LoadLevel, LoadPreset},
-    metrics::{per_second, Counter, Latency, Metrics, MetricsSnapshot},
+    metrics::{Counter, Latency, Metrics, MetricsSnapshot},
     order::{Order, OrderId},
     processing::ledger::{AckLedger, FinishedBy},
     sync::Locked,
@@ -161,8 +164,7 @@ async fn run(
         metrics,
         followed,
         status,
-        previous: None,
-        seq: 0,
+        sampler: Sampler::default(),
         sent_all_at: None,
     };
     live.apply(Command::ToggleClients);
@@ -219,8 +221,7 @@ struct Remote {
     metrics: Arc<Metrics>,
     followed: Option<Arc<Followed>>,
     status: SessionStatus,
-    previous: Option<MetricsSnapshot>,
-    seq: u64,
+    sampler: Sampler,
     /// When the clients had sent every order.
     sent_all_at: Option<Instant>,
 }
@@ -228,47 +229,15 @@ struct Remote {
 impl Remote {
     fn apply(&mut self, command: Command) {
         let status = &mut self.status;
-        match command {
-            Command::ToggleClients => {
-                status.clients_running = !status.clients_running;
-                let clients = if status.clients_running {
-                    status.clients
-                } else {
-                    0
-                };
-                self.pool.resize(clients);
-            }
-            Command::SetLoad(level) => {
-                let preset = level.preset();
-                status.load = level;
-                status.clients = preset.clients;
-                status.rate = preset.rate;
-                self.pool.pacer().set_rate(preset.rate);
-                if status.clients_running {
-                    self.pool.resize(preset.clients);
-                }
+        if steer_clients(status, &mut self.pool, &self.metrics, command) {
+            if let Command::SetLoad(level) = command {
                 status.notice = Some(format!(
                     "load set to {level} (clients and rate; the server keeps its own delays)"
                 ));
             }
-            Command::AddClient | Command::RemoveClient | Command::SetClients(_) => {
-                status.clients = match command {
-                    Command::AddClient => status.clients + 1,
-                    Command::SetClients(clients) => clients.max(1),
-                    _ => status.clients.saturating_sub(1).max(1),
-                };
-                if status.clients_running {
-                    self.pool.resize(status.clients);
-                }
-            }
-            Command::SetRate(rate) => {
-                status.rate = rate;
-                self.pool.pacer().set_rate(rate);
-            }
-            Command::ClosePhase => {
-                let closed = self.metrics.take_phase();
-                status.closed_phase = (status.closed_phase.0 + 1, closed);
-            }
+            return;
+        }
+        match command {
             Command::AddConsumer
             | Command::RemoveConsumer
             | Command::SetConsumers(_)
@@ -282,40 +251,36 @@ impl Remote {
                         .to_owned(),
                 );
             }
-            Command::Shutdown | Command::Abandon => {}
+            Command::ToggleClients
+            | Command::SetLoad(_)
+            | Command::AddClient
+            | Command::RemoveClient
+            | Command::SetClients(_)
+            | Command::SetRate(_)
+            | Command::ClosePhase
+            | Command::Shutdown
+            | Command::Abandon => {}
         }
     }
 
+    /// The clients' figures; every answered call is an acknowledgement
+    /// here (the server's own count is the server's).
+    fn snapshot(&self) -> MetricsSnapshot {
+        let mut now = self.metrics.snapshot();
+        now.counts.acknowledged = now.send.count;
+        now
+    }
+
     fn sample(&mut self) {
-        let now = self.metrics.snapshot();
+        let now = self.snapshot();
         let window = self.metrics.take_window();
-        let (acknowledged_per_s, finished_per_s) = match &self.previous {
-            Some(before) => {
-                let span = now.elapsed.saturating_sub(before.elapsed);
-                (
-                    per_second(now.send.count - before.send.count, span),
-                    per_second(now.counts.finished - before.counts.finished, span),
-                )
-            }
-            None => (0.0, 0.0),
-        };
-        self.seq += 1;
-        self.status.last_sample = Some(Sample {
-            seq: self.seq,
-            at_unix_ms: unix_millis_now(),
-            acknowledged_per_s,
-            finished_per_s,
-            window,
-        });
-        self.previous = Some(now);
+        self.status.last_sample = Some(self.sampler.sample(now, window));
     }
 
     fn refresh(&mut self) {
+        let now = self.snapshot();
         let status = &mut self.status;
-        status.metrics = self.metrics.snapshot();
-        // Here every answered call is an acknowledgement (the server's own
-        // count is the server's).
-        status.metrics.counts.acknowledged = status.metrics.send.count;
+        status.metrics = now;
         if status.closed_phase.0 > 0 {
             status.phase_latency = self.metrics.phase_latency();
         }
