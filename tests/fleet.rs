@@ -339,15 +339,17 @@ fn load_plays_a_scenario_against_a_server_elsewhere_and_judges_its_gates() {
         ],
     );
     wait_until_consuming(&dir, "serve");
+    // Each phase long enough for a Finished event to be read within it:
+    // the broker here holds an empty fetch for its whole wait.
     std::fs::write(
         dir.path("two-steps.toml"),
         r#"name = "two-steps"
-description = "a quiet second, then more clients at a higher rate"
+description = "two quiet seconds, then more clients at a higher rate"
 [slo]
 gates = ["send.p99 < 2s", "failed == 0", "completion.p99 < 30s", "lost == 0", "sink.left == 0"]
 [[phase]]
 name = "quiet"
-duration = "1s"
+duration = "2s"
 clients = 2
 rate = 40
 [[phase]]
