@@ -356,7 +356,20 @@ pub struct FollowOpts {
     /// Finished event on the events topic (completion latency, orders left).
     #[arg(short = 'b', long, env = "ORDERDECK_BROKERS")]
     pub brokers: Option<String>,
-    /// The deployment's orders topic (events on <topic>.events).
+    #[command(flatten)]
+    pub deployment: DeploymentOpts,
+    /// Once every order is sent, how long to wait for the followed ones to
+    /// finish (e.g. 60s).
+    #[arg(long, default_value = "60s", value_parser = seconds_in(0.0, 86_400.0))]
+    pub finish_timeout: Seconds,
+}
+
+/// A deployment orderdeck reads but did not start (`watch`, `load
+/// --brokers`): its topics, and how to reach its Kafka.
+#[derive(Debug, Args, Clone)]
+pub struct DeploymentOpts {
+    /// The deployment's orders topic (its events and processes topics are
+    /// <topic>.events and <topic>.processes).
     #[arg(long, default_value = "orders")]
     pub topic: String,
     /// The events topic, if not <topic>.events.
@@ -364,10 +377,6 @@ pub struct FollowOpts {
     pub events_topic: Option<String>,
     #[command(flatten)]
     pub settings: KafkaSettingsOpts,
-    /// Once every order is sent, how long to wait for the followed ones to
-    /// finish (e.g. 60s).
-    #[arg(long, default_value = "60s", value_parser = seconds_in(0.0, 86_400.0))]
-    pub finish_timeout: Seconds,
 }
 
 #[derive(Debug, Args, Clone)]
@@ -378,15 +387,8 @@ pub struct WatchArgs {
     /// The deployment's consumer group.
     #[arg(long, default_value = "orderdeck")]
     pub group: String,
-    /// The deployment's orders topic (its events and processes topics are
-    /// <topic>.events and <topic>.processes).
-    #[arg(long, default_value = "orders")]
-    pub topic: String,
-    /// The events topic, if not <topic>.events.
-    #[arg(long)]
-    pub events_topic: Option<String>,
     #[command(flatten)]
-    pub settings: KafkaSettingsOpts,
+    pub deployment: DeploymentOpts,
     /// Print one snapshot once everything written so far is read, and exit.
     #[arg(long)]
     pub once: bool,

@@ -6,11 +6,11 @@ use std::{
 };
 
 use crate::{
-    cli::CommonArgs,
+    cli::{CommonArgs, DeploymentOpts},
     clock::SimClock,
     grpc::tls::TlsFiles,
     grpc::ServerLimits,
-    kafka::{BrokerTarget, KafkaOptions},
+    kafka::{BrokerTarget, KafkaConnection, KafkaOptions},
     load::{LoadLevel, LoadPreset},
     order::Order,
     pipeline::PipelineConfig,
@@ -79,6 +79,27 @@ pub fn effective_load(args: &CommonArgs) -> LoadPreset {
         preset.rate = (rate > 0.0).then_some(rate);
     }
     preset
+}
+
+/// How `watch` and `load --brokers` reach a deployment they did not start
+/// (`group`: the deployment's, if it matters to the reader).
+pub fn deployment_connection(
+    brokers: &str,
+    deployment: &DeploymentOpts,
+    group: Option<&str>,
+) -> KafkaConnection {
+    let mut options = KafkaOptions::new(
+        BrokerTarget::External(brokers.to_owned()),
+        &deployment.topic,
+    );
+    if let Some(events) = &deployment.events_topic {
+        options.events_topic = events.clone();
+    }
+    if let Some(group) = group {
+        options.group = group.to_owned();
+    }
+    options.extra = deployment.settings.all();
+    KafkaConnection::new(brokers.to_owned(), options)
 }
 
 pub fn broker_target(args: &CommonArgs) -> BrokerTarget {

@@ -11,9 +11,8 @@ use crate::{
     cli::{CommonArgs, LoadArgs},
     clients::{orders_from, FollowedSummary, LoadSummary},
     commands::scenario::play_headless,
-    config::{effective_load, load_level, orders_file},
+    config::{deployment_connection, effective_load, load_level, orders_file},
     grpc::Dial,
-    kafka::{BrokerTarget, KafkaConnection, KafkaOptions},
     metrics::{per_second, GRPC_CODES},
     order::Order,
     scenario::{self, Scenario},
@@ -61,7 +60,11 @@ pub async fn load(args: &CommonArgs, load: &LoadArgs) -> Result<(), AppError> {
         load: level,
         preset,
         total: scenario.is_none().then_some(total),
-        follow: follow_connection(load),
+        follow: load
+            .follow
+            .brokers
+            .as_deref()
+            .map(|brokers| deployment_connection(brokers, &load.follow.deployment, None)),
         finish_limit: load.follow.finish_timeout.0,
         end_when_sent: scenario.is_none(),
     });
@@ -148,17 +151,6 @@ pub async fn ended(session: &SessionHandle) -> Result<SessionStatus, AppError> {
         .await
         .map(|s| s.clone())
         .map_err(|_| AppError::Incomplete("the clients ended without a summary".to_owned()))
-}
-
-fn follow_connection(load: &LoadArgs) -> Option<KafkaConnection> {
-    let brokers = load.follow.brokers.clone()?;
-    let mut options =
-        KafkaOptions::new(BrokerTarget::External(brokers.clone()), &load.follow.topic);
-    if let Some(events) = &load.follow.events_topic {
-        options.events_topic = events.clone();
-    }
-    options.extra = load.follow.settings.all();
-    Some(KafkaConnection::new(brokers, options))
 }
 
 /// A load drives only clients: a scenario's faults and consumer settings

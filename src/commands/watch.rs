@@ -8,8 +8,9 @@ use serde::Serialize;
 use crate::{
     cli::WatchArgs,
     clock::unix_millis_now,
+    config::deployment_connection,
     fleet::{observer::Observer, view::FleetSnapshot},
-    kafka::{BrokerTarget, KafkaConnection, KafkaOptions, KafkaSetupError},
+    kafka::KafkaSetupError,
     pipeline::PipelineError,
     AppError,
 };
@@ -25,7 +26,7 @@ pub struct WatchReport {
 }
 
 pub async fn watch(args: &WatchArgs) -> Result<(), AppError> {
-    let connection = connection(args);
+    let connection = deployment_connection(&args.brokers, &args.deployment, Some(&args.group));
     let bootstrap = args.brokers.clone();
     let observer = tokio::task::spawn_blocking(move || Observer::start(&connection))
         .await
@@ -54,7 +55,7 @@ pub async fn watch(args: &WatchArgs) -> Result<(), AppError> {
     let report = WatchReport {
         brokers: args.brokers.clone(),
         group: args.group.clone(),
-        topic: args.topic.clone(),
+        topic: args.deployment.topic.clone(),
         snapshot: observer.with_view(|view| view.snapshot(unix_millis_now())),
     };
     if args.json {
@@ -73,18 +74,8 @@ pub async fn watch(args: &WatchArgs) -> Result<(), AppError> {
 pub fn describe(args: &WatchArgs) -> String {
     format!(
         "{} · group {} · topic {}",
-        args.brokers, args.group, args.topic
+        args.brokers, args.group, args.deployment.topic
     )
-}
-
-fn connection(args: &WatchArgs) -> KafkaConnection {
-    let mut options = KafkaOptions::new(BrokerTarget::External(args.brokers.clone()), &args.topic);
-    if let Some(events) = &args.events_topic {
-        options.events_topic = events.clone();
-    }
-    options.group = args.group.clone();
-    options.extra = args.settings.all();
-    KafkaConnection::new(args.brokers.clone(), options)
 }
 
 /// Stopping the reader joins its thread (up to one poll).
