@@ -194,9 +194,9 @@ pub fn scenario_session(
 }
 
 fn progress_line(timeline: &Timeline) -> String {
-    let Some((name, duration)) = timeline.phases.get(timeline.current) else {
-        return format!("scenario {}: every phase done", timeline.scenario);
-    };
+    if timeline.done() {
+        return timeline.position();
+    }
     let next = timeline
         .next_event
         .as_ref()
@@ -214,12 +214,5 @@ fn progress_line(timeline: &Timeline) -> String {
     } else {
         format!(" · failing now: {}", failing.join(", "))
     };
-    format!(
-        "scenario {} · phase {}/{} {name} {:.0}/{:.0} s{next}{gates}",
-        timeline.scenario,
-        timeline.current + 1,
-        timeline.phases.len(),
-        timeline.phase_elapsed.as_secs_f64(),
-        duration.as_secs_f64()
-    )
+    format!("{}{next}{gates}", timeline.position())
 }

@@ -52,6 +52,22 @@ impl Timeline {
     pub fn done(&self) -> bool {
         self.current >= self.phases.len()
     }
+
+    /// Where it stands, in words: `scenario NAME · phase 2/3 ramp 12/60 s`,
+    /// or `scenario NAME: every phase done`.
+    pub fn position(&self) -> String {
+        match self.phases.get(self.current) {
+            Some((name, duration)) => format!(
+                "scenario {} · phase {}/{} {name} {:.0}/{:.0} s",
+                self.scenario,
+                self.current + 1,
+                self.phases.len(),
+                self.phase_elapsed.as_secs_f64(),
+                duration.as_secs_f64()
+            ),
+            None => format!("scenario {}: every phase done", self.scenario),
+        }
+    }
 }
 
 /// What drives the session, and how the runner is told to move on.

@@ -215,16 +215,5 @@ fn draw_refusals(frame: &mut Frame, area: Rect, app: &MonitorApp) {
 
 fn timeline_line(app: &MonitorApp) -> Option<Line<'static>> {
     let timeline = app.timeline.as_ref()?;
-    let text = match timeline.phases.get(timeline.current) {
-        Some((name, duration)) => format!(
-            " scenario {} · phase {}/{} {name} {:.0}/{:.0} s",
-            timeline.scenario,
-            timeline.current + 1,
-            timeline.phases.len(),
-            timeline.phase_elapsed.as_secs_f64(),
-            duration.as_secs_f64()
-        ),
-        None => format!(" scenario {}: every phase done", timeline.scenario),
-    };
-    Some(Line::from(text).style(Style::new().fg(Color::Cyan)))
+    Some(Line::from(format!(" {}", timeline.position())).style(Style::new().fg(Color::Cyan)))
 }
