@@ -14,12 +14,24 @@ use std::{
 
 use common::{
     cluster_with_topics,
-    processes::{report_of, stderr_of, wait_until_consuming, Process},
+    processes::{report_of, serve_on, stderr_of, wait_until_consuming, Process},
     workdir::{assert_exit, Workdir},
 };
 use serde_json::Value;
 
 const ORDERS: u64 = 400;
+
+/// Each test here runs a broker, a server and more processes and judges
+/// latencies; run side by side on two cores they starve each other (a
+/// scenario's phase once saw no order finish within it). One at a time.
+static ONE_AT_A_TIME: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
+fn one_at_a_time() -> std::sync::MutexGuard<'static, ()> {
+    // A failed test poisons the lock; the next one still runs alone.
+    ONE_AT_A_TIME
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+}
 const PARTITIONS: i32 = 6;
 
 /// `watch --once --json` against `brokers`.
@@ -58,6 +70,7 @@ fn process_of(snapshot: &Value, pid: u32) -> &Value {
 
 #[test]
 fn watch_lists_every_process_of_the_group_and_reconciles_with_what_they_report() {
+    let _alone = one_at_a_time();
     let cluster = cluster_with_topics(PARTITIONS);
     let brokers = cluster.bootstrap_servers();
     let dir = Workdir::new();
@@ -69,16 +82,12 @@ fn watch_lists_every_process_of_the_group_and_reconciles_with_what_they_report()
         "--consumers",
         "1",
     ];
-    let address = free_address();
     let with = |head: &[&'static str]| -> Vec<&str> {
         let mut args = head.to_vec();
         args.extend(common.iter().copied());
         args
     };
-    let mut serve_args = vec!["serve", "--listen", address.as_str()];
-    serve_args.extend(common.iter().copied());
-    let mut serve = Process::start(&dir, "serve", &serve_args);
-    wait_until_consuming(&dir, "serve");
+    let (mut serve, address) = serve_on(&dir, &brokers, &common[2..]);
     let mut first = Process::start(&dir, "first", &with(&["worker"]));
     let mut second = Process::start(&dir, "second", &with(&["worker"]));
     wait_until_consuming(&dir, "first");
@@ -229,35 +238,16 @@ fn members_of(snapshot: &Value) -> Vec<Value> {
         .collect()
 }
 
-/// A loopback address nothing listens on yet.
-fn free_address() -> String {
-    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    listener.local_addr().unwrap().to_string()
-}
-
 /// `load` drives a `serve` in another process and follows each order it
 /// sent to its Finished event; with nobody consuming, it says how many
 /// never finished and exits 3.
 #[test]
 fn load_follows_its_orders_to_finished_through_a_serve_elsewhere() {
+    let _alone = one_at_a_time();
     let cluster = cluster_with_topics(PARTITIONS);
     let brokers = cluster.bootstrap_servers();
     let dir = Workdir::new();
-    let address = free_address();
-    let mut serve = Process::start(
-        &dir,
-        "serve",
-        &[
-            "serve",
-            "--listen",
-            &address,
-            "--brokers",
-            &brokers,
-            "--time-scale",
-            "0.05",
-        ],
-    );
-    wait_until_consuming(&dir, "serve");
+    let (mut serve, address) = serve_on(&dir, &brokers, &["--time-scale", "0.05"]);
     let load = |extra: &[&str]| {
         let mut args = vec![
             "load",
@@ -321,26 +311,15 @@ fn load_follows_its_orders_to_finished_through_a_serve_elsewhere() {
 /// faults it cannot inject are refused before anything is sent.
 #[test]
 fn load_plays_a_scenario_against_a_server_elsewhere_and_judges_its_gates() {
+    let _alone = one_at_a_time();
     let cluster = cluster_with_topics(PARTITIONS);
     let brokers = cluster.bootstrap_servers();
     let dir = Workdir::new();
-    let address = free_address();
-    let mut serve = Process::start(
-        &dir,
-        "serve",
-        &[
-            "serve",
-            "--listen",
-            &address,
-            "--brokers",
-            &brokers,
-            "--time-scale",
-            "0",
-        ],
-    );
-    wait_until_consuming(&dir, "serve");
+    let (mut serve, address) = serve_on(&dir, &brokers, &["--time-scale", "0"]);
     // Each phase long enough for a Finished event to be read within it:
-    // the broker here holds an empty fetch for its whole wait.
+    // load sees an order finish only when it reads the event, up to a
+    // second later here (this broker holds empty fetches for their whole
+    // wait), and a phase with no completion seen is judged "not measured".
     std::fs::write(
         dir.path("two-steps.toml"),
         r#"name = "two-steps"
@@ -354,7 +333,7 @@ clients = 2
 rate = 40
 [[phase]]
 name = "busier"
-duration = "2s"
+duration = "3s"
 clients = "2..6"
 rate = "40..120"
 "#,

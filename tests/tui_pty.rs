@@ -12,7 +12,7 @@ use std::{
 };
 
 use common::{
-    processes::{wait_until_consuming, Process},
+    processes::{serve_on, Process},
     workdir::Workdir,
 };
 use portable_pty::{native_pty_system, CommandBuilder, PtySize};
@@ -350,24 +350,7 @@ fn load_on_a_terminal_monitors_its_orders_to_finished() {
     let cluster = common::cluster_with_topics(6);
     let brokers = cluster.bootstrap_servers();
     let elsewhere = Workdir::new();
-    let address = {
-        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-        listener.local_addr().unwrap().to_string()
-    };
-    let mut serve = Process::start(
-        &elsewhere,
-        "serve",
-        &[
-            "serve",
-            "--listen",
-            &address,
-            "--brokers",
-            &brokers,
-            "--time-scale",
-            "0.05",
-        ],
-    );
-    wait_until_consuming(&elsewhere, "serve");
+    let (mut serve, address) = serve_on(&elsewhere, &brokers, &["--time-scale", "0.05"]);
     let mut load = Session::launch(&[
         "load",
         "--target",

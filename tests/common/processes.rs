@@ -75,3 +75,20 @@ pub fn wait_until_consuming(dir: &Workdir, name: &str) {
         std::thread::sleep(Duration::from_millis(50));
     }
 }
+
+/// A loopback address nothing listens on yet.
+pub fn free_address() -> String {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    listener.local_addr().unwrap().to_string()
+}
+
+/// `serve` on `brokers` at a free loopback address (`extra`: its other
+/// flags), once its consumers have partitions; with its address.
+pub fn serve_on(dir: &Workdir, brokers: &str, extra: &[&str]) -> (Process, String) {
+    let address = free_address();
+    let mut args = vec!["serve", "--listen", &address, "--brokers", brokers];
+    args.extend(extra);
+    let serve = Process::start(dir, "serve", &args);
+    wait_until_consuming(dir, "serve");
+    (serve, address)
+}
