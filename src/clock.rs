@@ -88,12 +88,12 @@ impl SimClock {
     }
 
     /// Draws a delay from `range`, scales it, and waits that long.
-    /// With a scale of 0 it only yields, so the machine still interleaves.
+    /// With a scale of 0 it returns at once: each order runs in a task of
+    /// its own, so nothing waits behind it, and a yield per state sent every
+    /// order four times through the scheduler's queue.
     pub async fn wait_stage(&self, range: DelayRange) {
         let delay = self.scaled(range.draw());
-        if delay.is_zero() {
-            tokio::task::yield_now().await;
-        } else {
+        if !delay.is_zero() {
             tokio::time::sleep(delay).await;
         }
     }
@@ -183,6 +183,14 @@ mod tests {
             clock.scaled(Duration::from_secs(2)),
             Duration::from_millis(2)
         );
+    }
+
+    #[test]
+    fn wait_stage_at_scale_zero_is_ready_at_once() {
+        use futures::FutureExt;
+        let clock = SimClock::new(TimeScale::new(0.0).unwrap());
+        let range = DelayRange::new(Duration::from_secs(1), Duration::from_secs(3));
+        assert_eq!(clock.wait_stage(range).now_or_never(), Some(()));
     }
 
     #[tokio::test(start_paused = true)]
