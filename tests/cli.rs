@@ -422,6 +422,17 @@ fn bench_drives_ingest_from_a_load_process_and_judges_it() {
     );
     assert!(remote["latency_ms"]["p99"].as_f64().unwrap() > 0.0);
     assert!(remote["vs_bare_producer"].as_f64().unwrap() > 0.0);
+    // The fixed rate says how late its calls left, through the scenario's
+    // own process; an unpaced phase has no schedule to be late for.
+    let fixed = phases
+        .iter()
+        .find(|p| p["scenario"] == "bare-producer" && !p["offered_rate"].is_null())
+        .unwrap_or_else(|| panic!("no fixed-rate phase: {report}"));
+    assert!(
+        fixed["pacing_late_ms"]["p99"].as_f64().unwrap() > 0.0,
+        "{fixed}"
+    );
+    assert!(remote["pacing_late_ms"].is_null(), "{remote}");
     // Both of its targets judged (a debug build need not meet them).
     let targets = report["targets"].to_string();
     assert!(

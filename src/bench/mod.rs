@@ -315,6 +315,7 @@ async fn phase_from_another_process(plan: &BenchPlan, url: &str) -> Result<Phase
         first_error: summary.errors.first().cloned(),
         elapsed: Duration::from_secs_f64(summary.seconds),
         latency: summary.latency_ms,
+        pacing: None,
     };
     let load = Load::Closed {
         callers: plan.callers,

@@ -130,6 +130,24 @@ fn soak_and_targets(report: &BenchReport, heading: &str, bullet: &str) -> String
             );
         }
     }
+    let paced: Vec<_> = report
+        .phases
+        .iter()
+        .filter_map(|p| p.pacing_late_ms.as_ref().map(|late| (&p.title, late)))
+        .collect();
+    if !paced.is_empty() {
+        let _ = writeln!(
+            out,
+            "\n{heading}Fixed rate: calls started after their intended time (in the latencies)"
+        );
+        for (title, late) in paced {
+            let _ = writeln!(
+                out,
+                "{bullet}{title}: p50 {:.2} ms, p99 {:.2} ms, max {:.2} ms",
+                late.p50, late.p99, late.max
+            );
+        }
+    }
     let errors: Vec<_> = report
         .phases
         .iter()

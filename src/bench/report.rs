@@ -22,6 +22,10 @@ pub struct Phase {
     pub seconds: f64,
     pub orders_per_s: f64,
     pub latency_ms: LatencySummary,
+    /// Fixed rate: how late the driver started each call after its
+    /// intended time (included in `latency_ms`).
+    #[serde(default)]
+    pub pacing_late_ms: Option<LatencySummary>,
     pub cpu_s: f64,
     pub peak_rss_mib: Option<f64>,
     /// Throughput as a share of the bare producer's / the original design's.
@@ -81,6 +85,7 @@ pub(super) fn phase(
         seconds: outcome.elapsed.as_secs_f64(),
         orders_per_s: outcome.per_second(),
         latency_ms: outcome.latency,
+        pacing_late_ms: outcome.pacing,
         cpu_s,
         peak_rss_mib,
         vs_bare_producer: None,

@@ -7,7 +7,7 @@ use std::{
     collections::HashMap,
     net::SocketAddr,
     sync::{Arc, Mutex},
-    time::Duration,
+    time::{Duration, Instant},
 };
 
 use rdkafka::producer::{BaseProducer, BaseRecord, FutureProducer, FutureRecord, Producer};
@@ -52,7 +52,7 @@ fn status_text(status: Status) -> String {
 /// Orders waiting for their Finished transition, woken from the feed.
 #[derive(Clone, Default)]
 pub struct FinishWatch {
-    waiting: Arc<Mutex<HashMap<OrderId, oneshot::Sender<()>>>>,
+    waiting: Arc<Mutex<HashMap<OrderId, oneshot::Sender<Instant>>>>,
 }
 
 impl FinishWatch {
@@ -67,9 +67,10 @@ impl FinishWatch {
                 };
                 match transition {
                     Ok(t) if t.to == State::Finished => {
+                        let seen = Instant::now();
                         let waiter = waiting.locked().remove(&t.order_id);
                         if let Some(waiter) = waiter {
-                            let _ = waiter.send(());
+                            let _ = waiter.send(seen);
                         }
                     }
                     Ok(_) => {}
@@ -82,7 +83,7 @@ impl FinishWatch {
         });
     }
 
-    fn expect(&self, id: OrderId) -> oneshot::Receiver<()> {
+    fn expect(&self, id: OrderId) -> oneshot::Receiver<Instant> {
         let (tx, rx) = oneshot::channel();
         self.waiting.locked().insert(id, tx);
         rx
