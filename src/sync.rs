@@ -1,5 +1,6 @@
-//! One way to take a lock, and one way to wait a bounded time for blocking
-//! work that may never return.
+//! One way to take a lock, one way to wait a bounded time for blocking
+//! work that may never return, and a bell threads outside the runtime can
+//! wait on.
 //!
 //! A panic while a lock is held (an order's run that panicked, say) poisons
 //! it; every holder here leaves its data consistent between statements, so
@@ -7,7 +8,10 @@
 //! down too.
 
 use std::{
-    sync::{Mutex, MutexGuard},
+    sync::{
+        atomic::{AtomicU64, AtomicUsize, Ordering},
+        Condvar, Mutex, MutexGuard,
+    },
     time::Duration,
 };
 
@@ -42,6 +46,48 @@ pub async fn bounded_blocking<T: Send + 'static>(
     tokio::time::timeout(limit, result).await.ok()?.ok()
 }
 
+/// Counts events; a thread outside the runtime waits for the next one with
+/// a timeout (a tokio timer in its place wakes the runtime's workers for
+/// every wait, which an idle process cannot afford). Ringing costs an atomic
+/// add unless someone waits.
+#[derive(Default)]
+pub struct Bell {
+    rings: AtomicU64,
+    waiting: AtomicUsize,
+    lock: Mutex<()>,
+    rung: Condvar,
+}
+
+impl Bell {
+    pub fn ring(&self) {
+        self.rings.fetch_add(1, Ordering::SeqCst);
+        if self.waiting.load(Ordering::SeqCst) > 0 {
+            // Taken, so a waiter between its check and its wait hears this.
+            drop(self.lock.locked());
+            self.rung.notify_all();
+        }
+    }
+
+    /// How many times it rang so far.
+    pub fn rings(&self) -> u64 {
+        self.rings.load(Ordering::SeqCst)
+    }
+
+    /// Waits until it has rung more than `seen` times, at most `limit`;
+    /// returns the count.
+    pub fn wait_past(&self, seen: u64, limit: Duration) -> u64 {
+        let guard = self.lock.locked();
+        self.waiting.fetch_add(1, Ordering::SeqCst);
+        let (guard, _) = self
+            .rung
+            .wait_timeout_while(guard, limit, |_| self.rings() == seen)
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        self.waiting.fetch_sub(1, Ordering::SeqCst);
+        drop(guard);
+        self.rings()
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -58,5 +104,28 @@ mod tests {
         assert_eq!(stalled, None);
         assert!(started.elapsed() < Duration::from_secs(5));
         // The runtime ends at once although the call never returns.
+    }
+
+    #[test]
+    fn a_bell_wakes_its_waiter_at_once_and_times_out_when_silent() {
+        let bell = std::sync::Arc::new(Bell::default());
+        let started = std::time::Instant::now();
+        assert_eq!(bell.wait_past(0, Duration::from_millis(50)), 0);
+        assert!(started.elapsed() >= Duration::from_millis(50));
+
+        let ringer = {
+            let bell = std::sync::Arc::clone(&bell);
+            std::thread::spawn(move || {
+                std::thread::sleep(Duration::from_millis(20));
+                bell.ring();
+            })
+        };
+        let started = std::time::Instant::now();
+        assert_eq!(bell.wait_past(0, Duration::from_secs(30)), 1);
+        assert!(started.elapsed() < Duration::from_secs(10));
+        ringer.join().unwrap();
+        // Rung before the wait: no wait at all.
+        bell.ring();
+        assert_eq!(bell.wait_past(1, Duration::from_secs(30)), 2);
     }
 }

@@ -1,7 +1,7 @@
 //! The durable producer: idempotent, `acks=all`, batched by linger. An order
 //! counts as accepted only once its delivery report says it is in Kafka.
 
-use std::time::Duration;
+use std::{sync::Arc, time::Duration};
 
 use rdkafka::{
     error::{KafkaError, RDKafkaErrorCode},
@@ -12,7 +12,10 @@ use super::{
     delivery::{DeliveryFuture, Outgoing, PolledProducer},
     HealthContext, KafkaConnection,
 };
-use crate::order::{OrderRecord, Transition};
+use crate::{
+    order::{OrderRecord, Transition},
+    sync::Bell,
+};
 
 /// Where an order landed.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -45,7 +48,7 @@ pub struct OrderProducer {
     processes_topic: String,
     /// Counts orders written (or attempted): wakes consumers idling on the
     /// embedded broker, where this producer writes every order there is.
-    written: tokio::sync::watch::Sender<u64>,
+    written: Arc<Bell>,
 }
 
 /// Producer settings that make an acknowledged order durable, with the
@@ -92,7 +95,7 @@ impl OrderProducer {
             events_topic: connection.options.events_topic.clone(),
             metrics_topic: connection.options.metrics_topic.clone(),
             processes_topic: connection.options.processes_topic.clone(),
-            written: tokio::sync::watch::channel(0).0,
+            written: Arc::default(),
         })
     }
 
@@ -111,7 +114,7 @@ impl OrderProducer {
             .map_err(classify)?;
         let delivered = delivery.await;
         // Even a failed delivery may have reached the log.
-        self.written.send_modify(|n| *n += 1);
+        self.written.ring();
         match delivered {
             Ok(Ok(delivery)) => {
                 self.context.mark_up();
@@ -127,9 +130,9 @@ impl OrderProducer {
         }
     }
 
-    /// Changes each time an order has been written (or tried).
-    pub fn orders_written(&self) -> tokio::sync::watch::Receiver<u64> {
-        self.written.subscribe()
+    /// Rings each time an order has been written (or tried).
+    pub fn orders_written(&self) -> Arc<Bell> {
+        Arc::clone(&self.written)
     }
 
     /// Queues a transition for the events topic. The returned delivery can
