@@ -10,7 +10,7 @@
 use std::{
     sync::{
         atomic::{AtomicU64, AtomicUsize, Ordering},
-        Condvar, Mutex, MutexGuard,
+        Arc, Condvar, Mutex, MutexGuard,
     },
     time::Duration,
 };
@@ -49,7 +49,7 @@ pub async fn bounded_blocking<T: Send + 'static>(
 /// Counts events; a thread outside the runtime waits for the next one with
 /// a timeout (a tokio timer in its place wakes the runtime's workers for
 /// every wait, which an idle process cannot afford). Ringing costs an atomic
-/// add unless someone waits.
+/// add unless someone waits. Each waiter holds a [`Listener`].
 #[derive(Default)]
 pub struct Bell {
     rings: AtomicU64,
@@ -68,23 +68,44 @@ impl Bell {
         }
     }
 
-    /// How many times it rang so far.
-    pub fn rings(&self) -> u64 {
-        self.rings.load(Ordering::SeqCst)
+    /// A listener that has heard every ring so far.
+    pub fn listen(self: &Arc<Self>) -> Listener {
+        Listener {
+            heard: self.rings(),
+            bell: Arc::clone(self),
+        }
     }
 
-    /// Waits until it has rung more than `seen` times, at most `limit`;
-    /// returns the count.
-    pub fn wait_past(&self, seen: u64, limit: Duration) -> u64 {
-        let guard = self.lock.locked();
-        self.waiting.fetch_add(1, Ordering::SeqCst);
-        let (guard, _) = self
+    fn rings(&self) -> u64 {
+        self.rings.load(Ordering::SeqCst)
+    }
+}
+
+/// What one listener has heard of a [`Bell`].
+pub struct Listener {
+    bell: Arc<Bell>,
+    heard: u64,
+}
+
+impl Listener {
+    /// Whether it rang since this listener last heard it.
+    pub fn rang(&mut self) -> bool {
+        let rings = self.bell.rings();
+        std::mem::replace(&mut self.heard, rings) != rings
+    }
+
+    /// Waits at most `limit` for a ring not heard yet; whether one came.
+    pub fn wait(&mut self, limit: Duration) -> bool {
+        let bell = &self.bell;
+        let guard = bell.lock.locked();
+        bell.waiting.fetch_add(1, Ordering::SeqCst);
+        let (guard, _) = bell
             .rung
-            .wait_timeout_while(guard, limit, |_| self.rings() == seen)
+            .wait_timeout_while(guard, limit, |_| bell.rings() == self.heard)
             .unwrap_or_else(|poisoned| poisoned.into_inner());
-        self.waiting.fetch_sub(1, Ordering::SeqCst);
+        bell.waiting.fetch_sub(1, Ordering::SeqCst);
         drop(guard);
-        self.rings()
+        self.rang()
     }
 }
 
@@ -108,24 +129,28 @@ mod tests {
 
     #[test]
     fn a_bell_wakes_its_waiter_at_once_and_times_out_when_silent() {
-        let bell = std::sync::Arc::new(Bell::default());
+        let bell = Arc::new(Bell::default());
+        let mut listener = bell.listen();
         let started = std::time::Instant::now();
-        assert_eq!(bell.wait_past(0, Duration::from_millis(50)), 0);
+        assert!(!listener.wait(Duration::from_millis(50)));
         assert!(started.elapsed() >= Duration::from_millis(50));
 
         let ringer = {
-            let bell = std::sync::Arc::clone(&bell);
+            let bell = Arc::clone(&bell);
             std::thread::spawn(move || {
                 std::thread::sleep(Duration::from_millis(20));
                 bell.ring();
             })
         };
         let started = std::time::Instant::now();
-        assert_eq!(bell.wait_past(0, Duration::from_secs(30)), 1);
+        assert!(listener.wait(Duration::from_secs(30)));
         assert!(started.elapsed() < Duration::from_secs(10));
         ringer.join().unwrap();
+        assert!(!listener.rang(), "a ring is heard once");
         // Rung before the wait: no wait at all.
         bell.ring();
-        assert_eq!(bell.wait_past(1, Duration::from_secs(30)), 2);
+        assert!(listener.wait(Duration::from_secs(30)));
+        // A listener that came later has not missed it: it starts from now.
+        assert!(!bell.listen().rang());
     }
 }

@@ -49,7 +49,7 @@ use super::{
 use crate::{
     metrics::{Counter, Metrics},
     order::{OrderId, OrderRecord},
-    sync::{Bell, Locked},
+    sync::{Bell, Listener, Locked},
 };
 
 /// How a record's run ended.
@@ -723,9 +723,7 @@ struct MemberPoller {
 /// What ends a member's idle pause: an order written, a rebalance, the user
 /// pausing or resuming, the brokers going away or coming back.
 struct Wakers {
-    written: Arc<Bell>,
-    /// Orders written when the member last looked.
-    written_seen: u64,
+    written: Listener,
     assigned: watch::Receiver<Assignment>,
     paused: watch::Receiver<bool>,
     health: watch::Receiver<BrokerHealth>,
@@ -733,10 +731,8 @@ struct Wakers {
 
 impl Wakers {
     fn of(shared: &GroupShared) -> Option<Self> {
-        let written = Arc::clone(shared.orders_written.as_ref()?);
         Some(Self {
-            written_seen: written.rings(),
-            written,
+            written: shared.orders_written.as_ref()?.listen(),
             assigned: shared.assigned.subscribe(),
             paused: shared.paused.subscribe(),
             health: shared.connection.health.subscribe(),
@@ -746,12 +742,10 @@ impl Wakers {
     /// Whether anything happened since the last look.
     fn woken(&mut self) -> bool {
         let changed = |r: Result<bool, _>| r.unwrap_or(false);
-        let rings = self.written.rings();
-        let woken = (rings != self.written_seen)
+        let woken = self.written.rang()
             | changed(self.assigned.has_changed())
             | changed(self.paused.has_changed())
             | changed(self.health.has_changed());
-        self.written_seen = rings;
         self.assigned.mark_unchanged();
         self.paused.mark_unchanged();
         self.health.mark_unchanged();
@@ -830,17 +824,18 @@ impl MemberPoller {
                 self.wake_fetchers();
             }
             self.store_offsets();
-            if resting {
-                self.rest();
-                continue;
-            }
-            // A probe's fetch is under way once its fetcher is woken: a
-            // record, if any, arrives within milliseconds, and its answer
-            // refreshes the lag the next look rests on.
-            let wait = if look == Look::Probe {
-                PROBE_POLL
-            } else {
-                POLL
+            let wait = match look {
+                // Waited on the bell instead; the poll only serves the
+                // consumer's events (a rebalance, statistics).
+                Look::Rest => {
+                    self.rest();
+                    Duration::ZERO
+                }
+                // A probe's fetch is under way once its fetcher is woken: a
+                // record, if any, arrives within milliseconds, and its
+                // answer refreshes the lag the next look rests on.
+                Look::Probe => PROBE_POLL,
+                Look::Fetch => POLL,
             };
             match self.consumer.poll(wait) {
                 Some(Ok(message)) => {
@@ -849,7 +844,9 @@ impl MemberPoller {
                 }
                 Some(Err(error)) => {
                     tracing::warn!(member = self.id, %error, "consumer error");
-                    std::thread::sleep(POLL);
+                    if !resting {
+                        std::thread::sleep(POLL);
+                    }
                 }
                 None => {}
             }
@@ -886,25 +883,13 @@ impl MemberPoller {
     }
 
     /// Waits, without fetching, for an order written or [`POLL`] (what else
-    /// ends a rest is seen at the next look), then serves the consumer's
-    /// events (a rebalance, statistics). Polling the consumer instead would
-    /// see the order only when its wait ran out.
+    /// ends a rest is seen at the next look). Polling the consumer instead
+    /// would see the order only when its wait ran out.
     fn rest(&mut self) {
-        let Some(wakers) = self.wakers.as_mut() else {
-            return;
-        };
-        let rings = wakers.written.wait_past(wakers.written_seen, POLL);
-        if rings != wakers.written_seen {
-            wakers.written_seen = rings;
-            self.last_activity = Instant::now();
-        }
-        match self.consumer.poll(Duration::ZERO) {
-            Some(Ok(message)) => {
+        if let Some(wakers) = self.wakers.as_mut() {
+            if wakers.written.wait(POLL) {
                 self.last_activity = Instant::now();
-                self.dispatch(&message)
             }
-            Some(Err(error)) => tracing::warn!(member = self.id, %error, "consumer error"),
-            None => {}
         }
     }
 
