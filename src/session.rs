@@ -370,15 +370,29 @@ impl Sampler {
     }
 }
 
-/// The commands that steer the clients, the same wherever they run (a
-/// session, a load); returns false for any other command. A new load level
-/// sets the clients and the rate here; the caller adds what else it means.
+/// The commands only a pipeline in this process can carry out: a load
+/// driving a server elsewhere refuses them.
+#[derive(Clone, Copy, Debug, PartialEq)]
+enum PipelineCommand {
+    AddConsumer,
+    RemoveConsumer,
+    SetConsumers(usize),
+    TogglePause,
+    SetPaused(bool),
+    ImportDashboard,
+    Inject(Chaos),
+}
+
+/// Carries out the commands that steer the clients, the same wherever they
+/// run (a session, a load), and returns what is left for a pipeline. A new
+/// load level sets the clients and the rate here; the caller adds what else
+/// it means. Shutdown and Abandon are the session loop's: nothing here.
 fn steer_clients(
     status: &mut SessionStatus,
     pool: &mut ClientPool,
     metrics: &Metrics,
     command: Command,
-) -> bool {
+) -> Option<PipelineCommand> {
     match command {
         Command::ToggleClients => {
             status.clients_running = !status.clients_running;
@@ -417,9 +431,16 @@ fn steer_clients(
             let closed = metrics.take_phase();
             status.closed_phase = (status.closed_phase.0 + 1, closed);
         }
-        _ => return false,
+        Command::AddConsumer => return Some(PipelineCommand::AddConsumer),
+        Command::RemoveConsumer => return Some(PipelineCommand::RemoveConsumer),
+        Command::SetConsumers(wanted) => return Some(PipelineCommand::SetConsumers(wanted)),
+        Command::TogglePause => return Some(PipelineCommand::TogglePause),
+        Command::SetPaused(paused) => return Some(PipelineCommand::SetPaused(paused)),
+        Command::ImportDashboard => return Some(PipelineCommand::ImportDashboard),
+        Command::Inject(chaos) => return Some(PipelineCommand::Inject(chaos)),
+        Command::Shutdown | Command::Abandon => {}
     }
-    true
+    None
 }
 
 struct Live {
@@ -435,16 +456,18 @@ struct Live {
 impl Live {
     fn apply(&mut self, command: Command) {
         let status = &mut self.status;
-        if steer_clients(status, &mut self.pool, self.pipeline.metrics(), command) {
+        let Some(for_pipeline) =
+            steer_clients(status, &mut self.pool, self.pipeline.metrics(), command)
+        else {
             if let Command::SetLoad(level) = command {
                 status.stage_delay = level.preset().stage_delay;
                 self.pipeline.set_stage_delay(status.stage_delay);
                 status.notice = Some(format!("load set to {level}"));
             }
             return;
-        }
-        match command {
-            Command::SetConsumers(wanted) => {
+        };
+        match for_pipeline {
+            PipelineCommand::SetConsumers(wanted) => {
                 while self.pipeline.consumer_count() > wanted {
                     self.pipeline.remove_consumer();
                 }
@@ -455,14 +478,14 @@ impl Live {
                     }
                 }
             }
-            Command::SetPaused(paused) => self.pipeline.pause_consumers(paused),
-            Command::AddConsumer => {
+            PipelineCommand::SetPaused(paused) => self.pipeline.pause_consumers(paused),
+            PipelineCommand::AddConsumer => {
                 if let Err(error) = self.pipeline.add_consumer() {
                     status.notice = Some(format!("could not add a consumer: {error}"));
                 }
             }
-            Command::RemoveConsumer => self.pipeline.remove_consumer(),
-            Command::TogglePause => {
+            PipelineCommand::RemoveConsumer => self.pipeline.remove_consumer(),
+            PipelineCommand::TogglePause => {
                 let paused = !self.pipeline.consumers_paused();
                 self.pipeline.pause_consumers(paused);
                 status.notice = Some(if paused {
@@ -471,7 +494,7 @@ impl Live {
                     "consumers resumed".to_owned()
                 });
             }
-            Command::ImportDashboard => match (&self.kibana, &self.export) {
+            PipelineCommand::ImportDashboard => match (&self.kibana, &self.export) {
                 (_, Some(_)) => status.notice = Some("an export is already running".to_owned()),
                 (None, None) => {
                     status.notice =
@@ -490,21 +513,12 @@ impl Live {
                     }));
                 }
             },
-            Command::Inject(chaos) => {
+            PipelineCommand::Inject(chaos) => {
                 status.notice = Some(match self.pipeline.inject(chaos) {
                     Ok(()) => format!("chaos: {chaos}"),
                     Err(error) => format!("chaos refused: {error}"),
                 });
             }
-            Command::ToggleClients
-            | Command::SetLoad(_)
-            | Command::AddClient
-            | Command::RemoveClient
-            | Command::SetClients(_)
-            | Command::SetRate(_)
-            | Command::ClosePhase
-            | Command::Shutdown
-            | Command::Abandon => {}
         }
     }
 
@@ -560,5 +574,65 @@ impl Live {
                     Some(outcome.unwrap_or_else(|e| format!("Kibana export failed: {e}")));
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::clock::TimeScale;
+
+    /// Pipeline commands pass through untouched, for a pipeline to carry
+    /// out (or a load to refuse); the clients' own are carried out here.
+    #[tokio::test]
+    async fn the_clients_take_their_commands_and_leave_the_pipelines() {
+        let metrics = Arc::new(Metrics::new());
+        let pacer = Arc::new(Pacer::new(
+            None,
+            SimClock::new(TimeScale::new(0.0).unwrap()),
+            None,
+        ));
+        let mut pool = ClientPool::new(
+            &"http://127.0.0.1:9".to_owned().into(),
+            Arc::from(Vec::new()),
+            pacer,
+            Arc::clone(&metrics),
+            CancellationToken::new(),
+        )
+        .unwrap();
+        let level = LoadLevel::Low;
+        let mut status = SessionStatus::new("embedded".to_owned(), level, level.preset(), 3);
+        let before = status.clone();
+        for (command, left) in [
+            (Command::AddConsumer, PipelineCommand::AddConsumer),
+            (Command::RemoveConsumer, PipelineCommand::RemoveConsumer),
+            (Command::SetConsumers(5), PipelineCommand::SetConsumers(5)),
+            (Command::TogglePause, PipelineCommand::TogglePause),
+            (Command::SetPaused(true), PipelineCommand::SetPaused(true)),
+            (Command::ImportDashboard, PipelineCommand::ImportDashboard),
+            (
+                Command::Inject(Chaos::KillConsumer),
+                PipelineCommand::Inject(Chaos::KillConsumer),
+            ),
+        ] {
+            assert_eq!(
+                steer_clients(&mut status, &mut pool, &metrics, command),
+                Some(left)
+            );
+        }
+        assert_eq!(status, before, "the clients' side is untouched");
+
+        for command in [
+            Command::SetRate(Some(250.0)),
+            Command::SetClients(4),
+            Command::Shutdown,
+            Command::Abandon,
+        ] {
+            assert_eq!(
+                steer_clients(&mut status, &mut pool, &metrics, command),
+                None
+            );
+        }
+        assert_eq!((status.rate, status.clients), (Some(250.0), 4));
     }
 }

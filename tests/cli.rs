@@ -86,7 +86,7 @@ fn an_order_after_a_quiet_spell_is_taken_up_at_once() {
 /// A new group on the embedded broker reads from its first fetch: with no
 /// committed offset, librdkafka asked where the log begins only after a
 /// fixed 100 ms back-off, so the first orders of every `run` were taken up
-/// 0.1 s after their acknowledgement (p50 105–135 ms for these 20; 6–10 ms
+/// 0.1 s after their acknowledgement (p50 101–135 ms for these 20; 6–10 ms
 /// now in a release build).
 #[test]
 fn the_first_orders_of_a_run_are_taken_up_at_once() {

@@ -229,37 +229,16 @@ struct Remote {
 impl Remote {
     fn apply(&mut self, command: Command) {
         let status = &mut self.status;
-        if steer_clients(status, &mut self.pool, &self.metrics, command) {
-            if let Command::SetLoad(level) = command {
-                status.notice = Some(format!(
-                    "load set to {level} (clients and rate; the server keeps its own delays)"
-                ));
-            }
-            return;
-        }
-        match command {
-            Command::AddConsumer
-            | Command::RemoveConsumer
-            | Command::SetConsumers(_)
-            | Command::TogglePause
-            | Command::SetPaused(_)
-            | Command::ImportDashboard
-            | Command::Inject(_) => {
-                status.notice = Some(
-                    "not from here: load drives a server elsewhere (its consumers, broker \
-                     and sink are that deployment's)"
-                        .to_owned(),
-                );
-            }
-            Command::ToggleClients
-            | Command::SetLoad(_)
-            | Command::AddClient
-            | Command::RemoveClient
-            | Command::SetClients(_)
-            | Command::SetRate(_)
-            | Command::ClosePhase
-            | Command::Shutdown
-            | Command::Abandon => {}
+        if steer_clients(status, &mut self.pool, &self.metrics, command).is_some() {
+            status.notice = Some(
+                "not from here: load drives a server elsewhere (its consumers, broker \
+                 and sink are that deployment's)"
+                    .to_owned(),
+            );
+        } else if let Command::SetLoad(level) = command {
+            status.notice = Some(format!(
+                "load set to {level} (clients and rate; the server keeps its own delays)"
+            ));
         }
     }
 
