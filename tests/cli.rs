@@ -83,20 +83,6 @@ fn an_order_after_a_quiet_spell_is_taken_up_at_once() {
     assert!(taken_up < 60.0, "taken up p50 {taken_up} ms: {report}");
 }
 
-/// A new group on the embedded broker reads from its first fetch: with no
-/// committed offset, librdkafka asked where the log begins only after a
-/// fixed 100 ms back-off, so the first orders of every `run` were taken up
-/// 0.1 s after their acknowledgement (p50 101–135 ms for these 20; 6–10 ms
-/// now in a release build).
-#[test]
-fn the_first_orders_of_a_run_are_taken_up_at_once() {
-    let dir = Workdir::new();
-    let report = dir.run_reported(&["run", "--orders", "20", "--time-scale", "0"]);
-    assert_eq!(report["orders"]["finished"], 20, "{report}");
-    let taken_up = report["latency_ms"]["end_to_end"]["p50"].as_f64().unwrap();
-    assert!(taken_up < 60.0, "taken up p50 {taken_up} ms: {report}");
-}
-
 /// The group forms in one go and the clients start right after: no
 /// seconds-long wait for members joining one by one (the old start-up: 3.4 s,
 /// every time). ≈0.55 s on a quiet machine. On a starved one, librdkafka's
