@@ -101,6 +101,36 @@ fn a_new_embedded_broker_starts_its_group_at_the_log_start() {
     );
 }
 
+/// The embedded broker keeps the orders topic's partitions (the group's
+/// parallelism) and gives the other topics one each: its fetches walk a
+/// partition's log from the oldest batch, so one-event batches spread six
+/// ways saturated it under `--load high` (docs/benchmarks.md).
+#[test]
+fn the_embedded_broker_gives_the_side_topics_one_partition() {
+    let options = KafkaOptions::new(BrokerTarget::Embedded, "orders");
+    let broker = EmbeddedBroker::with_topics(3, &options).unwrap();
+    let probe: BaseConsumer = ClientConfig::new()
+        .set("bootstrap.servers", broker.bootstrap_servers())
+        .create()
+        .unwrap();
+    let metadata = probe.fetch_metadata(None, Duration::from_secs(10)).unwrap();
+    let mut partitions: Vec<(String, usize)> = metadata
+        .topics()
+        .iter()
+        .map(|t| (t.name().to_owned(), t.partitions().len()))
+        .collect();
+    partitions.sort();
+    assert_eq!(
+        partitions,
+        vec![
+            ("orders".to_owned(), options.partitions as usize),
+            ("orders.events".to_owned(), 1),
+            ("orders.metrics".to_owned(), 1),
+            ("orders.processes".to_owned(), 1),
+        ]
+    );
+}
+
 /// Committed offsets of `group` on the orders topic, and the topic's ends.
 fn committed_and_ends(bootstrap: &str, group: &str) -> Vec<(i64, i64)> {
     let consumer: BaseConsumer = ClientConfig::new()

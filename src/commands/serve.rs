@@ -11,7 +11,7 @@ use crate::signals::{stop_signals, StopSignals};
 use crate::{
     cli::CommonArgs,
     config::{broker_target, pipeline_config},
-    kafka::{BrokerTarget, EmbeddedBroker},
+    kafka::{BrokerTarget, EmbeddedBroker, EMBEDDED_SIDE_PARTITIONS},
     pipeline::Pipeline,
     AppError,
 };
@@ -59,12 +59,13 @@ pub async fn broker(args: &CommonArgs) -> Result<(), AppError> {
     println!("{}", broker.bootstrap_servers());
     let _ = std::io::Write::flush(&mut std::io::stdout());
     eprintln!(
-        "orderdeck broker: topics {}, {}, {} and {} ({} partitions); use --brokers {}; Ctrl-C or SIGTERM stops",
+        "orderdeck broker: topics {} ({} partitions), {}, {} and {} ({} each); use --brokers {}; Ctrl-C or SIGTERM stops",
         kafka.topic,
+        kafka.partitions,
         kafka.events_topic,
         kafka.metrics_topic,
         kafka.processes_topic,
-        kafka.partitions,
+        EMBEDDED_SIDE_PARTITIONS,
         broker.bootstrap_servers()
     );
     signals.stop.cancelled().await;

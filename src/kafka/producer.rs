@@ -10,7 +10,7 @@ use rdkafka::{
 
 use super::{
     delivery::{DeliveryFuture, Outgoing, PolledProducer},
-    HealthContext, KafkaConnection,
+    BrokerTarget, HealthContext, KafkaConnection,
 };
 use crate::{
     order::{OrderRecord, Transition},
@@ -53,14 +53,24 @@ pub struct OrderProducer {
 
 /// Producer settings that make an acknowledged order durable, with the
 /// batching that keeps it fast.
-const DURABILITY: [(&str, &str); 4] = [
+const DURABILITY: [(&str, &str); 3] = [
     ("enable.idempotence", "true"),
     ("acks", "all"),
     // Short: each gRPC reply waits for its batch. Concurrent orders still
     // share batches, since they queue while a request is in flight.
     ("linger.ms", "1"),
-    ("compression.type", "lz4"),
 ];
+
+/// lz4 saves a real broker's network and disk. The embedded one is in this
+/// process, and it keeps 5 MiB per partition: uncompressed batches fill it
+/// with fewer of them, so its fetches walk fewer (see
+/// [`super::EMBEDDED_SIDE_PARTITIONS`]).
+fn compression(target: &BrokerTarget) -> &'static str {
+    match target {
+        BrokerTarget::Embedded => "none",
+        BrokerTarget::External(_) => "lz4",
+    }
+}
 
 /// Bounds the producer's memory; past it, callers get `QueueFull`.
 const QUEUE_MAX_MESSAGES: &str = "100000";
@@ -68,7 +78,8 @@ const QUEUE_MAX_MESSAGES: &str = "100000";
 /// The producer configuration that makes an acknowledged order durable.
 pub fn durable_config(connection: &KafkaConnection) -> rdkafka::ClientConfig {
     let mut config = connection.client_config();
-    for (key, value) in DURABILITY {
+    let compression = ("compression.type", compression(&connection.options.target));
+    for (key, value) in DURABILITY.into_iter().chain([compression]) {
         // A user's -X setting wins over our defaults.
         if config.get(key).is_none() {
             config.set(key, value);
@@ -198,5 +209,39 @@ fn classify(error: KafkaError) -> ProduceError {
     match error.rdkafka_error_code() {
         Some(RDKafkaErrorCode::QueueFull) => ProduceError::QueueFull,
         _ => ProduceError::Unavailable(error.to_string()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::kafka::KafkaOptions;
+
+    fn compression_for(target: BrokerTarget, extra: &[(&str, &str)]) -> Option<String> {
+        let mut options = KafkaOptions::new(target, "orders");
+        options.extra = extra
+            .iter()
+            .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+            .collect();
+        let connection = KafkaConnection::new("127.0.0.1:9092".to_owned(), options);
+        durable_config(&connection)
+            .get("compression.type")
+            .map(str::to_owned)
+    }
+
+    #[test]
+    fn batches_are_compressed_for_a_real_broker_only_unless_the_user_says() {
+        let external = || BrokerTarget::External("127.0.0.1:9092".to_owned());
+        assert_eq!(compression_for(external(), &[]).as_deref(), Some("lz4"));
+        assert_eq!(
+            compression_for(BrokerTarget::Embedded, &[]).as_deref(),
+            Some("none")
+        );
+        let zstd = [("compression.type", "zstd")];
+        assert_eq!(compression_for(external(), &zstd).as_deref(), Some("zstd"));
+        assert_eq!(
+            compression_for(BrokerTarget::Embedded, &zstd).as_deref(),
+            Some("zstd")
+        );
     }
 }
