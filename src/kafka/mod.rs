@@ -213,10 +213,9 @@ impl ClientContext for HealthContext {
 
 /// Partitions of the events, metrics and processes topics on the embedded
 /// broker. The mock finds the batch a fetch asks for by walking the
-/// partition's log from its oldest batch, and keeps 5 MiB of it: with a
-/// partition per order key spread six ways, each batch held about one
-/// event, and the walks saturated the mock's thread within a minute of
-/// `--load high`. One partition makes fuller batches: fewer fetches, each
+/// partition's log from its oldest batch, and keeps 5 MiB of it: with the
+/// events spread over six partitions each batch held about one, and the
+/// walks saturated the mock's thread within a minute of `--load high`. One partition makes fuller batches: fewer fetches, each
 /// walking fewer of them. Their readers read every partition, and an
 /// order's events stay in order with any count.
 pub const EMBEDDED_SIDE_PARTITIONS: i32 = 1;
