@@ -82,19 +82,8 @@ async fn every_order_passes_the_five_states_once_on_the_embedded_broker() {
 fn a_new_embedded_broker_starts_its_group_at_the_log_start() {
     let options = KafkaOptions::new(BrokerTarget::Embedded, "orders");
     let broker = EmbeddedBroker::with_topics(3, &options).unwrap();
-    let consumer: BaseConsumer = ClientConfig::new()
-        .set("bootstrap.servers", broker.bootstrap_servers())
-        .set("group.id", &options.group)
-        .create()
-        .unwrap();
-    let mut partitions = TopicPartitionList::new();
-    for p in 0..options.partitions {
-        partitions.add_partition(&options.topic, p);
-    }
-    let committed = consumer
-        .committed_offsets(partitions, Duration::from_secs(10))
-        .unwrap();
-    let offsets: Vec<Offset> = committed.elements().iter().map(|e| e.offset()).collect();
+    let consumer = group_client(broker.bootstrap_servers(), &options.group);
+    let offsets = committed_offsets(&consumer, &options.topic, options.partitions);
     assert_eq!(
         offsets,
         vec![Offset::Offset(0); options.partitions as usize]
@@ -109,10 +98,7 @@ fn a_new_embedded_broker_starts_its_group_at_the_log_start() {
 fn the_embedded_broker_gives_the_side_topics_one_partition() {
     let options = KafkaOptions::new(BrokerTarget::Embedded, "orders");
     let broker = EmbeddedBroker::with_topics(3, &options).unwrap();
-    let probe: BaseConsumer = ClientConfig::new()
-        .set("bootstrap.servers", broker.bootstrap_servers())
-        .create()
-        .unwrap();
+    let probe = group_client(broker.bootstrap_servers(), &options.group);
     let metadata = probe.fetch_metadata(None, Duration::from_secs(10)).unwrap();
     let mut partitions: Vec<(String, usize)> = metadata
         .topics()
@@ -131,23 +117,37 @@ fn the_embedded_broker_gives_the_side_topics_one_partition() {
     );
 }
 
-/// Committed offsets of `group` on the orders topic, and the topic's ends.
-fn committed_and_ends(bootstrap: &str, group: &str) -> Vec<(i64, i64)> {
-    let consumer: BaseConsumer = ClientConfig::new()
+/// A client of `group` (which it never joins) on `bootstrap`.
+fn group_client(bootstrap: &str, group: &str) -> BaseConsumer {
+    ClientConfig::new()
         .set("bootstrap.servers", bootstrap)
         .set("group.id", group)
         .create()
-        .unwrap();
-    let mut partitions = TopicPartitionList::new();
-    for p in 0..PARTITIONS {
-        partitions.add_partition("orders", p);
+        .unwrap()
+}
+
+/// The client's group's committed offsets of partitions 0.. of `topic`.
+fn committed_offsets(consumer: &BaseConsumer, topic: &str, partitions: i32) -> Vec<Offset> {
+    let mut list = TopicPartitionList::new();
+    for p in 0..partitions {
+        list.add_partition(topic, p);
     }
     let committed = consumer
-        .committed_offsets(partitions, Duration::from_secs(10))
+        .committed_offsets(list, Duration::from_secs(10))
         .unwrap();
-    (0..PARTITIONS)
-        .map(|p| {
-            let offset = match committed.find_partition("orders", p).unwrap().offset() {
+    (0..partitions)
+        .map(|p| committed.find_partition(topic, p).unwrap().offset())
+        .collect()
+}
+
+/// Committed offsets of `group` on the orders topic, and the topic's ends.
+fn committed_and_ends(bootstrap: &str, group: &str) -> Vec<(i64, i64)> {
+    let consumer = group_client(bootstrap, group);
+    committed_offsets(&consumer, "orders", PARTITIONS)
+        .into_iter()
+        .zip(0..)
+        .map(|(committed, p)| {
+            let offset = match committed {
                 Offset::Offset(o) => o,
                 _ => 0,
             };

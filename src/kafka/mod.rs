@@ -215,9 +215,10 @@ impl ClientContext for HealthContext {
 /// broker. The mock finds the batch a fetch asks for by walking the
 /// partition's log from its oldest batch, and keeps 5 MiB of it: with the
 /// events spread over six partitions each batch held about one, and the
-/// walks saturated the mock's thread within a minute of `--load high`. One partition makes fuller batches: fewer fetches, each
-/// walking fewer of them. Their readers read every partition, and an
-/// order's events stay in order with any count.
+/// walks saturated the mock's thread within a minute of `--load high`.
+/// One partition makes fuller batches: fewer fetches, each walking fewer
+/// of them. Their readers read every partition, and an order's events stay
+/// in order with any count.
 pub const EMBEDDED_SIDE_PARTITIONS: i32 = 1;
 
 impl EmbeddedBroker {
