@@ -58,9 +58,11 @@ pub async fn broker(args: &CommonArgs) -> Result<(), AppError> {
     // The bootstrap list alone on stdout, for scripts; the rest on stderr.
     println!("{}", broker.bootstrap_servers());
     let _ = std::io::Write::flush(&mut std::io::stdout());
-    // Like the embedded broker, this one holds a fetch that finds nothing for
-    // the whole fetch.wait.max.ms (librdkafka's default 500 ms, right for
-    // Kafka), so its clients are told how to take orders up in milliseconds.
+    // The mock cluster holds a fetch that finds nothing for the whole
+    // fetch.wait.max.ms (librdkafka's default 500 ms, right for Kafka), so
+    // its clients are told how to take orders up in milliseconds. 5, not the
+    // in-process 1 ms (`MOCK_FETCH_WAIT`): members in other processes never
+    // rest, so every idle fetch costs (3 % of a core idle at 5 ms on tansu).
     eprintln!(
         "orderdeck broker: topics {} ({} partitions), {}, {} and {} ({} each); \
          use --brokers {} -X fetch.wait.max.ms=5 (without it, orders wait up to 500 ms to be taken up); \
