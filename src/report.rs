@@ -61,6 +61,9 @@ pub struct SinkTotals {
     pub dropped: u64,
     /// Kafka records not mirrored when the mirror stopped.
     pub left: u64,
+    /// Records the broker deleted before the mirror read them; each gap is
+    /// in the dead-letter file.
+    pub missed: u64,
     /// Metric documents the producer's full queue refused.
     pub metrics_dropped: u64,
     /// Requests repeated after back-pressure or an outage.
@@ -87,6 +90,17 @@ impl SinkTotals {
                 "{} documents refused by Elasticsearch ({}), kept in {}",
                 self.dead_lettered,
                 self.failures.join("; "),
+                self.dead_letter_file
+                    .as_deref()
+                    .unwrap_or("the dead-letter file")
+            ));
+        }
+        if self.missed > 0 {
+            problems.push(format!(
+                "{} records were deleted by the broker before the mirror read them (the \
+                 embedded broker keeps 5 MiB per partition; the mirror fell further behind), \
+                 listed in {}",
+                self.missed,
                 self.dead_letter_file
                     .as_deref()
                     .unwrap_or("the dead-letter file")
@@ -122,6 +136,7 @@ impl From<MirrorStatus> for SinkTotals {
             pending: s.pending,
             dropped: s.dropped,
             left: s.left,
+            missed: s.missed,
             metrics_dropped: s.metrics_dropped,
             retries: s.retries,
             failures: s.failures,
@@ -288,11 +303,11 @@ impl Report {
             "orders: sent {} · acknowledged {} · rejected {} · failed {} · consumed {} · finished {} (+{} elsewhere) · redelivered {} · unfinished {}\n\
              throughput: {:.0} orders/s finished over {:.1} s (broker: {})\n\
              latency ms: send p50 {:.2} p99 {:.2} · end-to-end p50 {:.2} p99 {:.2} · completion p50 {:.2} p99 {:.2}\n\
-             documents: read {} · indexed {} · spooled {} · dead-lettered {} · left {} ({})",
+             documents: read {} · indexed {} · spooled {} · dead-lettered {} · left {} · missed {} ({})",
             o.sent, o.acknowledged, o.rejected, o.failed, o.consumed, o.finished, o.finished_elsewhere, o.redelivered, o.unfinished,
             self.throughput.orders_per_s, self.elapsed_s, self.broker,
             l.send.p50, l.send.p99, l.end_to_end.p50, l.end_to_end.p99, l.completion.p50, l.completion.p99,
-            self.sink.read, self.sink.indexed, self.sink.spooled, self.sink.dead_lettered, self.sink.left, self.sink.target,
+            self.sink.read, self.sink.indexed, self.sink.spooled, self.sink.dead_lettered, self.sink.left, self.sink.missed, self.sink.target,
         )
     }
 }

@@ -561,6 +561,16 @@ impl Live {
                     .unwrap_or("the dead-letter file")
             ));
         }
+        if sink.missed > status.sink.missed {
+            status.notice = Some(format!(
+                "The broker deleted {} records before the mirror read them: the mirror fell \
+                 more than 5 MiB behind on the embedded broker (listed in {})",
+                sink.missed,
+                sink.dead_letter_file
+                    .as_deref()
+                    .unwrap_or("the dead-letter file")
+            ));
+        }
         if let (MirrorState::Stopped(reason), false) = (
             &sink.state,
             matches!(status.sink.state, MirrorState::Stopped(_)),

@@ -135,6 +135,107 @@ async fn elasticsearch_down_for_30_s_mid_run_loses_nothing() {
     assert_mirrored_once(&elastic, 2400);
 }
 
+/// On the embedded broker Kafka holds only 5 MiB per partition: a mirror
+/// that falls further behind loses what the broker deletes. Never
+/// silently: each gap is counted and listed in the dead-letter file, the
+/// run exits 6 saying so, and every order whose Finished document is not
+/// in the index is covered by a counted gap. Elasticsearch answers 429 to
+/// everything while the orders run, one partition per topic keeps the log
+/// small, and the mirror's read-ahead is cut so it cannot hold the backlog.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn records_the_broker_deleted_before_the_mirror_read_them_are_counted_and_listed() {
+    const ORDERS: usize = 4000;
+    let _beside = LATENCY_RUNS_ALONE.read().await;
+    let elastic = FakeElastic::start().await;
+    elastic.with(|c| c.throttle_every_nth_request = Some(1));
+    let dir = Workdir::new();
+    let url = elastic.url();
+    let orders = ORDERS.to_string();
+    let mut command = dir.command(&[
+        "run",
+        "--time-scale",
+        "0",
+        "--orders",
+        &orders,
+        "--partitions",
+        "1",
+        "--es",
+        &url,
+        "-X",
+        "queued.max.messages.kbytes=1024",
+        "-X",
+        "queued.min.messages=1000",
+        "--report",
+        "report.json",
+    ]);
+    let child = tokio::task::spawn_blocking(move || command.output());
+    let recover = async {
+        // 20,000 events of about 500 bytes: twice one partition's 5 MiB.
+        tokio::time::sleep(Duration::from_secs(12)).await;
+        elastic.with(|c| c.throttle_every_nth_request = None);
+    };
+    let (output, ()) = tokio::join!(child, recover);
+    let output: Output = output.unwrap().unwrap();
+    let report = dir.report();
+    let sink = &report["sink"];
+    assert_eq!(report["orders"]["finished"], ORDERS, "{}", report["orders"]);
+    assert_eq!(
+        sink["spooled"], 0,
+        "Elasticsearch took everything once back: {sink}"
+    );
+    let missed = sink["missed"]
+        .as_u64()
+        .expect("the report counts missed records");
+    assert!(
+        missed > 0,
+        "the mirror fell behind by more than the broker keeps: {sink}"
+    );
+    assert_exit(&output, 6);
+    let stderr = text(&output.stderr);
+    assert!(
+        stderr.contains("deleted by the broker before the mirror read them"),
+        "{stderr}"
+    );
+
+    // The gaps listed in the dead-letter file are the records counted.
+    let dead_letters = sink["dead_letter_file"].as_str().expect("gaps are listed");
+    let listed: u64 = std::fs::read_to_string(dead_letters)
+        .unwrap()
+        .lines()
+        .map(|line| {
+            let entry: Value = serde_json::from_str(line).unwrap();
+            let operation: Value =
+                serde_json::from_str(entry["operation"].as_str().unwrap()).unwrap();
+            let gap = &operation["missed"];
+            gap["to"].as_u64().unwrap() - gap["from"].as_u64().unwrap()
+        })
+        .sum();
+    assert_eq!(listed, missed, "{sink}");
+
+    // By order: every one missing its Finished document is a counted loss,
+    // and nothing the mirror read went astray.
+    let at_finished = elastic.with(|c| {
+        c.documents
+            .iter()
+            .filter(|((index, _), doc)| index == "orderdeck-orders" && doc["state"] == "Finished")
+            .count()
+    });
+    assert!(
+        at_finished < ORDERS,
+        "some Finished events were lost: {sink}"
+    );
+    assert!(
+        (ORDERS - at_finished) as u64 <= missed,
+        "{} orders not at Finished, {missed} records counted missed",
+        ORDERS - at_finished
+    );
+    assert_eq!(
+        sink["read"],
+        sink["indexed"].as_u64().unwrap() + sink["dead_lettered"].as_u64().unwrap(),
+        "{sink}"
+    );
+}
+
 /// A credential change mid-run: every request answered 401. The run says
 /// so loudly and exits 6; the documents are kept, and an export with
 /// working credentials completes the index.

@@ -120,6 +120,11 @@ pub struct MirrorStatus {
     pub lag: u64,
     /// Records never mirrored: still in Kafka when the mirror stopped.
     pub left: u64,
+    /// Records the broker deleted before the mirror read them (librdkafka's
+    /// mock cluster keeps 5 MiB per partition, so a mirror that falls that
+    /// far behind on the embedded broker loses what it skipped). Each gap is
+    /// in the dead-letter file.
+    pub missed: u64,
     /// Metric documents the producer's queue refused (the order path does
     /// not wait for room).
     pub metrics_dropped: u64,
@@ -259,10 +264,12 @@ pub async fn start(
         .set("max.poll.interval.ms", "300000")
         .set("session.timeout.ms", "10000")
         .set("statistics.interval.ms", "1000");
+    let rebalances = Arc::new(AtomicU64::new(0));
     let context = MirrorContext {
         assigned: Arc::clone(&assigned),
         lag: Arc::clone(&lag),
         cooperative: is_cooperative(&config),
+        rebalances: Arc::clone(&rebalances),
     };
     let consumer: StreamConsumer<MirrorContext> = config.create_with_context(context)?;
     let topics = Topics {
@@ -291,6 +298,11 @@ pub async fn start(
         metrics_dropped: Arc::clone(&metrics_dropped),
         published: status_tx,
         committed: HashMap::new(),
+        read_to: ReadTo {
+            next: HashMap::new(),
+            rebalances,
+            seen_rebalances: 0,
+        },
         give_up: give_up.clone(),
         probe_config: connection.client_config(),
         halted: false,
@@ -337,6 +349,9 @@ struct MirrorContext {
     /// Each partition's lag, from librdkafka's statistics.
     lag: Arc<Mutex<HashMap<PartitionKey, i64>>>,
     cooperative: bool,
+    /// Counts rebalances: where the mirror read up to is only known within
+    /// one assignment.
+    rebalances: Arc<AtomicU64>,
 }
 
 impl ClientContext for MirrorContext {
@@ -360,6 +375,7 @@ impl ConsumerContext for MirrorContext {
         partitions: &mut TopicPartitionList,
     ) {
         let rebalance = rebalance_of(err, partitions);
+        self.rebalances.fetch_add(1, Ordering::Relaxed);
         if let Err(error) = apply_rebalance(consumer, &rebalance, self.cooperative) {
             tracing::warn!(%error, "the mirror could not apply a rebalance");
         }
@@ -415,6 +431,7 @@ struct Mirror {
     published: watch::Sender<MirrorStatus>,
     /// The next offset to read per partition, as committed by this mirror.
     committed: HashMap<PartitionKey, i64>,
+    read_to: ReadTo,
     give_up: CancellationToken,
     /// For a short-lived client that reads where the partitions end.
     probe_config: ClientConfig,
@@ -487,6 +504,10 @@ impl Mirror {
     }
 
     fn take(&mut self, message: &BorrowedMessage<'_>, batch: &mut Batch) {
+        let key = (message.topic().to_owned(), message.partition());
+        if let Some(expected) = self.read_to.expect(&key, message.offset()) {
+            self.record_gap(&key, expected, message.offset());
+        }
         let documents = match self.documents(message) {
             Ok(documents) => documents,
             Err(reason) => {
@@ -505,10 +526,35 @@ impl Mirror {
         batch
             .operations
             .extend(documents.iter().map(|d| d.bulk_lines(&self.names)));
-        batch.next_offsets.insert(
-            (message.topic().to_owned(), message.partition()),
-            message.offset() + 1,
+        batch.next_offsets.insert(key, message.offset() + 1);
+    }
+
+    /// Records `from..to` of a partition were gone before the mirror read
+    /// them: a loss the counters and the dead-letter file must show, since
+    /// librdkafka only logs its jump to the log's new start.
+    fn record_gap(&mut self, (topic, partition): &PartitionKey, from: i64, to: i64) {
+        let missed = (to - from) as u64;
+        self.counts.missed += missed;
+        let reason = format!(
+            "{missed} records of {topic} [{partition}] (offsets {from}..{to}) were deleted by \
+             the broker before the mirror read them"
         );
+        tracing::error!(%topic, partition, from, to, "{reason}");
+        let gap = Refusal {
+            operation: serde_json::json!({
+                "missed": { "topic": topic, "partition": partition, "from": from, "to": to }
+            })
+            .to_string(),
+            reason,
+        };
+        if let Err(error) = self.spool.dead_letter(&[gap]) {
+            self.halt(format!("cannot write the dead-letter file: {error}"));
+            return;
+        }
+        self.counts.dead_letter_file = self
+            .spool
+            .dir()
+            .map(|d| d.join(super::spool::DEAD_LETTERS).display().to_string());
     }
 
     fn documents(&self, message: &BorrowedMessage<'_>) -> Result<Vec<Document>, String> {
@@ -758,5 +804,68 @@ impl Mirror {
             // make that harmless.
             tracing::warn!("the mirror's consumer did not close in time");
         }
+    }
+}
+
+/// Where the mirror has read each partition to, to notice records it never
+/// saw: the events and metrics topics' offsets have no gaps of their own
+/// (no compaction, no transactions), so a jump means the broker deleted
+/// what lay between.
+struct ReadTo {
+    next: HashMap<PartitionKey, i64>,
+    rebalances: Arc<AtomicU64>,
+    seen_rebalances: u64,
+}
+
+impl ReadTo {
+    /// Notes a record at `offset`; returns the offset it should have been
+    /// if records were skipped. After a rebalance the position is unknown
+    /// (another member may have read on), so the first record sets it.
+    fn expect(&mut self, key: &PartitionKey, offset: i64) -> Option<i64> {
+        let rebalances = self.rebalances.load(Ordering::Relaxed);
+        if rebalances != self.seen_rebalances {
+            self.seen_rebalances = rebalances;
+            self.next.clear();
+        }
+        let expected = self.next.insert(key.clone(), offset + 1)?;
+        (offset > expected).then_some(expected)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn read_to_reports_skipped_records_within_one_assignment_only() {
+        let rebalances = Arc::new(AtomicU64::new(0));
+        let mut read_to = ReadTo {
+            next: HashMap::new(),
+            rebalances: Arc::clone(&rebalances),
+            seen_rebalances: 0,
+        };
+        let events = ("orders.events".to_owned(), 0);
+        let metrics = ("orders.metrics".to_owned(), 0);
+        assert_eq!(
+            read_to.expect(&events, 10),
+            None,
+            "the first record sets the position"
+        );
+        assert_eq!(read_to.expect(&events, 11), None);
+        assert_eq!(read_to.expect(&metrics, 500), None, "partitions are apart");
+        assert_eq!(read_to.expect(&events, 40), Some(12), "12..40 were skipped");
+        assert_eq!(read_to.expect(&events, 41), None);
+        assert_eq!(
+            read_to.expect(&events, 41),
+            None,
+            "a record read again is no gap"
+        );
+        rebalances.fetch_add(1, Ordering::Relaxed);
+        assert_eq!(
+            read_to.expect(&events, 900),
+            None,
+            "after a rebalance another member may have read on"
+        );
+        assert_eq!(read_to.expect(&events, 902), Some(901));
     }
 }

@@ -115,6 +115,12 @@ fn sink(sink: &MirrorStatus, indexed_per_s: f64, wide: bool) -> Span<'static> {
             Color::Green,
         ),
     };
+    if sink.missed > 0 {
+        return Span::styled(
+            format!("{text} · {} missed", sink.missed),
+            Style::new().fg(Color::Red),
+        );
+    }
     if sink.dead_lettered > 0 {
         return Span::styled(
             format!("{text} · {} refused", sink.dead_lettered),
