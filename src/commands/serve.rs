@@ -11,7 +11,7 @@ use crate::signals::{stop_signals, StopSignals};
 use crate::{
     cli::CommonArgs,
     config::{broker_target, pipeline_config},
-    kafka::{BrokerTarget, EmbeddedBroker, EMBEDDED_SIDE_PARTITIONS},
+    kafka::{BrokerTarget, EmbeddedBroker},
     pipeline::Pipeline,
     AppError,
 };
@@ -64,15 +64,14 @@ pub async fn broker(args: &CommonArgs) -> Result<(), AppError> {
     // in-process 1 ms (`MOCK_FETCH_WAIT`): members in other processes never
     // rest, so every idle fetch costs (3 % of a core idle at 5 ms on tansu).
     eprintln!(
-        "orderdeck broker: topics {} ({} partitions), {}, {} and {} ({} each); \
+        "orderdeck broker: topics {}, {}, {} and {} ({} partitions each); \
          use --brokers {} -X fetch.wait.max.ms=5 (without it, orders wait up to 500 ms to be taken up); \
          Ctrl-C or SIGTERM stops",
         kafka.topic,
-        kafka.partitions,
         kafka.events_topic,
         kafka.metrics_topic,
         kafka.processes_topic,
-        EMBEDDED_SIDE_PARTITIONS,
+        kafka.partitions,
         broker.bootstrap_servers()
     );
     signals.stop.cancelled().await;

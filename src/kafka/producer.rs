@@ -63,8 +63,8 @@ const DURABILITY: [(&str, &str); 3] = [
 
 /// lz4 saves a real broker's network and disk. The embedded one is in this
 /// process, and it keeps 5 MiB per partition: uncompressed batches fill it
-/// with fewer of them, so its fetches walk fewer (see
-/// [`super::EMBEDDED_SIDE_PARTITIONS`]).
+/// with fewer of them, so its fetches walk fewer (it finds a batch by
+/// walking its log from the oldest).
 fn compression(target: &BrokerTarget) -> &'static str {
     match target {
         BrokerTarget::Embedded => "none",
