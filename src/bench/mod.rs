@@ -279,8 +279,8 @@ async fn run_scenario(
             stop_watching.cancel();
             let shutdown = pipeline.shutdown().await;
             let sink = shutdown.sink;
-            if sink.read != sink.indexed + sink.spooled + sink.dead_lettered {
-                tracing::warn!(?sink, "benchmark sink counters do not reconcile");
+            if sink.read != sink.indexed + sink.spooled + sink.dead_lettered || sink.missed > 0 {
+                tracing::error!(?sink, "the benchmark's mirror is incomplete");
             }
             Ok(phases)
         }
