@@ -547,14 +547,7 @@ impl Mirror {
             .to_string(),
             reason,
         };
-        if let Err(error) = self.spool.dead_letter(&[gap]) {
-            self.halt(format!("cannot write the dead-letter file: {error}"));
-            return;
-        }
-        self.counts.dead_letter_file = self
-            .spool
-            .dir()
-            .map(|d| d.join(super::spool::DEAD_LETTERS).display().to_string());
+        self.write_dead_letters(&[gap]);
     }
 
     fn documents(&self, message: &BorrowedMessage<'_>) -> Result<Vec<Document>, String> {
@@ -648,19 +641,28 @@ impl Mirror {
         if refused.is_empty() {
             return true;
         }
-        if let Err(error) = self.spool.dead_letter(refused) {
-            self.halt(format!("cannot write the dead-letter file: {error}"));
+        if !self.write_dead_letters(refused) {
             return false;
         }
         self.counts.dead_lettered += refused.len() as u64;
-        self.counts.dead_letter_file = self
-            .spool
-            .dir()
-            .map(|d| d.join(super::spool::DEAD_LETTERS).display().to_string());
         for refusal in refused {
             tracing::warn!(reason = refusal.reason, "document refused by Elasticsearch");
             self.note_failure(refusal.reason.clone());
         }
+        true
+    }
+
+    /// Appends to the dead-letter file and names it in the counts; false
+    /// (and the mirror stopped) if it cannot be written.
+    fn write_dead_letters(&mut self, entries: &[Refusal]) -> bool {
+        if let Err(error) = self.spool.dead_letter(entries) {
+            self.halt(format!("cannot write the dead-letter file: {error}"));
+            return false;
+        }
+        self.counts.dead_letter_file = self
+            .spool
+            .dir()
+            .map(|d| d.join(super::spool::DEAD_LETTERS).display().to_string());
         true
     }
 
