@@ -829,7 +829,12 @@ impl ReadTo {
             self.seen_rebalances = rebalances;
             self.next.clear();
         }
-        let expected = self.next.insert(key.clone(), offset + 1)?;
+        // Every record passes here: the key is copied once per partition.
+        let Some(next) = self.next.get_mut(key) else {
+            self.next.insert(key.clone(), offset + 1);
+            return None;
+        };
+        let expected = std::mem::replace(next, offset + 1);
         (offset > expected).then_some(expected)
     }
 }
