@@ -32,6 +32,51 @@ impl FromStr for OrderId {
     }
 }
 
+/// One run of an order through the state machine, named in each of its
+/// events. A broker that writes a record twice (librdkafka's mock cluster
+/// does not enforce the idempotent producer's sequence numbers) repeats a
+/// run's event; an order run twice has two runs. Readers tell them apart.
+/// Written as 16 hex digits: a JSON number that large loses digits.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(into = "String", try_from = "String")]
+pub struct RunId(u64);
+
+impl RunId {
+    pub fn new_random() -> Self {
+        Self(rand::random())
+    }
+}
+
+impl fmt::Display for RunId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{:016x}", self.0)
+    }
+}
+
+impl FromStr for RunId {
+    type Err = OrderError;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        u64::from_str_radix(s, 16)
+            .map(Self)
+            .map_err(|e| OrderError::InvalidId(format!("{s:?} is not a run id: {e}")))
+    }
+}
+
+impl From<RunId> for String {
+    fn from(run: RunId) -> Self {
+        run.to_string()
+    }
+}
+
+impl TryFrom<String> for RunId {
+    type Error = OrderError;
+
+    fn try_from(s: String) -> Result<Self, Self::Error> {
+        s.parse()
+    }
+}
+
 /// An order as the original system sent it. The JSON keys are the wire
 /// format and stay the original's (Spanish); the Rust names are English.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -255,6 +300,9 @@ pub struct Transition {
     /// member of the group.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub member: Option<String>,
+    /// The run that wrote it: a repeated record carries the same run.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub run: Option<RunId>,
 }
 
 impl Transition {
@@ -277,6 +325,7 @@ impl Transition {
             accepted_at: Some(record.accepted_at),
             by: None,
             member: None,
+            run: None,
         }
     }
 
@@ -352,6 +401,27 @@ mod tests {
         ] {
             assert!(value.get(key).is_some(), "missing {key} in {value}");
         }
+    }
+
+    #[test]
+    fn a_run_id_is_written_as_hex_and_older_events_have_none() {
+        let record = OrderRecord {
+            order: Order::from_json(sample_json()).unwrap(),
+            order_id: OrderId::new_random(),
+            accepted_at: 1.5,
+        };
+        let mut transition = Transition::new(&record, None, State::Processing, Duration::ZERO);
+        let older = serde_json::to_value(&transition).unwrap();
+        assert!(older.get("run").is_none(), "{older}");
+        let read: Transition = serde_json::from_value(older).unwrap();
+        assert_eq!(read.run, None);
+
+        transition.run = Some(RunId(u64::MAX - 1));
+        let value = serde_json::to_value(&transition).unwrap();
+        assert_eq!(value["run"], "fffffffffffffffe");
+        let read: Transition = serde_json::from_value(value).unwrap();
+        assert_eq!(read.run, transition.run);
+        assert!("not hex".parse::<RunId>().is_err());
     }
 
     #[test]

@@ -174,6 +174,11 @@ pub struct OrderTotals {
     /// Orders with more than one Finished event in the events topic, read
     /// back at the stop (null when it was not read: no gate asked).
     pub finished_twice: Option<u64>,
+    /// Finished records that repeat one run's event, read back with
+    /// `finished_twice`: the broker wrote a record twice, the order ran
+    /// once. Only the embedded broker does (it does not enforce the
+    /// producer's idempotence), after a brokers-down.
+    pub finished_repeated: Option<u64>,
 }
 
 #[derive(Debug, Serialize)]
@@ -267,6 +272,7 @@ impl Report {
                 panics: c.panics,
                 finished_retries: c.finished_retries,
                 finished_twice: context.audit.map(|audit| audit.finished_twice),
+                finished_repeated: context.audit.map(|audit| audit.repeated),
             },
             latency_ms: Latencies {
                 send: snapshot.send.into(),
@@ -299,7 +305,7 @@ impl Report {
     pub fn summary(&self) -> String {
         let o = &self.orders;
         let l = &self.latency_ms;
-        format!(
+        let mut summary = format!(
             "orders: sent {} · acknowledged {} · rejected {} · failed {} · consumed {} · finished {} (+{} elsewhere) · redelivered {} · unfinished {}\n\
              throughput: {:.0} orders/s finished over {:.1} s (broker: {})\n\
              latency ms: send p50 {:.2} p99 {:.2} · end-to-end p50 {:.2} p99 {:.2} · completion p50 {:.2} p99 {:.2}\n\
@@ -308,6 +314,12 @@ impl Report {
             self.throughput.orders_per_s, self.elapsed_s, self.broker,
             l.send.p50, l.send.p99, l.end_to_end.p50, l.end_to_end.p99, l.completion.p50, l.completion.p99,
             self.sink.read, self.sink.indexed, self.sink.spooled, self.sink.dead_lettered, self.sink.left, self.sink.missed, self.sink.target,
-        )
+        );
+        if let (Some(twice), Some(repeated)) = (o.finished_twice, o.finished_repeated) {
+            summary.push_str(&format!(
+                "\nevents topic: finished twice {twice} · Finished records the broker repeated {repeated}"
+            ));
+        }
+        summary
     }
 }

@@ -92,7 +92,7 @@ fn as_text(report: &WatchReport) -> String {
     let orders = &snapshot.orders;
     let mut text = format!(
         "{} · group {} · topic {}\n\
-         orders: accepted {} = finished {} + waiting {} · finished twice {} · lag {} · {:.1} orders/s\n\
+         orders: accepted {} = finished {} + waiting {} · finished twice {}{} · lag {} · {:.1} orders/s\n\
          latency ms (from event times): taken up p50 {:.1} p99 {:.1} · completion p50 {:.1} p99 {:.1}\n",
         report.brokers,
         report.group,
@@ -101,6 +101,7 @@ fn as_text(report: &WatchReport) -> String {
         orders.finished,
         orders.waiting,
         orders.finished_twice,
+        orders.repeated_note(),
         snapshot.lag,
         snapshot.throughput_per_s,
         snapshot.latency_ms.taken_up.p50,

@@ -12,7 +12,7 @@ use serde::Serialize;
 use super::presence::{Presence, PresenceCounts, SILENT_AFTER_MS};
 use crate::{
     metrics::{new_histogram, summarize, LatencySummary},
-    order::{OrderId, State, Transition},
+    order::{OrderId, RunId, State, Transition},
 };
 
 /// Transitions kept for the live feed.
@@ -58,6 +58,29 @@ struct OrderTrack {
     /// The latest state its events reached, and who wrote that event.
     state: Option<(State, ProcessIndex)>,
     finished_events: u32,
+    /// The run its latest event named, and the states that run's events
+    /// were seen entering (one bit per state).
+    run: Option<RunId>,
+    states_seen: u8,
+}
+
+impl OrderTrack {
+    /// Whether `transition` repeats an event already seen from the same run
+    /// (a record the broker wrote twice); notes it otherwise. Events of
+    /// different runs, or without a run, are never repeats.
+    fn repeats(&mut self, transition: &Transition) -> bool {
+        let Some(run) = transition.run else {
+            return false;
+        };
+        if self.run != Some(run) {
+            self.run = Some(run);
+            self.states_seen = 0;
+        }
+        let state = 1 << transition.to.index();
+        let seen = self.states_seen & state != 0;
+        self.states_seen |= state;
+        seen
+    }
 }
 
 type ProcessIndex = u32;
@@ -120,6 +143,20 @@ pub struct Reconciliation {
     pub finished_events: u64,
     /// Finished events for orders not (or no longer) on the orders topic.
     pub finished_unaccepted: u64,
+    /// Events that repeat one already seen from the same run, left out of
+    /// every count: records the broker wrote twice, not orders run twice.
+    pub repeated_events: u64,
+}
+
+impl Reconciliation {
+    /// Records the broker wrote twice, when there were any: said next to
+    /// "finished twice", which leaves them out.
+    pub fn repeated_note(&self) -> String {
+        match self.repeated_events {
+            0 => String::new(),
+            n => format!(" (+{n} records the broker repeated)"),
+        }
+    }
 }
 
 #[derive(Clone, Debug, Default, PartialEq, Serialize)]
@@ -190,6 +227,10 @@ impl FleetView {
         let by = transition.by.clone().unwrap_or_else(|| "unknown".into());
         let index = self.process(&by).index;
         let track = self.orders.entry(transition.order_id).or_default();
+        if track.repeats(&transition) {
+            self.reconciliation.repeated_events += 1;
+            return;
+        }
         let previous = track.state;
         track.state = Some((transition.to, index));
         let finished = transition.to == State::Finished;
@@ -421,7 +462,57 @@ mod tests {
             accepted_at: Some(1.0),
             by: Some(by.into()),
             member: None,
+            run: None,
         }
+    }
+
+    #[test]
+    fn records_the_broker_repeated_are_left_out_and_second_runs_are_not() {
+        let mut view = FleetView::default();
+        let [once, twice] = [(); 2].map(|_| OrderId::new_random());
+        let run = |n: u64, step: Transition| Transition {
+            run: Some(format!("{n:x}").parse().unwrap()),
+            ..step
+        };
+        for id in [once, twice] {
+            view.accepted(id);
+        }
+        // One run whose requests the broker appended twice: the copies
+        // come after what was appended meanwhile.
+        let processing = run(1, step(once, None, State::Processing, 1_100, "w1"));
+        let finished = run(
+            1,
+            step(once, Some(State::Delivered), State::Finished, 1_500, "w1"),
+        );
+        for event in [&processing, &finished, &processing, &finished] {
+            view.transition(event.clone());
+        }
+        // Two runs of one order (the first abandoned after writing Finished).
+        view.transition(run(
+            2,
+            step(twice, Some(State::Delivered), State::Finished, 1_200, "w1"),
+        ));
+        view.transition(run(
+            3,
+            step(twice, Some(State::Delivered), State::Finished, 1_300, "w2"),
+        ));
+
+        let snapshot = view.snapshot(2_000);
+        assert_eq!(
+            snapshot.orders,
+            Reconciliation {
+                accepted: 2,
+                finished: 2,
+                waiting: 0,
+                finished_twice: 1,
+                finished_events: 3,
+                finished_unaccepted: 0,
+                repeated_events: 2,
+            }
+        );
+        let w1 = &snapshot.processes[0];
+        assert_eq!((w1.finished, w1.transitions, w1.in_flight), (2, 3, 0));
+        assert_eq!(view.timeline(once).len(), 2);
     }
 
     fn presence(by: &str, at_ms: i64, partitions: Vec<i32>) -> Presence {
@@ -493,6 +584,7 @@ mod tests {
                 finished_twice: 1,
                 finished_events: 4,
                 finished_unaccepted: 1,
+                repeated_events: 0,
             }
         );
         let w1 = &snapshot.processes[0];

@@ -7,7 +7,11 @@
 //! registry then skips those orders instead of finishing them twice. The
 //! read is incremental: members share one position in the events topic.
 
-use std::{collections::BTreeMap, sync::Mutex, time::Duration};
+use std::{
+    collections::{BTreeMap, HashMap},
+    sync::Mutex,
+    time::Duration,
+};
 
 use rdkafka::{
     consumer::{BaseConsumer, Consumer},
@@ -16,8 +20,11 @@ use rdkafka::{
     Offset, TopicPartitionList,
 };
 
-use super::{finished_watch::finished_event, KafkaConnection};
-use crate::order::OrderId;
+use super::{
+    finished_watch::{finished_event, FinishedEvent},
+    KafkaConnection,
+};
+use crate::order::{OrderId, RunId};
 use crate::sync::Locked;
 
 /// How far before a record's timestamp its order's events may be stamped:
@@ -75,6 +82,7 @@ impl FinishedLog {
         // An idle reader must not keep fetching (and buffering) events.
         reader.unassign()?;
         let (finished, next) = read?;
+        let finished = finished.into_iter().map(|event| event.order_id).collect();
         let since_ms = state
             .position
             .as_ref()
@@ -85,16 +93,42 @@ impl FinishedLog {
 }
 
 /// What the events topic says, read from its start: how many orders have a
-/// Finished event, and how many have more than one (finished twice).
+/// Finished event, how many were run to Finished more than once (finished
+/// twice), and how many Finished records repeat a run's event (a record the
+/// broker wrote twice: the order ran once).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct EventAudit {
     pub finished_events: u64,
     pub orders: u64,
     pub finished_twice: u64,
+    pub repeated: u64,
+}
+
+impl EventAudit {
+    /// Folds Finished events by order and run. An event without a run (an
+    /// older writer) counts as a run of its own.
+    fn of(events: &[FinishedEvent]) -> Self {
+        let mut runs = HashMap::<OrderId, Vec<Option<RunId>>>::with_capacity(events.len());
+        let mut repeated = 0;
+        for event in events {
+            let seen = runs.entry(event.order_id).or_default();
+            if event.run.is_some() && seen.contains(&event.run) {
+                repeated += 1;
+            } else {
+                seen.push(event.run);
+            }
+        }
+        Self {
+            finished_events: events.len() as u64,
+            orders: runs.len() as u64,
+            finished_twice: runs.values().filter(|runs| runs.len() > 1).count() as u64,
+            repeated,
+        }
+    }
 }
 
 /// Reads every Finished event in the events topic (what an outsider sees),
-/// counting them by order id. Blocks; bounded by [`READ_LIMIT`].
+/// counting them by order id and run. Blocks; bounded by [`READ_LIMIT`].
 pub fn audit(connection: &KafkaConnection) -> KafkaResult<EventAudit> {
     let consumer = reader(connection)?;
     let (finished, _) = read(
@@ -102,15 +136,7 @@ pub fn audit(connection: &KafkaConnection) -> KafkaResult<EventAudit> {
         &connection.options.events_topic,
         Start::Beginning,
     )?;
-    let mut times = std::collections::HashMap::<OrderId, u32>::with_capacity(finished.len());
-    for id in &finished {
-        *times.entry(*id).or_default() += 1;
-    }
-    Ok(EventAudit {
-        finished_events: finished.len() as u64,
-        orders: times.len() as u64,
-        finished_twice: times.values().filter(|n| **n > 1).count() as u64,
-    })
+    Ok(EventAudit::of(&finished))
 }
 
 fn reader(connection: &KafkaConnection) -> KafkaResult<BaseConsumer> {
@@ -137,7 +163,7 @@ fn read(
     consumer: &BaseConsumer,
     topic: &str,
     start: Start,
-) -> KafkaResult<(Vec<OrderId>, BTreeMap<i32, i64>)> {
+) -> KafkaResult<(Vec<FinishedEvent>, BTreeMap<i32, i64>)> {
     let metadata = consumer.fetch_metadata(Some(topic), READ_LIMIT)?;
     let partitions: Vec<i32> = metadata
         .topics()
@@ -191,7 +217,7 @@ fn read(
         };
         let message = message?;
         if let Some(event) = finished_event(&message) {
-            finished.push(event.order_id);
+            finished.push(event);
         }
         if unread
             .get(&message.partition())
@@ -288,5 +314,51 @@ fn timestamp_at(
                 return Ok(message.timestamp().to_millis().unwrap_or(i64::MAX));
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn event(order_id: OrderId, run: Option<u64>) -> FinishedEvent {
+        FinishedEvent {
+            order_id,
+            here: true,
+            run: run.map(|n| format!("{n:x}").parse().unwrap()),
+        }
+    }
+
+    #[test]
+    fn a_repeated_record_is_not_a_second_run() {
+        let (once, repeated, twice, older) = (
+            OrderId::new_random(),
+            OrderId::new_random(),
+            OrderId::new_random(),
+            OrderId::new_random(),
+        );
+        let events = [
+            event(once, Some(1)),
+            // The broker wrote this run's event three times.
+            event(repeated, Some(2)),
+            event(repeated, Some(2)),
+            event(repeated, Some(2)),
+            // Two runs, one of them repeated: finished twice all the same.
+            event(twice, Some(3)),
+            event(twice, Some(4)),
+            event(twice, Some(3)),
+            // Without run ids nothing can be told apart: two runs.
+            event(older, None),
+            event(older, None),
+        ];
+        assert_eq!(
+            EventAudit::of(&events),
+            EventAudit {
+                finished_events: 9,
+                orders: 4,
+                finished_twice: 2,
+                repeated: 3,
+            }
+        );
     }
 }

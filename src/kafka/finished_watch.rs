@@ -19,20 +19,22 @@ use rdkafka::{
 };
 
 use super::{
-    producer::{BY_HEADER, STATE_HEADER},
+    producer::{BY_HEADER, RUN_HEADER, STATE_HEADER},
     this_process, KafkaConnection,
 };
-use crate::order::{OrderId, State, Transition};
+use crate::order::{OrderId, RunId, State, Transition};
 
 const SETUP_LIMIT: Duration = Duration::from_secs(10);
 /// How often the follower looks at its stop flag while the topic is quiet.
 const POLL: Duration = Duration::from_millis(250);
 
-/// A Finished event: which order, and whether this process wrote it.
+/// A Finished event: which order, whether this process wrote it, and which
+/// run (None from writers older than run ids).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct FinishedEvent {
     pub order_id: OrderId,
     pub here: bool,
+    pub run: Option<RunId>,
 }
 
 /// The running follower; stops when dropped.
@@ -123,6 +125,7 @@ pub fn finished_event(message: &BorrowedMessage<'_>) -> Option<FinishedEvent> {
             Some(FinishedEvent {
                 order_id: key.parse().ok()?,
                 here: header(BY_HEADER) == Some(this_process()),
+                run: header(RUN_HEADER).and_then(|run| run.parse().ok()),
             })
         }
         None => {
@@ -130,6 +133,7 @@ pub fn finished_event(message: &BorrowedMessage<'_>) -> Option<FinishedEvent> {
             (transition.to == State::Finished).then(|| FinishedEvent {
                 order_id: transition.order_id,
                 here: transition.by.as_deref() == Some(this_process()),
+                run: transition.run,
             })
         }
     }

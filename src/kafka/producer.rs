@@ -38,6 +38,8 @@ pub enum ProduceError {
 pub const STATE_HEADER: &str = "state";
 /// Event header naming the process that drove the order (`host:pid`).
 pub const BY_HEADER: &str = "by";
+/// Event header naming the run that wrote it (see [`RunId`](crate::order::RunId)).
+pub const RUN_HEADER: &str = "run";
 
 pub struct OrderProducer {
     producer: PolledProducer,
@@ -161,6 +163,12 @@ impl OrderProducer {
             headers = headers.insert(Header {
                 key: BY_HEADER,
                 value: Some(by.as_str()),
+            });
+        }
+        if let Some(run) = transition.run {
+            headers = headers.insert(Header {
+                key: RUN_HEADER,
+                value: Some(&run.to_string()),
             });
         }
         self.producer

@@ -22,7 +22,7 @@ use crate::{
         this_process,
     },
     metrics::{Counter, Latency, Metrics},
-    order::{OrderRecord, State, Transition},
+    order::{OrderRecord, RunId, State, Transition},
     sinks::notify::Notifier,
 };
 
@@ -46,6 +46,8 @@ struct StateGauge<'a> {
     current: Option<State>,
     /// The consumer running the order, named in its events.
     member: MemberId,
+    /// This run, named in its events (a repeated record names it again).
+    run: RunId,
 }
 
 impl Drop for StateGauge<'_> {
@@ -83,6 +85,7 @@ impl OrderFlow {
             metrics: &self.metrics,
             current: None,
             member,
+            run: RunId::new_random(),
         };
         self.announce(&mut gauge, record, State::Processing, Duration::ZERO)
             .await;
@@ -197,6 +200,7 @@ impl OrderFlow {
         let mut transition = Transition::new(record, gauge.current, to, spent);
         transition.by = Some(this_process().to_owned());
         transition.member = Some(format!("c{}", gauge.member));
+        transition.run = Some(gauge.run);
         self.metrics.move_state(gauge.current, to);
         gauge.current = Some(to);
         self.metrics.incr(Counter::Transitions);

@@ -172,6 +172,7 @@ fn transitions() -> Vec<Transition> {
                 accepted_at: None,
                 by: None,
                 member: None,
+                run: None,
             });
             from = Some(to);
         }

@@ -58,6 +58,7 @@ fn steps(id: OrderId, by: &str, start: i64, upto: usize) -> Vec<Transition> {
                 accepted_at: Some((start - 20) as f64 / 1e3),
                 by: Some(by.into()),
                 member: Some("c1".into()),
+                run: None,
             };
             previous = Some(*state);
             step

@@ -84,6 +84,7 @@ fn draw_summary(frame: &mut Frame, area: Rect, app: &WatchApp) {
         ),
         Span::raw(" · "),
         Span::styled(format!("finished twice {}", orders.finished_twice), twice),
+        Span::raw(orders.repeated_note()),
         Span::raw(format!(
             " · lag {} · {:.1} orders/s",
             app.snapshot.lag, app.snapshot.throughput_per_s
