@@ -10,6 +10,7 @@ use crate::{
     order::State,
     pipeline::Unfinished,
     sinks::notify::NotifyCounts,
+    sinks::spool::dead_letters_named,
     sinks::{MirrorState, MirrorStatus},
     slo::SloReport,
 };
@@ -90,9 +91,7 @@ impl SinkTotals {
                 "{} documents refused by Elasticsearch ({}), kept in {}",
                 self.dead_lettered,
                 self.failures.join("; "),
-                self.dead_letter_file
-                    .as_deref()
-                    .unwrap_or("the dead-letter file")
+                dead_letters_named(self.dead_letter_file.as_deref())
             ));
         }
         if self.missed > 0 {
@@ -101,9 +100,7 @@ impl SinkTotals {
                  embedded broker keeps 5 MiB per partition; the mirror fell further behind), \
                  listed in {}",
                 self.missed,
-                self.dead_letter_file
-                    .as_deref()
-                    .unwrap_or("the dead-letter file")
+                dead_letters_named(self.dead_letter_file.as_deref())
             ));
         }
         if self.left + self.pending > 0 {

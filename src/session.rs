@@ -29,7 +29,10 @@ use crate::{
         Pipeline, PipelineConfig, StopProgress, Unfinished,
     },
     processing::ledger::LedgerTally,
-    sinks::{elastic::ElasticConfig, kibana::import_saved_objects, MirrorState, MirrorStatus},
+    sinks::{
+        elastic::ElasticConfig, kibana::import_saved_objects, spool::dead_letters_named,
+        MirrorState, MirrorStatus,
+    },
 };
 use futures::FutureExt;
 
@@ -556,9 +559,7 @@ impl Live {
                 "Elasticsearch refused {} documents: {} (kept in {})",
                 sink.dead_lettered,
                 sink.failures.first().map_or("", String::as_str),
-                sink.dead_letter_file
-                    .as_deref()
-                    .unwrap_or("the dead-letter file")
+                dead_letters_named(sink.dead_letter_file.as_deref())
             ));
         }
         if sink.missed > status.sink.missed {
@@ -566,9 +567,7 @@ impl Live {
                 "The broker deleted {} records before the mirror read them: the mirror fell \
                  more than 5 MiB behind on the embedded broker (listed in {})",
                 sink.missed,
-                sink.dead_letter_file
-                    .as_deref()
-                    .unwrap_or("the dead-letter file")
+                dead_letters_named(sink.dead_letter_file.as_deref())
             ));
         }
         if let (MirrorState::Stopped(reason), false) = (

@@ -26,6 +26,12 @@ const LOCK: &str = "lock";
 const CURSOR: &str = "export.cursor";
 /// Refused documents, one JSON line each with its reason.
 pub const DEAD_LETTERS: &str = "dead-letter.ndjson";
+
+/// The dead-letter file's path for a person, or what to call it before
+/// one was written.
+pub fn dead_letters_named(file: Option<&str>) -> &str {
+    file.unwrap_or("the dead-letter file")
+}
 /// Largest segment; smaller when the bound is small, so it can be kept.
 const SEGMENT_BYTES: u64 = 64 << 20;
 
