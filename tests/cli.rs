@@ -461,6 +461,14 @@ fn bench_drives_ingest_from_a_load_process_and_judges_it() {
         "{fixed}"
     );
     assert!(remote["pacing_late_ms"].is_null(), "{remote}");
+    // Each phase says how much CPU the host took meanwhile (Linux).
+    for phase in phases {
+        let stolen = phase["stolen_pct"].as_f64();
+        assert!(
+            stolen.is_some_and(|s| (0.0..=100.0).contains(&s)),
+            "{phase}"
+        );
+    }
     // Both of its targets judged (a debug build need not meet them).
     let targets = report["targets"].to_string();
     assert!(

@@ -308,7 +308,7 @@ async fn phase_from_another_process(plan: &BenchPlan, url: &str) -> Result<Phase
         plan.max_time,
     )
     .await?;
-    let (cpu_s, peak_rss_mib) = usage.finish();
+    let usage = usage.finish();
     let outcome = Outcome {
         completed: summary.answered,
         errors: summary.failed,
@@ -322,13 +322,7 @@ async fn phase_from_another_process(plan: &BenchPlan, url: &str) -> Result<Phase
         orders: plan.max_orders,
         limit: plan.max_time,
     };
-    Ok(phase(
-        Scenario::IngestFromProcess,
-        load,
-        outcome,
-        cpu_s,
-        peak_rss_mib,
-    ))
+    Ok(phase(Scenario::IngestFromProcess, load, outcome, usage))
 }
 
 async fn phases_of<T: Target>(plan: &BenchPlan, scenario: Scenario, target: Arc<T>) -> Vec<Phase> {
@@ -361,8 +355,7 @@ async fn phases_of<T: Target>(plan: &BenchPlan, scenario: Scenario, target: Arc<
     for load in loads {
         let usage = Usage::start();
         let outcome = drive(Arc::clone(&target), load).await;
-        let (cpu_s, peak_rss_mib) = usage.finish();
-        phases.push(phase(scenario, load, outcome, cpu_s, peak_rss_mib));
+        phases.push(phase(scenario, load, outcome, usage.finish()));
     }
     phases
 }

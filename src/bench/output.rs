@@ -4,7 +4,7 @@ use std::fmt::Write;
 
 use super::{BenchReport, Phase};
 
-const HEADERS: [&str; 12] = [
+const HEADERS: [&str; 13] = [
     "scenario",
     "load",
     "orders",
@@ -15,11 +15,23 @@ const HEADERS: [&str; 12] = [
     "max ms",
     "CPU s",
     "peak RSS MiB",
+    "steal %",
     "× producer",
     "× original",
 ];
 
-fn cells(phase: &Phase, callers: usize) -> [String; 12] {
+/// A phase whose host took this much of the machine's CPU (steal) is
+/// flagged under the table.
+const DISTURBED_STEAL_PCT: f64 = 2.0;
+
+fn load_text(phase: &Phase, callers: usize) -> String {
+    match phase.offered_rate {
+        None => format!("max, {callers} callers"),
+        Some(rate) => format!("fixed {rate:.0}/s"),
+    }
+}
+
+fn cells(phase: &Phase, callers: usize) -> [String; 13] {
     let ratio = |r: Option<f64>| r.map_or("–".to_owned(), |r| format!("{r:.2}"));
     let mut orders = phase.orders.to_string();
     if phase.errors > 0 {
@@ -27,10 +39,7 @@ fn cells(phase: &Phase, callers: usize) -> [String; 12] {
     }
     [
         phase.title.clone(),
-        match phase.offered_rate {
-            None => format!("max, {callers} callers"),
-            Some(rate) => format!("fixed {rate:.0}/s"),
-        },
+        load_text(phase, callers),
         orders,
         format!("{:.0}", phase.orders_per_s),
         format!("{:.2}", phase.latency_ms.p50),
@@ -41,12 +50,15 @@ fn cells(phase: &Phase, callers: usize) -> [String; 12] {
         phase
             .peak_rss_mib
             .map_or("–".to_owned(), |m| format!("{m:.0}")),
+        phase
+            .stolen_pct
+            .map_or("–".to_owned(), |s| format!("{s:.1}")),
         ratio(phase.vs_bare_producer),
         ratio(phase.vs_original),
     ]
 }
 
-fn rows(report: &BenchReport) -> Vec<[String; 12]> {
+fn rows(report: &BenchReport) -> Vec<[String; 13]> {
     report
         .phases
         .iter()
@@ -130,34 +142,118 @@ fn soak_and_targets(report: &BenchReport, heading: &str, bullet: &str) -> String
             );
         }
     }
-    let paced: Vec<_> = report
-        .phases
-        .iter()
-        .filter_map(|p| p.pacing_late_ms.as_ref().map(|late| (&p.title, late)))
-        .collect();
-    if !paced.is_empty() {
-        let _ = writeln!(
-            out,
-            "\n{heading}Fixed rate: calls started after their intended time (in the latencies)"
-        );
-        for (title, late) in paced {
-            let _ = writeln!(
-                out,
-                "{bullet}{title}: p50 {:.2} ms, p99 {:.2} ms, max {:.2} ms",
-                late.p50, late.p99, late.max
-            );
-        }
-    }
-    let errors: Vec<_> = report
-        .phases
-        .iter()
-        .filter_map(|p| p.first_error.as_ref().map(|e| (&p.title, e)))
-        .collect();
-    if !errors.is_empty() {
-        let _ = writeln!(out, "\n{heading}First error per scenario");
-        for (title, error) in errors {
-            let _ = writeln!(out, "{bullet}{title}: {error}");
-        }
-    }
+    let disturbed = report.phases.iter().filter_map(|phase| {
+        let stolen = phase.stolen_pct.filter(|s| *s >= DISTURBED_STEAL_PCT)?;
+        Some(format!(
+            "{}, {}: the hypervisor took {stolen:.0} % of the machine's CPU (steal)",
+            phase.title,
+            load_text(phase, report.callers)
+        ))
+    });
+    section(
+        &mut out,
+        (heading, bullet),
+        "Disturbed by the host (its figures measure the host as much as orderdeck)",
+        disturbed,
+    );
+    let paced = report.phases.iter().filter_map(|phase| {
+        let late = phase.pacing_late_ms.as_ref()?;
+        Some(format!(
+            "{}: p50 {:.2} ms, p99 {:.2} ms, max {:.2} ms",
+            phase.title, late.p50, late.p99, late.max
+        ))
+    });
+    section(
+        &mut out,
+        (heading, bullet),
+        "Fixed rate: calls started after their intended time (in the latencies)",
+        paced,
+    );
+    let errors = report.phases.iter().filter_map(|phase| {
+        let error = phase.first_error.as_ref()?;
+        Some(format!("{}: {error}", phase.title))
+    });
+    section(
+        &mut out,
+        (heading, bullet),
+        "First error per scenario",
+        errors,
+    );
     out
+}
+
+/// A titled list under the table, left out when it has nothing to say.
+fn section(
+    out: &mut String,
+    (heading, bullet): (&str, &str),
+    title: &str,
+    lines: impl Iterator<Item = String>,
+) {
+    let mut lines = lines.peekable();
+    if lines.peek().is_some() {
+        let _ = writeln!(out, "\n{heading}{title}");
+        for line in lines {
+            let _ = writeln!(out, "{bullet}{line}");
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::bench::Scenario;
+
+    fn phase_stolen(offered_rate: Option<f64>, stolen_pct: Option<f64>) -> Phase {
+        Phase {
+            scenario: Scenario::EndToEnd,
+            title: Scenario::EndToEnd.title().to_owned(),
+            measured_until: Scenario::EndToEnd.measured_until().to_owned(),
+            offered_rate,
+            orders: 100,
+            errors: 0,
+            first_error: None,
+            seconds: 1.0,
+            orders_per_s: 100.0,
+            latency_ms: Default::default(),
+            pacing_late_ms: None,
+            cpu_s: 0.5,
+            peak_rss_mib: None,
+            stolen_pct,
+            vs_bare_producer: None,
+            vs_original: None,
+        }
+    }
+
+    #[test]
+    fn a_phase_the_host_took_cpu_from_is_flagged() {
+        let report = BenchReport {
+            machine: "2 cores".to_owned(),
+            callers: 32,
+            rate: 1000.0,
+            phases: vec![
+                phase_stolen(Some(1000.0), Some(0.4)),
+                phase_stolen(None, Some(23.5)),
+            ],
+            soak: None,
+            targets: Vec::new(),
+        };
+        let text = markdown(&report);
+        assert!(text.contains("| steal % |"), "{text}");
+        assert!(
+            text.contains("| 0.4 |") && text.contains("| 23.5 |"),
+            "{text}"
+        );
+        assert!(
+            text.contains("- (b) end to end, time-scale 0, max, 32 callers: the hypervisor took 24 % of the machine's CPU (steal)"),
+            "{text}"
+        );
+        assert!(!text.contains("fixed 1000/s: the hypervisor"), "{text}");
+
+        let quiet = BenchReport {
+            phases: vec![phase_stolen(None, Some(1.9)), phase_stolen(None, None)],
+            ..report
+        };
+        let text = table(&quiet);
+        assert!(!text.contains("Disturbed"), "{text}");
+    }
 }

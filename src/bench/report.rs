@@ -5,6 +5,7 @@ use serde::{Deserialize, Serialize};
 
 use super::{
     driver::{Load, Outcome},
+    resources::PhaseUsage,
     Scenario,
 };
 use crate::metrics::LatencySummary;
@@ -28,6 +29,10 @@ pub struct Phase {
     pub pacing_late_ms: Option<LatencySummary>,
     pub cpu_s: f64,
     pub peak_rss_mib: Option<f64>,
+    /// The share of the machine's CPU the host took during the phase (steal
+    /// time, percent; None where the OS does not say).
+    #[serde(default)]
+    pub stolen_pct: Option<f64>,
     /// Throughput as a share of the bare producer's / the original design's.
     pub vs_bare_producer: Option<f64>,
     pub vs_original: Option<f64>,
@@ -64,13 +69,7 @@ pub struct BenchReport {
     pub targets: Vec<TargetCheck>,
 }
 
-pub(super) fn phase(
-    scenario: Scenario,
-    load: Load,
-    outcome: Outcome,
-    cpu_s: f64,
-    peak_rss_mib: Option<f64>,
-) -> Phase {
+pub(super) fn phase(scenario: Scenario, load: Load, outcome: Outcome, usage: PhaseUsage) -> Phase {
     Phase {
         scenario,
         title: scenario.title().to_owned(),
@@ -86,8 +85,9 @@ pub(super) fn phase(
         orders_per_s: outcome.per_second(),
         latency_ms: outcome.latency,
         pacing_late_ms: outcome.pacing,
-        cpu_s,
-        peak_rss_mib,
+        cpu_s: usage.cpu_s,
+        peak_rss_mib: usage.peak_rss_mib,
+        stolen_pct: usage.stolen_pct,
         vs_bare_producer: None,
         vs_original: None,
     }

@@ -73,7 +73,7 @@ pub(super) async fn soak(plan: &BenchPlan, orders: u64) -> Result<Soak, BenchErr
         },
     )
     .await;
-    let (_, peak) = usage.finish();
+    let peak = usage.finish().peak_rss_mib;
     stop.cancel();
     let samples = sampler.await.unwrap_or_default();
     pipeline.shutdown().await;
