@@ -445,13 +445,30 @@ async fn order_path_under_elasticsearch(orders: &str, rate: &str) -> [(f64, f64)
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_order_path_latency_ignores_elasticsearch() {
     let _alone = LATENCY_RUNS_ALONE.write().await;
-    let [without, rest @ ..] = order_path_under_elasticsearch("4000", "1000").await;
-    for (name, (send, end_to_end)) in ["healthy", "throttled", "down"].into_iter().zip(rest) {
-        assert!(
-            send <= without.0 * 2.0 + 10.0 && end_to_end <= without.1 * 2.0 + 10.0,
-            "{name}: p99 {send:.2}/{end_to_end:.2} ms against {without:?} without Elasticsearch"
-        );
+    let first = order_path_under_elasticsearch("4000", "1000").await;
+    let Err(slow) = within_bound(first) else {
+        return;
+    };
+    // One timing run on a shared two-core machine can be slow by itself
+    // (seen: an end-to-end p99 of 62 ms against 19 ms, nothing else
+    // different); an order path that waits on Elasticsearch is slow every
+    // time, so all four are measured again and must all hold.
+    eprintln!("measuring again: {slow}");
+    if let Err(slow) = within_bound(order_path_under_elasticsearch("4000", "1000").await) {
+        panic!("{slow}");
     }
+}
+
+/// Each p99 with Elasticsearch within twice the run without it, plus 10 ms.
+fn within_bound([without, rest @ ..]: [(f64, f64); 4]) -> Result<(), String> {
+    for (name, (send, end_to_end)) in ["healthy", "throttled", "down"].into_iter().zip(rest) {
+        if send > without.0 * 2.0 + 10.0 || end_to_end > without.1 * 2.0 + 10.0 {
+            return Err(format!(
+                "{name}: p99 {send:.2}/{end_to_end:.2} ms against {without:?} without Elasticsearch"
+            ));
+        }
+    }
+    Ok(())
 }
 
 /// The figures for the README: documents/s indexed at 5,000 orders/s and
