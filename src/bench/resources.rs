@@ -51,7 +51,8 @@ fn stolen_and_all(stat: &str) -> Option<(u64, u64)> {
     Some((stolen, ticks.iter().sum()))
 }
 
-/// Measures one phase: CPU seconds used and the peak resident set.
+/// Measures one phase: CPU seconds used, the peak resident set, and the
+/// machine's CPU the host took.
 pub struct Usage {
     cpu_at_start: Duration,
     machine_at_start: Option<(u64, u64)>,
@@ -78,6 +79,7 @@ impl Usage {
         }
     }
 
+    /// What the phase used since `start`.
     pub fn finish(self) -> PhaseUsage {
         let stolen_pct = self
             .machine_at_start
