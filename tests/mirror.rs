@@ -440,8 +440,9 @@ async fn order_path_under_elasticsearch(orders: &str, rate: &str) -> [(f64, f64)
 }
 
 /// The order path never waits on Elasticsearch: its latency at 1,000
-/// orders/s with Elasticsearch healthy, throttling or down stays within a
-/// bound of the run without Elasticsearch.
+/// orders/s with Elasticsearch throttling or down stays within a bound of
+/// the run with it healthy, and that run within a bound of the run without
+/// it.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_order_path_latency_ignores_elasticsearch() {
     let _alone = LATENCY_RUNS_ALONE.write().await;
@@ -449,22 +450,34 @@ async fn the_order_path_latency_ignores_elasticsearch() {
     let Err(slow) = within_bound(first) else {
         return;
     };
-    // One timing run on a shared two-core machine can be slow by itself
-    // (seen: an end-to-end p99 of 62 ms against 19 ms, nothing else
-    // different); an order path that waits on Elasticsearch is slow every
-    // time, so all four are measured again and must all hold.
+    // One timing run on a shared two-core machine can be slow by itself;
+    // an order path that waits on Elasticsearch is slow every time, so all
+    // four are measured again and must all hold.
     eprintln!("measuring again: {slow}");
     if let Err(slow) = within_bound(order_path_under_elasticsearch("4000", "1000").await) {
         panic!("{slow}");
     }
 }
 
-/// Each p99 with Elasticsearch within twice the run without it, plus 10 ms.
-fn within_bound([without, rest @ ..]: [(f64, f64); 4]) -> Result<(), String> {
-    for (name, (send, end_to_end)) in ["healthy", "throttled", "down"].into_iter().zip(rest) {
-        if send > without.0 * 2.0 + 10.0 || end_to_end > without.1 * 2.0 + 10.0 {
+/// Throttling and down within twice the healthy run plus 10 ms: a path
+/// that waited on Elasticsearch would wait out its retries there. The
+/// healthy run within four times the run without Elasticsearch plus 10 ms:
+/// it shares the two cores with the stand-in, which parses thousands of
+/// documents a second in this debug-built test process (measured there:
+/// an end-to-end p99 2.5–3.2 times the run without it).
+fn within_bound([without, healthy, throttled, down]: [(f64, f64); 4]) -> Result<(), String> {
+    let over = |(send, end_to_end): (f64, f64), (base_send, base_e2e): (f64, f64), times: f64| {
+        send > base_send * times + 10.0 || end_to_end > base_e2e * times + 10.0
+    };
+    if over(healthy, without, 4.0) {
+        return Err(format!(
+            "healthy: p99 {healthy:?} ms against {without:?} without Elasticsearch"
+        ));
+    }
+    for (name, run) in [("throttled", throttled), ("down", down)] {
+        if over(run, healthy, 2.0) {
             return Err(format!(
-                "{name}: p99 {send:.2}/{end_to_end:.2} ms against {without:?} without Elasticsearch"
+                "{name}: p99 {run:?} ms against {healthy:?} with Elasticsearch healthy"
             ));
         }
     }
