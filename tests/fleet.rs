@@ -355,6 +355,16 @@ rate = "40..120"
         dir.run(&args)
     };
     let passed = play(&[]);
+    if passed.status.code() != Some(0) {
+        // Completions were once seen only after the phase's sending ended
+        // (a clean-clone CI run, cause not found): say what serve did.
+        let log = std::fs::read_to_string(dir.path("serve.log")).unwrap_or_default();
+        let tail: Vec<&str> = log.lines().rev().take(60).collect();
+        eprintln!(
+            "serve's log, last lines:\n{}",
+            tail.into_iter().rev().collect::<Vec<_>>().join("\n")
+        );
+    }
     assert_exit(&passed, 0);
     let out = common::workdir::text(&passed.stdout);
     let err = common::workdir::text(&passed.stderr);

@@ -54,6 +54,18 @@ impl Process {
     }
 }
 
+/// A test that fails before stopping its processes leaves none behind: an
+/// orphan would keep retrying its dead broker, and could join a later
+/// test's broker that gets the same port.
+impl Drop for Process {
+    fn drop(&mut self) {
+        if matches!(self.child.try_wait(), Ok(None)) {
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+        }
+    }
+}
+
 pub fn stderr_of(dir: &Workdir, name: &str) -> String {
     text(&std::fs::read(dir.path(&format!("{name}.err"))).unwrap_or_default())
 }
